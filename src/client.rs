@@ -1,0 +1,283 @@
+//! One connected client: its shared state, the handle the application holds,
+//! the configuration it registers with, and the runtime info it reports.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use crate::{
+    message::Encoded, outbox::CloseRequest, outbox::Outbox, Callbacks, ClientId, DisconnectReason, Format, JoinError,
+    SendError, SendMsg, WsPool,
+};
+
+/// What a connection registers as: the original's `Config` (`Id`, `Type`,
+/// `Channel`) plus the frame format, the remote address and per-connection
+/// callbacks. The provided route builds one from the handshake token (or
+/// from the authorisation hook); give one to
+/// [`WsPool::accept`](crate::WsPool::accept) in a handler of your own.
+///
+/// ```
+/// use wspool::{ClientConfig, Format};
+///
+/// let config = ClientConfig::new("alice").kind("app").channels(["room1", "room2"]).format(Format::Json);
+/// assert_eq!(config.id(), "alice");
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ClientConfig {
+    pub(crate) id: String,
+    pub(crate) kind: String,
+    pub(crate) channels: Vec<String>,
+    pub(crate) format: Format,
+    pub(crate) remote_addr: Option<SocketAddr>,
+    pub(crate) protocol: Option<String>,
+    pub(crate) callbacks: Callbacks,
+}
+
+impl ClientConfig {
+    /// A client with this id, kind `"ws"`, no channels, binary frames.
+    pub fn new(id: impl Into<String>) -> Self {
+        ClientConfig {
+            id: id.into(),
+            kind: "ws".to_owned(),
+            channels: Vec::new(),
+            format: Format::Binary,
+            remote_addr: None,
+            protocol: None,
+            callbacks: Callbacks::default(),
+        }
+    }
+
+    /// The id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The kind of client (the original's `Type`): free text for the
+    /// application, e.g. `"web"`, `"app"`, `"device"`.
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = kind.into();
+        self
+    }
+
+    /// The channels it joins at once.
+    pub fn channels<I, S>(mut self, channels: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.channels = channels.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How the server frames what it sends to it.
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The peer's address, for [`ClientInfo::remote_addr`].
+    pub fn remote_addr(mut self, addr: SocketAddr) -> Self {
+        self.remote_addr = Some(addr);
+        self
+    }
+
+    /// The subprotocol to echo in the handshake response. A browser that
+    /// offered subprotocols fails the handshake unless one is echoed.
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocol = Some(protocol.into());
+        self
+    }
+
+    /// Callbacks for this connection only (they run after the pool's).
+    pub fn callbacks(mut self, callbacks: Callbacks) -> Self {
+        self.callbacks = callbacks;
+        self
+    }
+}
+
+/// The shared state of one connection. Its task owns the socket; everything
+/// here is what others need to reach it or report on it.
+pub(crate) struct ClientState {
+    /// Unique per connection, so a replaced connection cannot unregister or
+    /// disturb its successor with the same id.
+    pub(crate) conn_id: u64,
+    pub(crate) id: ClientId,
+    pub(crate) kind: Arc<str>,
+    pub(crate) format: Format,
+    pub(crate) remote_addr: Option<SocketAddr>,
+    pub(crate) connected_at: SystemTime,
+    pub(crate) outbox: Outbox,
+    pub(crate) callbacks: Callbacks,
+    // Relaxed atomics: independent tallies, written by the connection task.
+    pub(crate) last_received_ms: AtomicU64,
+    pub(crate) last_sent_ms: AtomicU64,
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+}
+
+pub(crate) fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl ClientState {
+    pub(crate) fn new(conn_id: u64, config: &ClientConfig, outbox: Outbox) -> Self {
+        ClientState {
+            conn_id,
+            id: ClientId::from(config.id.as_str()),
+            kind: Arc::from(config.kind.as_str()),
+            format: config.format,
+            remote_addr: config.remote_addr,
+            connected_at: SystemTime::now(),
+            outbox,
+            callbacks: config.callbacks.clone(),
+            last_received_ms: AtomicU64::new(0),
+            last_sent_ms: AtomicU64::new(0),
+            messages_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn info(&self, channels: Vec<String>) -> ClientInfo {
+        let at = |ms: u64| (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms));
+        let (queued_messages, queued_bytes) = self.outbox.len();
+        ClientInfo {
+            id: self.id.clone(),
+            kind: self.kind.to_string(),
+            channels,
+            format: self.format,
+            remote_addr: self.remote_addr,
+            connected_at: self.connected_at,
+            last_received_at: at(self.last_received_ms.load(Relaxed)),
+            last_sent_at: at(self.last_sent_ms.load(Relaxed)),
+            messages_in: self.messages_in.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            messages_out: self.messages_out.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            queued_messages,
+            queued_bytes,
+        }
+    }
+}
+
+/// Runtime information about one client (a snapshot).
+///
+/// Serializes (for the admin API) with camelCase names and times as
+/// milliseconds since the Unix epoch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ClientInfo {
+    /// Its id.
+    pub id: ClientId,
+    /// Its kind (the original's `Type`).
+    pub kind: String,
+    /// The channels it is in.
+    pub channels: Vec<String>,
+    /// How the server frames what it sends to it.
+    pub format: Format,
+    /// The peer's address, when known.
+    pub remote_addr: Option<SocketAddr>,
+    /// When it connected.
+    #[serde(serialize_with = "ser_time")]
+    pub connected_at: SystemTime,
+    /// When a frame (or pong) last arrived from it.
+    #[serde(serialize_with = "ser_opt_time")]
+    pub last_received_at: Option<SystemTime>,
+    /// When a message was last written to it.
+    #[serde(serialize_with = "ser_opt_time")]
+    pub last_sent_at: Option<SystemTime>,
+    /// Data frames received from it.
+    pub messages_in: u64,
+    /// Payload bytes received from it.
+    pub bytes_in: u64,
+    /// Data frames written to it.
+    pub messages_out: u64,
+    /// Payload bytes written to it.
+    pub bytes_out: u64,
+    /// Messages in its outbound queue now.
+    pub queued_messages: usize,
+    /// Bytes in its outbound queue now.
+    pub queued_bytes: usize,
+}
+
+fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(epoch_ms(*t))
+}
+
+fn ser_opt_time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_u64(epoch_ms(*t)),
+        None => s.serialize_none(),
+    }
+}
+
+/// A handle on one connection (the original's `Client`), from
+/// [`WsPool::client`](crate::WsPool::client) or a callback. Cheap to clone.
+/// It refers to that connection only: once it has ended, `send` and `join`
+/// fail even if a new connection has taken the same id.
+#[derive(Clone)]
+pub struct ClientHandle {
+    pub(crate) pool: WsPool,
+    pub(crate) state: Arc<ClientState>,
+}
+
+impl std::fmt::Debug for ClientHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientHandle").field("id", &self.state.id).finish_non_exhaustive()
+    }
+}
+
+impl ClientHandle {
+    /// Its id.
+    pub fn id(&self) -> &ClientId {
+        &self.state.id
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> &str {
+        &self.state.kind
+    }
+
+    /// Queues `msg` for this client, whatever its `toClientId`. Never waits.
+    pub fn send(&self, msg: SendMsg) -> Result<(), SendError> {
+        let encoded = Encoded::new(Arc::new(msg));
+        self.pool.deliver_to(&self.state, &encoded)
+    }
+
+    /// Adds a channel at run time. `Ok(false)` if it was already a member.
+    pub fn join(&self, channel: &str) -> Result<bool, JoinError> {
+        self.pool.join(&self.state, channel)
+    }
+
+    /// Removes a channel at run time. `false` if it was not a member.
+    pub fn leave(&self, channel: &str) -> bool {
+        self.pool.leave(&self.state, channel)
+    }
+
+    /// Closes the connection with 4002 "disconnected". What is still queued
+    /// is not sent.
+    pub fn disconnect(&self) {
+        self.state.outbox.request_close(CloseRequest { reason: DisconnectReason::Kicked, flush: false });
+    }
+
+    /// Is this connection still registered?
+    pub fn is_connected(&self) -> bool {
+        self.pool.is_registered(&self.state)
+    }
+
+    /// A snapshot of its runtime info.
+    pub fn info(&self) -> ClientInfo {
+        let channels = self.pool.channels_of(&self.state);
+        self.state.info(channels)
+    }
+}

@@ -1,0 +1,347 @@
+//! Every knob of a pool, with its default, and the builder that sets them.
+//!
+//! | knob | default | what happens at the limit |
+//! |---|---|---|
+//! | [`ping_interval`](WsPoolBuilder::ping_interval) | 25 s | the server pings each connection this often |
+//! | [`idle_timeout`](WsPoolBuilder::idle_timeout) | 60 s | nothing received (not even a pong) for this long: the connection is closed |
+//! | [`write_timeout`](WsPoolBuilder::write_timeout) | 10 s | a write (or the closing handshake) that takes longer: the connection is dropped |
+//! | [`max_message_size`](WsPoolBuilder::max_message_size) | 1 MiB | a bigger incoming frame closes the connection with 1009 |
+//! | [`queue_max_messages`](WsPoolBuilder::queue_max_messages) | 1024 | `send` returns [`SendError::QueueFull`](crate::SendError::QueueFull); a broadcast skips the client and emits [`PoolEvent::Dropped`](crate::PoolEvent::Dropped); a relayed direct message gets receipt 5 |
+//! | [`queue_max_bytes`](WsPoolBuilder::queue_max_bytes) | 8 MiB | as for `queue_max_messages` |
+//! | [`max_connections`](WsPoolBuilder::max_connections) | 100,000 | further handshakes get HTTP 503 |
+//! | [`max_channels_per_client`](WsPoolBuilder::max_channels_per_client) | 64 | handshake: HTTP 400; `join`: [`JoinError::TooManyChannels`](crate::JoinError::TooManyChannels) |
+//! | [`max_id_len`](WsPoolBuilder::max_id_len) | 128 bytes | HTTP 400 |
+//! | [`max_channel_len`](WsPoolBuilder::max_channel_len) | 128 bytes | HTTP 400, or [`JoinError::InvalidChannel`](crate::JoinError::InvalidChannel) |
+//! | [`duplicate_policy`](WsPoolBuilder::duplicate_policy) | [`Replace`](DuplicatePolicy::Replace) | the old connection is closed with 4001; with `Refuse` the newcomer gets HTTP 409 |
+//! | [`relay_policy`](WsPoolBuilder::relay_policy) | [`Targeted`](RelayPolicy::Targeted) | what the provided route relays of what clients send |
+//! | [`event_buffer`](WsPoolBuilder::event_buffer) | 1024 | a consumer of [`WsPool::events`](crate::WsPool::events) or [`WsPool::subscribe`](crate::WsPool::subscribe) that falls further behind gets a `Lagged(n)` item |
+//! | [`read_buffer_size`](WsPoolBuilder::read_buffer_size) | 16 KiB | per-socket read buffer |
+//! | [`write_buffer_size`](WsPoolBuilder::write_buffer_size) | 16 KiB | per-socket write buffer: frames are collected up to this size before a write |
+//! | [`shutdown_timeout`](WsPoolBuilder::shutdown_timeout) | 5 s | [`WsPool::shutdown`](crate::WsPool::shutdown) stops waiting for queues to flush |
+//! | [`allowed_origins`](WsPoolBuilder::allowed_origins) | any | a browser handshake from another `Origin` gets HTTP 403 |
+//! | [`authorize`](WsPoolBuilder::authorize) | none (trust the token) | the hook may answer 401 or 403 |
+
+use std::time::Duration;
+
+use crate::{
+    callbacks::{Callbacks, Relay},
+    route::{AuthFuture, Authorize, HandshakeRequest},
+    ClientConfig, ClientHandle, DisconnectReason, PoolError, Rejection, SendMsg, WsPool,
+};
+use std::{future::Future, sync::Arc};
+
+/// What to do when a client connects with an id that is already connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DuplicatePolicy {
+    /// Close the old connection with 4001 "replaced" and register the new one
+    /// (the Go original's behaviour).
+    #[default]
+    Replace,
+    /// Refuse the newcomer with HTTP 409; the old connection stays.
+    Refuse,
+}
+
+/// What the provided route does with a message a client sends, after the
+/// application's `on_message` callback has seen it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RelayPolicy {
+    /// Relay nothing: the application sees every message (callback and
+    /// event stream) and routes it itself.
+    Disabled,
+    /// Relay to `toClientId` and to the members of the listed channels; a
+    /// message with neither is seen only by the application.
+    #[default]
+    Targeted,
+    /// As `Targeted`, and a message with neither `toClientId` nor `channel`
+    /// goes to every connected client (`broadcast_all`).
+    TargetedOrAll,
+}
+
+/// The settings of a pool. Read them with [`WsPool::config`]; set them with
+/// [`WsPool::builder`].
+#[derive(Clone)]
+pub struct Config {
+    pub(crate) ping_interval: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) max_message_size: usize,
+    pub(crate) queue_max_messages: usize,
+    pub(crate) queue_max_bytes: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) max_channels_per_client: usize,
+    pub(crate) max_id_len: usize,
+    pub(crate) max_channel_len: usize,
+    pub(crate) duplicate_policy: DuplicatePolicy,
+    pub(crate) relay_policy: RelayPolicy,
+    pub(crate) event_buffer: usize,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) write_buffer_size: usize,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) allowed_origins: Option<Vec<String>>,
+    pub(crate) authorize: Option<Authorize>,
+    pub(crate) callbacks: Callbacks,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            max_message_size: 1024 * 1024,
+            queue_max_messages: 1024,
+            queue_max_bytes: 8 * 1024 * 1024,
+            max_connections: 100_000,
+            max_channels_per_client: 64,
+            max_id_len: 128,
+            max_channel_len: 128,
+            duplicate_policy: DuplicatePolicy::Replace,
+            relay_policy: RelayPolicy::Targeted,
+            event_buffer: 1024,
+            read_buffer_size: 16 * 1024,
+            write_buffer_size: 16 * 1024,
+            shutdown_timeout: Duration::from_secs(5),
+            allowed_origins: None,
+            authorize: None,
+            callbacks: Callbacks::default(),
+        }
+    }
+}
+
+macro_rules! getters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        impl Config {
+            $($(#[$doc])* pub fn $name(&self) -> $ty { self.$name })*
+        }
+    };
+}
+
+getters! {
+    /// How often the server pings each connection.
+    ping_interval: Duration;
+    /// How long a connection may stay silent before it is closed.
+    idle_timeout: Duration;
+    /// How long one write may take.
+    write_timeout: Duration;
+    /// The largest incoming message, in bytes.
+    max_message_size: usize;
+    /// Per-connection outbound queue limit, in messages.
+    queue_max_messages: usize;
+    /// Per-connection outbound queue limit, in bytes.
+    queue_max_bytes: usize;
+    /// The most connections the pool holds at once.
+    max_connections: usize;
+    /// The most channels one client may be in.
+    max_channels_per_client: usize;
+    /// The longest id, in bytes.
+    max_id_len: usize;
+    /// The longest channel name, in bytes.
+    max_channel_len: usize;
+    /// What a second connection with a connected id does.
+    duplicate_policy: DuplicatePolicy;
+    /// What the provided route relays.
+    relay_policy: RelayPolicy;
+    /// Capacity of the event and subscription buffers.
+    event_buffer: usize;
+    /// Per-socket read buffer, in bytes.
+    read_buffer_size: usize;
+    /// Per-socket write buffer, in bytes.
+    write_buffer_size: usize;
+    /// How long `shutdown` waits for queues to flush.
+    shutdown_timeout: Duration;
+}
+
+impl Config {
+    /// The origins a browser may connect from, or `None` for any.
+    pub fn allowed_origins(&self) -> Option<&[String]> {
+        self.allowed_origins.as_deref()
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("ping_interval", &self.ping_interval)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("max_message_size", &self.max_message_size)
+            .field("queue_max_messages", &self.queue_max_messages)
+            .field("queue_max_bytes", &self.queue_max_bytes)
+            .field("max_connections", &self.max_connections)
+            .field("max_channels_per_client", &self.max_channels_per_client)
+            .field("max_id_len", &self.max_id_len)
+            .field("max_channel_len", &self.max_channel_len)
+            .field("duplicate_policy", &self.duplicate_policy)
+            .field("relay_policy", &self.relay_policy)
+            .field("event_buffer", &self.event_buffer)
+            .field("read_buffer_size", &self.read_buffer_size)
+            .field("write_buffer_size", &self.write_buffer_size)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("authorize", &self.authorize.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`WsPool`]; see the [module docs](crate::config) for every knob
+/// and its default.
+///
+/// ```
+/// use std::time::Duration;
+/// use wspool::{DuplicatePolicy, WsPool};
+///
+/// let pool = WsPool::builder()
+///     .max_message_size(64 * 1024)
+///     .queue_max_messages(256)
+///     .idle_timeout(Duration::from_secs(30))
+///     .duplicate_policy(DuplicatePolicy::Refuse)
+///     .build();
+/// assert_eq!(pool.config().max_message_size(), 64 * 1024);
+/// ```
+#[derive(Debug, Default, Clone)]
+#[must_use]
+pub struct WsPoolBuilder {
+    config: Config,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        impl WsPoolBuilder {
+            $($(#[$doc])* pub fn $name(mut self, value: $ty) -> Self { self.config.$name = value; self })*
+        }
+    };
+}
+
+setters! {
+    /// How often the server pings each connection (default 25 s).
+    ping_interval: Duration;
+    /// Close a connection from which nothing (no frame, no pong) arrived for
+    /// this long (default 60 s).
+    idle_timeout: Duration;
+    /// Drop a connection whose write, or closing handshake, takes longer
+    /// (default 10 s).
+    write_timeout: Duration;
+    /// Close with 1009 a connection that sends a bigger message (default 1 MiB).
+    max_message_size: usize;
+    /// Per-connection outbound queue limit in messages (default 1024).
+    queue_max_messages: usize;
+    /// Per-connection outbound queue limit in bytes (default 8 MiB).
+    queue_max_bytes: usize;
+    /// The most connections held at once; more get HTTP 503 (default 100,000).
+    max_connections: usize;
+    /// The most channels per client (default 64).
+    max_channels_per_client: usize;
+    /// The longest id in bytes (default 128).
+    max_id_len: usize;
+    /// The longest channel name in bytes (default 128).
+    max_channel_len: usize;
+    /// Replace (4001) or refuse (409) a second connection with a connected id
+    /// (default replace).
+    duplicate_policy: DuplicatePolicy;
+    /// What the provided route relays (default [`RelayPolicy::Targeted`]).
+    relay_policy: RelayPolicy;
+    /// Capacity of the event stream and of each subscription (default 1024).
+    event_buffer: usize;
+    /// Per-socket read buffer in bytes (default 16 KiB).
+    read_buffer_size: usize;
+    /// Per-socket write buffer in bytes (default 16 KiB).
+    write_buffer_size: usize;
+    /// How long [`WsPool::shutdown`] waits for queues to flush (default 5 s).
+    shutdown_timeout: Duration;
+}
+
+impl WsPoolBuilder {
+    /// Accept browser handshakes only from these origins (exact match on the
+    /// `Origin` header, e.g. `https://example.com`). A request without an
+    /// `Origin` header (not a browser) is not affected. Default: any origin.
+    pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Decide who a connecting client is, instead of trusting its token.
+    ///
+    /// The hook receives the request's headers, URI (query) and remote
+    /// address, and the token the client offered (parsed, or why it did not
+    /// parse). It answers the [`ClientConfig`] to register, or a
+    /// [`Rejection`] (401 or 403 with a reason).
+    ///
+    /// ```
+    /// use wspool::{ClientConfig, Rejection, WsPool};
+    ///
+    /// let pool = WsPool::builder()
+    ///     .authorize(|req| async move {
+    ///         let user = req
+    ///             .headers
+    ///             .get("x-user")
+    ///             .and_then(|v| v.to_str().ok())
+    ///             .ok_or_else(|| Rejection::unauthorized("missing x-user header"))?;
+    ///         Ok(ClientConfig::new(user).channels(["lobby"]))
+    ///     })
+    ///     .build();
+    /// # drop(pool);
+    /// ```
+    pub fn authorize<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(HandshakeRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ClientConfig, Rejection>> + Send + 'static,
+    {
+        self.config.authorize = Some(Arc::new(move |req| -> AuthFuture { Box::pin(hook(req)) }));
+        self
+    }
+
+    /// Run `f` when a connection has been registered (in the connection's
+    /// task, before it reads anything).
+    pub fn on_open(mut self, f: impl Fn(&ClientHandle) + Send + Sync + 'static) -> Self {
+        self.config.callbacks = self.config.callbacks.on_open(f);
+        self
+    }
+
+    /// Run `f` on every message a client sends, after stamping and before
+    /// relaying, in order per connection. It may change the message, and
+    /// return [`Relay::Stop`] to keep it from being relayed.
+    pub fn on_message(
+        mut self,
+        f: impl Fn(&ClientHandle, &mut SendMsg) -> Relay + Send + Sync + 'static,
+    ) -> Self {
+        self.config.callbacks = self.config.callbacks.on_message(f);
+        self
+    }
+
+    /// Run `f` when a connection has ended.
+    pub fn on_close(
+        mut self,
+        f: impl Fn(&ClientHandle, &DisconnectReason) + Send + Sync + 'static,
+    ) -> Self {
+        self.config.callbacks = self.config.callbacks.on_close(f);
+        self
+    }
+
+    /// Run `f` on every runtime error of a connection (undecodable frame,
+    /// write timeout, socket error, a panic in another callback).
+    pub fn on_error(mut self, f: impl Fn(&ClientHandle, &PoolError) + Send + Sync + 'static) -> Self {
+        self.config.callbacks = self.config.callbacks.on_error(f);
+        self
+    }
+
+    /// Build the pool. Zero-sized limits are raised to 1.
+    pub fn build(mut self) -> WsPool {
+        let c = &mut self.config;
+        for v in [
+            &mut c.queue_max_messages,
+            &mut c.queue_max_bytes,
+            &mut c.max_connections,
+            &mut c.max_id_len,
+            &mut c.max_channel_len,
+            &mut c.event_buffer,
+            &mut c.max_message_size,
+        ] {
+            *v = (*v).max(1);
+        }
+        WsPool::from_config(self.config)
+    }
+}

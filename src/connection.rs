@@ -1,0 +1,335 @@
+//! The life of one connection: register, read and write, close.
+//!
+//! Each connection is one task that owns its socket. It waits on three
+//! things at once: a frame from the client, work in its outbound queue
+//! (messages or a close request), and its ping and idle timers. Reads and
+//! writes never block other connections: routing only pushes into queues.
+//!
+//! The task runs inside a `tracing` span `ws{id=.. conn=..}`; connects and
+//! disconnects are logged at debug, nothing per message above trace.
+
+use std::{sync::atomic::Ordering::Relaxed, sync::Arc, time::Duration};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{
+    stream::{SplitSink, SplitStream},
+    SinkExt, StreamExt,
+};
+use tokio::{sync::OwnedSemaphorePermit, time::Instant};
+use tracing::Instrument;
+
+use crate::{
+    client::{epoch_ms, ClientState},
+    message::{decode, now_ms, receipt, stamp, status},
+    outbox::{CloseRequest, Outbox},
+    stats::bump,
+    ClientConfig, ClientHandle, DisconnectReason, PoolError, PoolEvent, Relay, SendMsg, WsPool,
+};
+
+/// Most frames written before one flush.
+const BATCH_FRAMES: usize = 64;
+/// Most payload bytes written before one flush.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Decrements the pool's count of live connection tasks when the task ends,
+/// however it ends.
+struct LiveGuard(WsPool);
+
+impl LiveGuard {
+    fn new(pool: &WsPool) -> Self {
+        pool.inner.live.send_modify(|n| *n += 1);
+        LiveGuard(pool.clone())
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.inner.live.send_modify(|n| *n -= 1);
+    }
+}
+
+/// Runs one upgraded connection to its end. `permit` is its
+/// `max_connections` slot, released when this returns.
+pub(crate) async fn serve(pool: WsPool, config: ClientConfig, socket: WebSocket, permit: OwnedSemaphorePermit) {
+    let _live = LiveGuard::new(&pool);
+    let _permit = permit;
+    let c = pool.config();
+    let outbox = Outbox::new(c.queue_max_messages(), c.queue_max_bytes());
+    let state = Arc::new(ClientState::new(pool.next_id(), &config, outbox));
+    let span = tracing::debug_span!("ws", id = %state.id, conn = state.conn_id);
+    Connection { client: ClientHandle { pool, state } }
+        .run(socket, config.channels)
+        .instrument(span)
+        .await;
+}
+
+struct Connection {
+    client: ClientHandle,
+}
+
+impl Connection {
+    fn pool(&self) -> &WsPool {
+        &self.client.pool
+    }
+
+    fn state(&self) -> &ClientState {
+        &self.client.state
+    }
+
+    async fn run(self, mut socket: WebSocket, channels: Vec<String>) {
+        if let Err(refusal) = self.register(&channels) {
+            let _ = close_socket(&mut socket, &refusal, self.pool().config().write_timeout()).await;
+            tracing::debug!(reason = ?refusal, "refused at registration");
+            return;
+        }
+        bump(&self.pool().inner.counters.connections_total, 1);
+        tracing::debug!(remote = ?self.state().remote_addr, "connected");
+        if self.pool().wants_events() {
+            let info = self.client.info();
+            self.pool().emit(|| PoolEvent::Connected(info));
+        }
+        let pool_callbacks = self.pool().config().callbacks.clone();
+        self.callback(|h| pool_callbacks.open(h));
+        let own = self.state().callbacks.clone();
+        self.callback(|h| own.open(h));
+
+        let (mut sink, mut stream) = socket.split();
+        let reason = self.serve(&mut sink, &mut stream).await;
+
+        // Unregister first, so nothing new is routed here while closing.
+        self.pool().inner.registry.write().remove(self.state());
+        let unsent = self.state().outbox.close();
+        if unsent > 0 {
+            bump(&self.pool().inner.counters.dropped, unsent as u64);
+        }
+        let write_timeout = self.pool().config().write_timeout();
+        let we_close = !matches!(
+            reason,
+            DisconnectReason::ClientClosed(_) | DisconnectReason::ConnectionLost | DisconnectReason::Error(_)
+        );
+        if we_close {
+            let _ = tokio::time::timeout(write_timeout, sink.send(close_frame(&reason))).await;
+        } else {
+            // Sends tungstenite's reply to the client's close frame.
+            let _ = tokio::time::timeout(write_timeout, sink.flush()).await;
+        }
+        tracing::debug!(?reason, unsent, "disconnected");
+        self.pool().emit(|| PoolEvent::Disconnected { id: self.state().id.clone(), reason: reason.clone() });
+        self.callback(|h| pool_callbacks.close(h, &reason));
+        self.callback(|h| own.close(h, &reason));
+        if we_close {
+            // Wait (bounded) for the client's close reply, so it reads ours.
+            let _ = tokio::time::timeout(write_timeout, async {
+                while let Some(Ok(_)) = stream.next().await {}
+            })
+            .await;
+        }
+    }
+
+    /// Registers the connection, replacing (4001) or refusing per the
+    /// duplicate policy.
+    fn register(&self, channels: &[String]) -> Result<(), DisconnectReason> {
+        let pool = self.pool();
+        let state = &self.client.state;
+        let replaced = {
+            let mut registry = pool.inner.registry.write();
+            if pool.is_shutting_down() {
+                return Err(DisconnectReason::Shutdown);
+            }
+            if pool.config().duplicate_policy() == crate::DuplicatePolicy::Refuse && registry.contains(&state.id) {
+                return Err(DisconnectReason::Refused);
+            }
+            registry.insert(state.clone(), channels)
+        };
+        if let Some(old) = replaced {
+            old.outbox.request_close(CloseRequest { reason: DisconnectReason::Replaced, flush: false });
+        }
+        Ok(())
+    }
+
+    /// Reads, writes and keeps time until the connection must end.
+    async fn serve(
+        &self,
+        sink: &mut SplitSink<WebSocket, Message>,
+        stream: &mut SplitStream<WebSocket>,
+    ) -> DisconnectReason {
+        let config = self.pool().config();
+        let (idle_timeout, ping_interval) = (config.idle_timeout(), config.ping_interval());
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                frame = stream.next() => {
+                    let frame = match frame {
+                        Some(Ok(frame)) => frame,
+                        Some(Err(e)) => return read_error(e),
+                        None => return DisconnectReason::ConnectionLost,
+                    };
+                    idle.as_mut().reset(Instant::now() + idle_timeout);
+                    self.state().last_received_ms.store(now_ms() as u64, Relaxed);
+                    match frame {
+                        Message::Binary(_) | Message::Text(_) => self.inbound(frame),
+                        Message::Close(frame) => return DisconnectReason::ClientClosed(frame.map(|f| f.code)),
+                        // Pongs only prove liveness; tungstenite answers pings.
+                        Message::Ping(_) | Message::Pong(_) => {}
+                    }
+                }
+                () = self.state().outbox.ready() => {
+                    match self.write_queued(sink, &mut batch).await {
+                        Ok(None) => {}
+                        Ok(Some(close)) => return close.reason,
+                        Err(e) => {
+                            self.report(e.clone());
+                            return DisconnectReason::Error(e);
+                        }
+                    }
+                }
+                _ = ping.tick() => {
+                    let timeout = config.write_timeout();
+                    match tokio::time::timeout(timeout, sink.send(Message::Ping(Default::default()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return DisconnectReason::Error(PoolError::Socket(e.to_string())),
+                        Err(_) => return DisconnectReason::Error(PoolError::WriteTimeout(timeout)),
+                    }
+                }
+                () = &mut idle => return DisconnectReason::IdleTimeout,
+            }
+        }
+    }
+
+    /// Writes one batch from the queue with a single flush; returns a close
+    /// request once everything before it has been written.
+    async fn write_queued(
+        &self,
+        sink: &mut SplitSink<WebSocket, Message>,
+        batch: &mut Vec<Message>,
+    ) -> Result<Option<CloseRequest>, PoolError> {
+        let state = self.state();
+        let (bytes, close) = state.outbox.drain(batch, BATCH_FRAMES, BATCH_BYTES);
+        if batch.is_empty() {
+            return Ok(close);
+        }
+        let frames = batch.len() as u64;
+        let timeout = self.pool().config().write_timeout();
+        let write = async {
+            for frame in batch.drain(..) {
+                sink.feed(frame).await?;
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(PoolError::Socket(e.to_string())),
+            Err(_) => return Err(PoolError::WriteTimeout(timeout)),
+        }
+        batch.clear();
+        let counters = &self.pool().inner.counters;
+        bump(&counters.messages_out, frames);
+        bump(&counters.bytes_out, bytes as u64);
+        bump(&state.messages_out, frames);
+        bump(&state.bytes_out, bytes as u64);
+        state.last_sent_ms.store(epoch_ms(std::time::SystemTime::now()), Relaxed);
+        tracing::trace!(frames, bytes, "wrote batch");
+        Ok(close)
+    }
+
+    /// Handles one data frame from the client: decode, stamp, callbacks,
+    /// event, relay.
+    fn inbound(&self, frame: Message) {
+        let pool = self.pool();
+        let state = self.state();
+        let len = match &frame {
+            Message::Binary(b) => b.len(),
+            Message::Text(t) => t.len(),
+            _ => 0,
+        } as u64;
+        let counters = &pool.inner.counters;
+        bump(&counters.messages_in, 1);
+        bump(&counters.bytes_in, len);
+        bump(&state.messages_in, 1);
+        bump(&state.bytes_in, len);
+        tracing::trace!(len, "frame in");
+
+        let mut msg = match decode(&frame) {
+            Ok(msg) => msg,
+            Err(e) => {
+                bump(&counters.decode_errors, 1);
+                let reason = e.to_string();
+                self.report(e);
+                let original = SendMsg { from_client_id: state.id.to_string(), ..Default::default() };
+                pool.send_receipt(state, receipt(&original, status::UNDECODABLE, &reason));
+                return;
+            }
+        };
+        stamp(&mut msg, &state.id);
+        let mut relay = Relay::Continue;
+        for callbacks in [&pool.config().callbacks, &state.callbacks] {
+            match callbacks.message(&self.client, &mut msg) {
+                Ok(Relay::Continue) => {}
+                Ok(Relay::Stop) => relay = Relay::Stop,
+                Err(e) => {
+                    self.report(e);
+                    relay = Relay::Stop;
+                }
+            }
+        }
+        let msg = Arc::new(msg);
+        pool.emit(|| PoolEvent::Message { from: state.id.clone(), msg: msg.clone() });
+        if relay == Relay::Continue {
+            pool.relay(state, msg);
+        }
+    }
+
+    /// Runs a callback; a panic is reported as an error.
+    fn callback(&self, f: impl FnOnce(&ClientHandle) -> Result<(), PoolError>) {
+        if let Err(e) = f(&self.client) {
+            self.report(e);
+        }
+    }
+
+    /// Reports a runtime error to the event stream and `on_error`.
+    fn report(&self, error: PoolError) {
+        tracing::trace!(%error, "connection error");
+        let pool = self.pool();
+        for callbacks in [&pool.config().callbacks, &self.state().callbacks] {
+            if let Err(panic) = callbacks.error(&self.client, &error) {
+                pool.emit(|| PoolEvent::Error { id: Some(self.state().id.clone()), error: panic });
+            }
+        }
+        pool.emit(|| PoolEvent::Error { id: Some(self.state().id.clone()), error });
+    }
+}
+
+fn read_error(e: axum::Error) -> DisconnectReason {
+    // axum wraps tungstenite's error; a message over `max_message_size`
+    // shows as a capacity error.
+    let text = e.to_string();
+    if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Message too big") {
+        return DisconnectReason::MessageTooBig;
+    }
+    DisconnectReason::Error(PoolError::Socket(text))
+}
+
+fn close_text(reason: &DisconnectReason) -> &'static str {
+    match reason {
+        DisconnectReason::Replaced => "replaced",
+        DisconnectReason::Kicked => "disconnected",
+        DisconnectReason::Shutdown => "server shutting down",
+        DisconnectReason::IdleTimeout => "idle timeout",
+        DisconnectReason::MessageTooBig => "message too big",
+        DisconnectReason::Refused => "id in use",
+        _ => "",
+    }
+}
+
+/// Sends a close frame for `reason` on a socket that was never registered.
+async fn close_socket(socket: &mut WebSocket, reason: &DisconnectReason, timeout: Duration) -> Result<(), ()> {
+    let frame = close_frame(reason);
+    tokio::time::timeout(timeout, socket.send(frame)).await.map_err(|_| ())?.map_err(|_| ())
+}
+
+fn close_frame(reason: &DisconnectReason) -> Message {
+    Message::Close(Some(CloseFrame { code: reason.code().unwrap_or(1000), reason: close_text(reason).into() }))
+}

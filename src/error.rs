@@ -1,0 +1,75 @@
+//! Errors: one enum per operation, one variant per cause a caller can act on.
+
+use std::time::Duration;
+
+use crate::ClientId;
+
+/// Why [`WsPool::send`](crate::WsPool::send) or
+/// [`ClientHandle::send`](crate::ClientHandle::send) did not queue a message.
+/// A message is either queued for the socket or one of these comes back:
+/// never a silent drop, never a wait.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// `toClientId` was empty: set it to the id of the recipient.
+    #[error("the message has no toClientId: set it to the recipient's id")]
+    EmptyTarget,
+    /// No client with this id is connected.
+    #[error("client {0} is not connected")]
+    NotConnected(ClientId),
+    /// The client's outbound queue is at its limit (messages or bytes); the
+    /// message was not queued. Retry later, or raise
+    /// `queue_max_messages` / `queue_max_bytes`.
+    #[error("the outbound queue of client {0} is full")]
+    QueueFull(ClientId),
+}
+
+/// Why [`WsPool::broadcast`](crate::WsPool::broadcast) sent nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BroadcastError {
+    /// `channel` was empty: list the channels to broadcast to, or use
+    /// `broadcast_all`.
+    #[error("the message has no channel: list the channels to broadcast to, or use broadcast_all")]
+    NoChannel,
+}
+
+/// Why [`ClientHandle::join`](crate::ClientHandle::join) did not add a channel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The channel name is empty, too long or has a character outside the
+    /// RFC 7230 token set (or `_`).
+    #[error("invalid channel name {0:?}: 1 to max_channel_len token characters, no '_'")]
+    InvalidChannel(String),
+    /// The client is already in `max_channels_per_client` channels.
+    #[error("client is already in the maximum of {0} channels")]
+    TooManyChannels(usize),
+    /// The client has disconnected.
+    #[error("client is not connected")]
+    NotConnected,
+}
+
+/// A runtime error of a connection, reported on the event stream
+/// ([`PoolEvent::Error`](crate::PoolEvent::Error)) and to `on_error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// A frame did not decode as a `SendMsg` (protobuf for binary frames,
+    /// proto3 JSON for text frames). The connection stays open and the
+    /// sender gets a receipt with status 6.
+    #[error("frame could not be decoded as a SendMsg: {0}")]
+    Decode(String),
+    /// An application callback panicked; the panic was caught.
+    #[error("callback {callback} panicked: {message}")]
+    CallbackPanicked {
+        /// Which callback: `on_open`, `on_message`, `on_close` or `on_error`.
+        callback: &'static str,
+        /// The panic's message.
+        message: String,
+    },
+    /// Writing to the client took longer than `write_timeout`; the
+    /// connection was dropped.
+    #[error("write to the client timed out after {0:?}")]
+    WriteTimeout(Duration),
+    /// The WebSocket connection failed.
+    #[error("websocket error: {0}")]
+    Socket(String),
+}

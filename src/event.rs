@@ -1,0 +1,150 @@
+//! The pool's event stream: what happened, for whoever wants to know.
+//!
+//! [`WsPool::events`](crate::WsPool::events) returns an [`EventStream`]. Each
+//! stream has its own buffer of `event_buffer` events (default 1024); a
+//! consumer that falls further behind is told how many it missed with a
+//! [`PoolEvent::Lagged`] item, then carries on with the newest. Nothing is
+//! lost silently. Events are only built while at least one stream exists.
+//!
+//! ```no_run
+//! use tokio_stream::StreamExt;
+//! use wspool::{PoolEvent, WsPool};
+//!
+//! # async fn run(pool: WsPool) {
+//! let mut events = pool.events();
+//! while let Some(event) = events.next().await {
+//!     match event {
+//!         PoolEvent::Connected(info) => println!("{} connected", info.id),
+//!         PoolEvent::Message { from, msg } => println!("{from}: {}", msg.msg),
+//!         PoolEvent::Lagged(n) => eprintln!("missed {n} events"),
+//!         _ => {}
+//!     }
+//! }
+//! # }
+//! ```
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use tokio::sync::broadcast;
+use tokio_stream::{wrappers::errors::BroadcastStreamRecvError, wrappers::BroadcastStream, Stream};
+
+use crate::{ClientId, ClientInfo, PoolError, SendMsg};
+
+/// Something that happened in the pool.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PoolEvent {
+    /// A client connected and was registered.
+    Connected(ClientInfo),
+    /// A client sent a message (after stamping and the `on_message`
+    /// callback, before relaying).
+    Message {
+        /// The sender.
+        from: ClientId,
+        /// The message.
+        msg: Arc<SendMsg>,
+    },
+    /// A connection ended.
+    Disconnected {
+        /// The client.
+        id: ClientId,
+        /// Why, with the close code when there was one.
+        reason: DisconnectReason,
+    },
+    /// A runtime error of a connection (or of the pool when `id` is `None`).
+    Error {
+        /// The client concerned.
+        id: Option<ClientId>,
+        /// What went wrong.
+        error: PoolError,
+    },
+    /// A message was not queued for a recipient because its queue was full
+    /// (a broadcast skipping it, or a relayed message).
+    Dropped {
+        /// The recipient.
+        to: ClientId,
+        /// The message it did not get.
+        msg: Arc<SendMsg>,
+    },
+    /// This stream fell behind and missed this many events.
+    Lagged(u64),
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The client closed, with this code if it gave one.
+    ClientClosed(Option<u16>),
+    /// The connection dropped without a close frame.
+    ConnectionLost,
+    /// A newer connection with the same id replaced it (4001).
+    Replaced,
+    /// The application disconnected it (4002).
+    Kicked,
+    /// The pool shut down (1001).
+    Shutdown,
+    /// Nothing arrived for `idle_timeout` (1000).
+    IdleTimeout,
+    /// It sent a message bigger than `max_message_size` (1009).
+    MessageTooBig,
+    /// Its id was taken while it connected and the duplicate policy is
+    /// `Refuse` (1008).
+    Refused,
+    /// A write timed out or the socket failed.
+    Error(PoolError),
+}
+
+impl DisconnectReason {
+    /// The close code sent or received, if any.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            DisconnectReason::ClientClosed(code) => *code,
+            DisconnectReason::ConnectionLost | DisconnectReason::Error(_) => None,
+            DisconnectReason::Replaced => Some(4001),
+            DisconnectReason::Kicked => Some(4002),
+            DisconnectReason::Shutdown => Some(1001),
+            DisconnectReason::IdleTimeout => Some(1000),
+            DisconnectReason::MessageTooBig => Some(1009),
+            DisconnectReason::Refused => Some(1008),
+        }
+    }
+}
+
+/// A `Stream` of [`PoolEvent`]s; see the [module docs](self).
+///
+/// # Cancel safety
+/// `next()` on this stream is cancel safe: an event is only taken out of
+/// the buffer when it is returned.
+pub struct EventStream {
+    inner: BroadcastStream<PoolEvent>,
+}
+
+impl EventStream {
+    pub(crate) fn new(rx: broadcast::Receiver<PoolEvent>) -> Self {
+        EventStream { inner: BroadcastStream::new(rx) }
+    }
+}
+
+impl Stream for EventStream {
+    type Item = PoolEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<PoolEvent>> {
+        Pin::new(&mut self.inner).poll_next(cx).map(|item| {
+            item.map(|r| match r {
+                Ok(event) => event,
+                Err(BroadcastStreamRecvError::Lagged(n)) => PoolEvent::Lagged(n),
+            })
+        })
+    }
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream").finish_non_exhaustive()
+    }
+}

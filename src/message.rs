@@ -1,0 +1,152 @@
+//! Messages on the wire: the two frame formats, encoding once per format,
+//! decoding, stamping and receipts.
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use axum::extract::ws::{Message, Utf8Bytes};
+use bytes::Bytes;
+use prost::Message as _;
+
+use crate::{PoolError, SendMsg};
+
+/// The `status` values the pool itself puts in receipts (PROTOCOL.md
+/// section 4). Every other value belongs to applications.
+pub mod status {
+    /// Expired: waited in a queue longer than its time to live.
+    pub const EXPIRED: i32 = 3;
+    /// The recipient is not connected.
+    pub const NOT_CONNECTED: i32 = 4;
+    /// The recipient's queue was full: dropped.
+    pub const QUEUE_FULL: i32 = 5;
+    /// The frame could not be decoded.
+    pub const UNDECODABLE: i32 = 6;
+    /// Refused by the relay policy or a rate limit.
+    pub const REFUSED: i32 = 7;
+}
+
+/// How the server frames what it sends to one connection; chosen at the
+/// handshake (`?format=json`). Inbound, both are accepted on every
+/// connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Binary frames, each one protobuf `SendMsg` (the default).
+    #[default]
+    Binary,
+    /// Text frames, each one `SendMsg` in canonical proto3 JSON.
+    Json,
+}
+
+/// One outgoing message, encoded at most once per format however many
+/// recipients it has; every recipient's queue holds a clone of the same
+/// bytes.
+pub(crate) struct Encoded {
+    pub(crate) msg: Arc<SendMsg>,
+    binary: OnceLock<Bytes>,
+    json: OnceLock<Utf8Bytes>,
+}
+
+impl Encoded {
+    pub(crate) fn new(msg: Arc<SendMsg>) -> Self {
+        Encoded { msg, binary: OnceLock::new(), json: OnceLock::new() }
+    }
+
+    /// The frame for `format` and its payload length.
+    pub(crate) fn frame(&self, format: Format) -> (Message, usize) {
+        match format {
+            Format::Binary => {
+                let b = self.binary.get_or_init(|| Bytes::from(self.msg.encode_to_vec()));
+                (Message::Binary(b.clone()), b.len())
+            }
+            Format::Json => {
+                let t = self.json.get_or_init(|| {
+                    // Serializing plain strings, numbers and bytes into a
+                    // String cannot fail.
+                    let s = serde_json::to_string(&*self.msg).unwrap_or_default();
+                    Utf8Bytes::from(s)
+                });
+                (Message::Text(t.clone()), t.len())
+            }
+        }
+    }
+}
+
+/// Decodes an inbound data frame.
+pub(crate) fn decode(frame: &Message) -> Result<SendMsg, PoolError> {
+    match frame {
+        Message::Binary(b) => SendMsg::decode(b.clone()).map_err(|e| PoolError::Decode(e.to_string())),
+        Message::Text(t) => {
+            serde_json::from_str(t.as_str()).map_err(|e| PoolError::Decode(e.to_string()))
+        }
+        _ => Err(PoolError::Decode("not a data frame".into())),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// PROTOCOL.md 3.1: the sender's id always, the server's time when none.
+pub(crate) fn stamp(msg: &mut SendMsg, sender: &str) {
+    if msg.from_client_id != sender {
+        msg.from_client_id = sender.to_owned();
+    }
+    if msg.timestamp == 0 {
+        msg.timestamp = now_ms();
+    }
+}
+
+/// A receipt for `original` (PROTOCOL.md section 4): from the pool, to the
+/// original sender, the original's identifying fields copied.
+pub fn receipt(original: &SendMsg, status: i32, reason: &str) -> SendMsg {
+    SendMsg {
+        cmd: original.cmd,
+        timestamp: now_ms(),
+        from_client_id: String::new(),
+        to_client_id: original.from_client_id.clone(),
+        msg_id: original.msg_id.clone(),
+        status,
+        callback_msg: reason.to_owned(),
+        cmdkey: original.cmdkey.clone(),
+        local_id: original.local_id,
+        page_key: original.page_key.clone(),
+        page_id: original.page_id.clone(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same message yields the same bytes for every recipient, encoded once.
+    #[test]
+    fn encodes_once_per_format() {
+        let e = Encoded::new(Arc::new(SendMsg { msg: "x".into(), ..Default::default() }));
+        let (Message::Binary(a), _) = e.frame(Format::Binary) else { panic!() };
+        let (Message::Binary(b), _) = e.frame(Format::Binary) else { panic!() };
+        assert_eq!(a.as_ptr(), b.as_ptr());
+        let (Message::Text(t), n) = e.frame(Format::Json) else { panic!() };
+        assert_eq!(t.as_str(), r#"{"msg":"x"}"#);
+        assert_eq!(n, t.len());
+    }
+
+    /// Stamping overwrites a spoofed sender and fills a zero timestamp only.
+    #[test]
+    fn stamping() {
+        let mut m = SendMsg { from_client_id: "mallory".into(), ..Default::default() };
+        stamp(&mut m, "alice");
+        assert_eq!(m.from_client_id, "alice");
+        assert!(m.timestamp > 0);
+        let mut m = SendMsg { timestamp: 5, ..Default::default() };
+        stamp(&mut m, "alice");
+        assert_eq!(m.timestamp, 5);
+    }
+}

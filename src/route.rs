@@ -1,0 +1,262 @@
+//! The provided `/ws` route: handshake checks, authorisation, upgrade.
+//!
+//! Merge [`route()`] into your router (it serves `GET /ws`), or mount
+//! [`ws_handler`] at a path of your choice. Either way the pool comes from
+//! [`WsPoolLayer`](crate::WsPoolLayer). In order, a handshake is refused
+//! with:
+//!
+//! | status | when |
+//! |---|---|
+//! | 503 | the pool is shutting down, or holds `max_connections` |
+//! | 403 | `allowed_origins` is set and the `Origin` header is not in it |
+//! | 400 | no usable token, a bad id or channel, too many channels (PROTOCOL.md section 1) |
+//! | 401 / 403 | the authorisation hook refused |
+//! | 409 | the id is connected and the duplicate policy is `Refuse` |
+//!
+//! Each refusal has a one-line plain-text body naming the problem and is
+//! counted in [`Stats::refused`](crate::Stats::refused). Otherwise the
+//! server answers 101, echoes the token it used in
+//! `Sec-WebSocket-Protocol`, and registers the client. `?format=json`
+//! selects JSON text frames for what the server sends to it.
+//!
+//! To write a handler of your own (the original's `NewClient` +
+//! `OpenClient`), build a [`ClientConfig`] and call [`WsPool::accept`]:
+//!
+//! ```
+//! use axum::{extract::WebSocketUpgrade, response::Response, routing::get, Router};
+//! use wspool::{ClientConfig, WsPool};
+//!
+//! async fn device(pool: WsPool, upgrade: WebSocketUpgrade) -> Response {
+//!     pool.accept(upgrade, ClientConfig::new("device-7").kind("device").channels(["sensors"]))
+//! }
+//!
+//! let pool = WsPool::new();
+//! let app: Router = Router::new().route("/device", get(device)).layer(pool.layer());
+//! ```
+
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+
+use axum::{
+    extract::{ws::WebSocketUpgrade, ConnectInfo, FromRequestParts},
+    http::{header::ORIGIN, request::Parts, HeaderMap, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+
+use crate::{
+    connection,
+    handshake::{self, valid_name, Token, TokenError},
+    stats::bump,
+    ClientConfig, DuplicatePolicy, Format, WsPool,
+};
+
+/// What the authorisation hook sees of a handshake request.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HandshakeRequest {
+    /// All request headers (cookies, `Authorization`, `Origin`, ...).
+    pub headers: HeaderMap,
+    /// The request URI, with its query.
+    pub uri: Uri,
+    /// The peer's address, when the server was started with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`.
+    pub remote_addr: Option<SocketAddr>,
+    /// The token the client offered, parsed, or why none parsed.
+    pub token: Result<Token, TokenError>,
+}
+
+/// The authorisation hook's refusal: 401 or 403 with a one-line reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    status: StatusCode,
+    reason: String,
+}
+
+impl Rejection {
+    /// 401 Unauthorized: the client did not prove who it is.
+    pub fn unauthorized(reason: impl Into<String>) -> Self {
+        Rejection { status: StatusCode::UNAUTHORIZED, reason: reason.into() }
+    }
+
+    /// 403 Forbidden: the client is known and may not connect.
+    pub fn forbidden(reason: impl Into<String>) -> Self {
+        Rejection { status: StatusCode::FORBIDDEN, reason: reason.into() }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The reason.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        refuse(self.status, self.reason)
+    }
+}
+
+pub(crate) type AuthFuture = Pin<Box<dyn Future<Output = Result<ClientConfig, Rejection>> + Send>>;
+pub(crate) type Authorize = Arc<dyn Fn(HandshakeRequest) -> AuthFuture + Send + Sync>;
+
+fn refuse(status: StatusCode, reason: impl Into<String>) -> Response {
+    let mut body = reason.into();
+    body.retain(|c| c != '\n' && c != '\r');
+    (status, body).into_response()
+}
+
+/// A router serving the pool at `GET /ws`; merge it into yours.
+///
+/// ```
+/// use axum::Router;
+/// use wspool::WsPoolLayer;
+///
+/// let app: Router = Router::new().merge(wspool::route()).layer(WsPoolLayer::new());
+/// ```
+pub fn route<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new().route("/ws", get(ws_handler))
+}
+
+/// The handler behind [`route()`], to mount at a path of your choice:
+/// `.route("/live", get(wspool::ws_handler))`.
+pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let counters = &pool.inner.counters;
+    if pool.is_shutting_down() {
+        bump(&counters.refused_shutting_down, 1);
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
+    }
+    if let (Some(allowed), Some(origin)) = (pool.config().allowed_origins(), parts.headers.get(ORIGIN)) {
+        if !allowed.iter().any(|a| origin.as_bytes() == a.as_bytes()) {
+            bump(&counters.refused_forbidden, 1);
+            return refuse(StatusCode::FORBIDDEN, "origin not allowed");
+        }
+    }
+    let token = handshake::parse_offers(&parts.headers, &pool.token_limits());
+    let remote_addr = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let json = parts
+        .uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "format=json"));
+
+    let mut config = match pool.config().authorize.clone() {
+        None => match token {
+            Ok(t) => ClientConfig::new(t.id).channels(t.channels).protocol(t.raw),
+            Err(e) => {
+                bump(&counters.refused_bad_request, 1);
+                return refuse(StatusCode::BAD_REQUEST, e.to_string());
+            }
+        },
+        Some(hook) => {
+            // Echo what the client offered, so a browser accepts the answer.
+            let echo = match &token {
+                Ok(t) => Some(t.raw.clone()),
+                Err(_) => handshake::offers(&parts.headers)
+                    .ok()
+                    .and_then(|o| o.first().map(|s| (*s).to_owned())),
+            };
+            let request = HandshakeRequest { headers: parts.headers.clone(), uri: parts.uri.clone(), remote_addr, token };
+            match hook(request).await {
+                Ok(mut config) => {
+                    if config.protocol.is_none() {
+                        config.protocol = echo;
+                    }
+                    config
+                }
+                Err(rejection) => {
+                    let counter = if rejection.status == StatusCode::UNAUTHORIZED {
+                        &counters.refused_unauthorized
+                    } else {
+                        &counters.refused_forbidden
+                    };
+                    bump(counter, 1);
+                    return rejection.into_response();
+                }
+            }
+        }
+    };
+    if config.remote_addr.is_none() {
+        config.remote_addr = remote_addr;
+    }
+    if json {
+        config.format = Format::Json;
+    }
+    pool.accept(upgrade, config)
+}
+
+impl WsPool {
+    /// Upgrades the connection and registers it as `config` says: the way
+    /// to write a handler of your own (see [the module docs](crate::route)).
+    ///
+    /// The id and channels are checked against the pool's limits (400), the
+    /// duplicate policy (409) and `max_connections` (503) before the
+    /// upgrade; the pool's socket settings (`max_message_size`, buffer
+    /// sizes) are applied to it.
+    pub fn accept(&self, upgrade: WebSocketUpgrade, mut config: ClientConfig) -> Response {
+        let c = self.config();
+        let counters = &self.inner.counters;
+        if let Err(reason) = self.check(&mut config) {
+            bump(&counters.refused_bad_request, 1);
+            return refuse(StatusCode::BAD_REQUEST, reason);
+        }
+        if c.duplicate_policy() == DuplicatePolicy::Refuse && self.inner.registry.read().contains(&config.id) {
+            bump(&counters.refused_duplicate_id, 1);
+            return refuse(StatusCode::CONFLICT, format!("id {} is already connected", config.id));
+        }
+        let Ok(permit) = self.inner.slots.clone().try_acquire_owned() else {
+            bump(&counters.refused_capacity, 1);
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
+        };
+        let mut upgrade = upgrade
+            .read_buffer_size(c.read_buffer_size())
+            .write_buffer_size(c.write_buffer_size())
+            .max_message_size(c.max_message_size())
+            .max_frame_size(c.max_message_size());
+        if let Some(protocol) = &config.protocol {
+            upgrade = upgrade.protocols([protocol.clone()]);
+        }
+        let pool = self.clone();
+        upgrade
+            .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+            .on_upgrade(move |socket| connection::serve(pool, config, socket, permit))
+    }
+
+    /// Checks the id and channels of `config`, dropping repeated channels.
+    fn check(&self, config: &mut ClientConfig) -> Result<(), String> {
+        let limits = self.token_limits();
+        if !valid_name(&config.id, limits.max_id_len) {
+            return Err(format!(
+                "invalid id {:?}: 1 to {} RFC 7230 token characters, no '_'",
+                config.id, limits.max_id_len
+            ));
+        }
+        let mut seen: Vec<String> = Vec::with_capacity(config.channels.len());
+        for ch in config.channels.drain(..) {
+            if !valid_name(&ch, limits.max_channel_len) {
+                return Err(format!(
+                    "invalid channel {ch:?}: 1 to {} RFC 7230 token characters, no '_'",
+                    limits.max_channel_len
+                ));
+            }
+            if !seen.contains(&ch) {
+                seen.push(ch);
+            }
+        }
+        if seen.len() > limits.max_channels {
+            return Err(format!("{} channels, more than the maximum of {}", seen.len(), limits.max_channels));
+        }
+        config.channels = seen;
+        Ok(())
+    }
+}

@@ -1,0 +1,98 @@
+//! Counters a user can read from the pool ([`WsPool::stats`](crate::WsPool::stats)).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Live counters. Relaxed atomics: each is an independent tally, read as a
+/// snapshot that need not be consistent across counters.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) decode_errors: AtomicU64,
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) refused_bad_request: AtomicU64,
+    pub(crate) refused_unauthorized: AtomicU64,
+    pub(crate) refused_forbidden: AtomicU64,
+    pub(crate) refused_duplicate_id: AtomicU64,
+    pub(crate) refused_capacity: AtomicU64,
+    pub(crate) refused_shutting_down: AtomicU64,
+}
+
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Relaxed);
+}
+
+/// A snapshot of the pool's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections registered now.
+    pub connections: usize,
+    /// Channels with at least one member now.
+    pub channels: usize,
+    /// Connections accepted since the pool was built.
+    pub connections_total: u64,
+    /// Data frames received from clients.
+    pub messages_in: u64,
+    /// Payload bytes received from clients.
+    pub bytes_in: u64,
+    /// Data frames written to clients.
+    pub messages_out: u64,
+    /// Payload bytes written to clients.
+    pub bytes_out: u64,
+    /// Messages not queued because the recipient's queue was full (a `send`
+    /// error, a broadcast skip, a relay drop or a receipt that did not fit).
+    pub dropped: u64,
+    /// Frames that did not decode.
+    pub decode_errors: u64,
+    /// Handshakes refused, by reason.
+    pub refused: RefusedStats,
+}
+
+/// Handshakes refused, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct RefusedStats {
+    /// 400: no usable token, bad id or channel, too many channels.
+    pub bad_request: u64,
+    /// 401 from the authorisation hook.
+    pub unauthorized: u64,
+    /// 403: the origin allow-list or the authorisation hook.
+    pub forbidden: u64,
+    /// 409: the id is connected and the policy is `Refuse`.
+    pub duplicate_id: u64,
+    /// 503: `max_connections` reached.
+    pub capacity: u64,
+    /// 503: the pool is shutting down.
+    pub shutting_down: u64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self, connections: usize, channels: usize) -> Stats {
+        let r = |c: &AtomicU64| c.load(Relaxed);
+        Stats {
+            connections,
+            channels,
+            connections_total: r(&self.connections_total),
+            messages_in: r(&self.messages_in),
+            bytes_in: r(&self.bytes_in),
+            messages_out: r(&self.messages_out),
+            bytes_out: r(&self.bytes_out),
+            dropped: r(&self.dropped),
+            decode_errors: r(&self.decode_errors),
+            refused: RefusedStats {
+                bad_request: r(&self.refused_bad_request),
+                unauthorized: r(&self.refused_unauthorized),
+                forbidden: r(&self.refused_forbidden),
+                duplicate_id: r(&self.refused_duplicate_id),
+                capacity: r(&self.refused_capacity),
+                shutting_down: r(&self.refused_shutting_down),
+            },
+        }
+    }
+}
