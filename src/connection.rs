@@ -52,13 +52,12 @@ impl Drop for LiveGuard {
 /// `max_connections` slot, released when this returns.
 pub(crate) async fn serve(pool: WsPool, config: ClientConfig, socket: WebSocket, permit: OwnedSemaphorePermit) {
     let _live = LiveGuard::new(&pool);
-    let _permit = permit;
     let c = pool.config();
     let outbox = Outbox::new(c.queue_max_messages(), c.queue_max_bytes());
     let state = Arc::new(ClientState::new(pool.next_id(), &config, outbox));
     let span = tracing::debug_span!("ws", id = %state.id, conn = state.conn_id);
     Connection { client: ClientHandle { pool, state } }
-        .run(socket, config.channels)
+        .run(socket, config.channels, permit)
         .instrument(span)
         .await;
 }
@@ -76,7 +75,7 @@ impl Connection {
         &self.client.state
     }
 
-    async fn run(self, mut socket: WebSocket, channels: Vec<String>) {
+    async fn run(self, mut socket: WebSocket, channels: Vec<String>, permit: OwnedSemaphorePermit) {
         if let Err(refusal) = self.register(&channels) {
             let _ = close_socket(&mut socket, &refusal, self.pool().config().write_timeout()).await;
             tracing::debug!(reason = ?refusal, "refused at registration");
@@ -98,6 +97,8 @@ impl Connection {
 
         // Unregister first, so nothing new is routed here while closing.
         self.pool().inner.registry.write().remove(self.state());
+        // The slot is free as soon as the client is gone from the registry.
+        drop(permit);
         let unsent = self.state().outbox.close();
         if unsent > 0 {
             bump(&self.pool().inner.counters.dropped, unsent as u64);

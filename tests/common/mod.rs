@@ -1,0 +1,168 @@
+//! Shared test helpers: a real server on 127.0.0.1:0 and real
+//! tokio-tungstenite clients over TCP.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use tokio::net::TcpStream;
+use tokio_stream::Stream;
+use tokio_tungstenite::{
+    tungstenite::{client::IntoClientRequest, protocol::frame::coding::CloseCode, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+use wspool::{PoolEvent, SendMsg, WsPool};
+
+/// Longest any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Serves `app` on an ephemeral port (with connect info) and returns it.
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap();
+    });
+    addr
+}
+
+/// Serves the provided route and the admin API for `pool`.
+pub async fn start(pool: &WsPool) -> SocketAddr {
+    serve(Router::new().merge(wspool::route()).merge(wspool::admin::router()).layer(pool.layer())).await
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub json: bool,
+    pub protocol: Option<String>,
+}
+
+/// Opens a WebSocket to `/ws` offering `protocols` (one header line).
+pub async fn try_connect(
+    addr: SocketAddr,
+    path: &str,
+    protocols: Option<&str>,
+) -> Result<Client, (u16, String)> {
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    if let Some(p) = protocols {
+        req.headers_mut().insert("sec-websocket-protocol", p.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, resp)) => Ok(Client {
+            ws,
+            json: path.contains("format=json"),
+            protocol: resp
+                .headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            Err((resp.status().as_u16(), body))
+        }
+        Err(e) => panic!("unexpected handshake error: {e}"),
+    }
+}
+
+/// Connects as `token` and waits until the pool has registered it.
+pub async fn connect(pool: &WsPool, addr: SocketAddr, token: &str) -> Client {
+    connect_path(pool, addr, "/ws", token).await
+}
+
+pub async fn connect_json(pool: &WsPool, addr: SocketAddr, token: &str) -> Client {
+    connect_path(pool, addr, "/ws?format=json", token).await
+}
+
+pub async fn connect_path(pool: &WsPool, addr: SocketAddr, path: &str, token: &str) -> Client {
+    let mut events = pool.events();
+    let client = try_connect(addr, path, Some(token)).await.expect("handshake refused");
+    let id = token.split('_').next().unwrap().to_owned();
+    wait_event(&mut events, |e| matches!(e, PoolEvent::Connected(info) if info.id == *id.as_str())).await;
+    client
+}
+
+/// Waits for the first event matching `pred`, failing after `WAIT`.
+pub async fn wait_event<S>(events: &mut S, mut pred: impl FnMut(&PoolEvent) -> bool) -> PoolEvent
+where
+    S: Stream<Item = PoolEvent> + Unpin,
+{
+    tokio::time::timeout(WAIT, async {
+        while let Some(e) = events.next().await {
+            if pred(&e) {
+                return e;
+            }
+        }
+        panic!("event stream ended");
+    })
+    .await
+    .expect("timed out waiting for an event")
+}
+
+pub fn text_msg(to: &str, channels: &[&str], text: &str) -> SendMsg {
+    SendMsg {
+        to_client_id: to.into(),
+        channel: channels.iter().map(|c| c.to_string()).collect(),
+        msg: text.into(),
+        ..Default::default()
+    }
+}
+
+impl Client {
+    /// Sends `msg` in this client's format.
+    pub async fn send(&mut self, msg: &SendMsg) {
+        let frame = if self.json {
+            Message::text(serde_json::to_string(msg).unwrap())
+        } else {
+            Message::binary(msg.encode_to_vec())
+        };
+        self.ws.send(frame).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, frame: Message) {
+        self.ws.send(frame).await.unwrap();
+    }
+
+    /// The next data frame, as it came (skipping pings and pongs).
+    pub async fn next_frame(&mut self) -> Message {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(m)) => return m,
+                    other => panic!("connection ended while waiting for a message: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for a message")
+    }
+
+    /// The next message, decoded from whichever format it came in.
+    pub async fn recv(&mut self) -> SendMsg {
+        match self.next_frame().await {
+            Message::Binary(b) => SendMsg::decode(b).unwrap(),
+            Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("expected a data frame, got {other:?}"),
+        }
+    }
+
+    /// Reads until the server's close frame; returns its code.
+    pub async fn close_code(&mut self) -> u16 {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+                    Some(Ok(Message::Close(None))) => return u16::from(CloseCode::Status),
+                    Some(Ok(_)) => continue,
+                    other => panic!("connection ended without a close frame: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for a close frame")
+    }
+}
