@@ -304,13 +304,19 @@ impl Connection {
 }
 
 fn read_error(e: axum::Error) -> DisconnectReason {
-    // axum wraps tungstenite's error; a message over `max_message_size`
-    // shows as a capacity error.
-    let text = e.to_string();
-    if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Message too big") {
-        return DisconnectReason::MessageTooBig;
+    use tungstenite::{error::ProtocolError, Error};
+    // axum wraps tungstenite's error; it is the same version as ours.
+    let inner = e.into_inner();
+    match inner.downcast_ref::<Error>() {
+        Some(Error::Capacity(_)) => DisconnectReason::MessageTooBig,
+        Some(
+            Error::ConnectionClosed
+            | Error::AlreadyClosed
+            | Error::Io(_)
+            | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+        ) => DisconnectReason::ConnectionLost,
+        _ => DisconnectReason::Error(PoolError::Socket(inner.to_string())),
     }
-    DisconnectReason::Error(PoolError::Socket(text))
 }
 
 fn close_text(reason: &DisconnectReason) -> &'static str {
