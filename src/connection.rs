@@ -51,13 +51,13 @@ impl Drop for LiveGuard {
 /// Runs one upgraded connection to its end. `permit` is its
 /// `max_connections` slot, released when this returns.
 pub(crate) async fn serve(pool: WsPool, config: ClientConfig, socket: WebSocket, permit: OwnedSemaphorePermit) {
-    let _live = LiveGuard::new(&pool);
+    let live = LiveGuard::new(&pool);
     let c = pool.config();
     let outbox = Outbox::new(c.queue_max_messages(), c.queue_max_bytes());
     let state = Arc::new(ClientState::new(pool.next_id(), &config, outbox));
     let span = tracing::debug_span!("ws", id = %state.id, conn = state.conn_id);
     Connection { client: ClientHandle { pool, state } }
-        .run(socket, config.channels, permit)
+        .run(socket, config.channels, permit, live)
         .instrument(span)
         .await;
 }
@@ -75,7 +75,13 @@ impl Connection {
         &self.client.state
     }
 
-    async fn run(self, mut socket: WebSocket, channels: Vec<String>, permit: OwnedSemaphorePermit) {
+    async fn run(
+        self,
+        mut socket: WebSocket,
+        channels: Vec<String>,
+        permit: OwnedSemaphorePermit,
+        live: LiveGuard,
+    ) {
         if let Err(refusal) = self.register(&channels) {
             let _ = close_socket(&mut socket, &refusal, self.pool().config().write_timeout()).await;
             tracing::debug!(reason = ?refusal, "refused at registration");
@@ -118,6 +124,8 @@ impl Connection {
         self.pool().emit(|| PoolEvent::Disconnected { id: self.state().id.clone(), reason: reason.clone() });
         self.callback(|h| pool_callbacks.close(h, &reason));
         self.callback(|h| own.close(h, &reason));
+        // Our side is done: `shutdown` need not wait for the client's reply.
+        drop(live);
         if we_close {
             // Wait (bounded) for the client's close reply, so it reads ours.
             let _ = tokio::time::timeout(write_timeout, async {

@@ -1,0 +1,147 @@
+//! The chat example (PROTOCOL.md section 8): its page, its flags and its
+//! JSON admin API, served for real and driven over HTTP.
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/chat.rs"]
+mod chat;
+
+use clap::Parser;
+use common::*;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wspool::{PoolEvent, WsPool};
+
+/// A minimal HTTP/1.1 client over a real TCP connection.
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let status = raw[9..12].parse().unwrap();
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+async fn json_call(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let (status, body) = http(addr, method, path, body).await;
+    (status, serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}")))
+}
+
+async fn start_example(args: &[&str]) -> (WsPool, std::net::SocketAddr) {
+    let args = chat::Args::parse_from(std::iter::once("chat").chain(args.iter().copied()));
+    let pool = chat::pool(&args);
+    let addr = serve(chat::app(&pool)).await;
+    (pool, addr)
+}
+
+/// The flags set the pool's knobs; `--addr` defaults to 127.0.0.1:3000.
+#[test]
+fn flags_configure_the_pool() {
+    let args = chat::Args::parse_from(["chat", "--queue-len", "5", "--max-message-size", "999", "--addr", "0.0.0.0:8080"]);
+    let pool = chat::pool(&args);
+    assert_eq!((pool.config().queue_max_messages(), pool.config().max_message_size()), (5, 999));
+    assert_eq!(args.addr.to_string(), "0.0.0.0:8080");
+    assert_eq!(chat::Args::parse_from(["chat"]).addr.to_string(), "127.0.0.1:3000");
+}
+
+/// `/` serves the chat page, which speaks JSON frames to /ws.
+#[tokio::test]
+async fn serves_the_page() {
+    let (_pool, addr) = start_example(&[]).await;
+    let (status, body) = http(addr, "GET", "/", "").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<title>wspool chat</title>"));
+    assert!(body.contains("/ws?format=json"));
+}
+
+/// send, broadcast and broadcast_all over HTTP, with their error answers.
+#[tokio::test]
+async fn api_send_and_broadcast() {
+    let (pool, addr) = start_example(&[]).await;
+    let mut alice = connect_json(&pool, addr, "alice_room1").await;
+    let mut bob = connect(&pool, addr, "bob_room1").await;
+
+    let (s, v) = json_call(addr, "POST", "/api/send", r#"{"toClientId":"alice","msg":"hi from curl"}"#).await;
+    assert_eq!((s, v), (200, json!({"recipients": 1})));
+    assert_eq!(alice.recv().await.msg, "hi from curl");
+
+    let (s, v) = json_call(addr, "POST", "/api/broadcast", r#"{"channel":["room1"],"msg":"room"}"#).await;
+    assert_eq!((s, v), (200, json!({"recipients": 2})));
+    assert_eq!(alice.recv().await.msg, "room");
+    assert_eq!(bob.recv().await.msg, "room");
+
+    let (s, v) = json_call(addr, "POST", "/api/broadcast_all", r#"{"msg":"all"}"#).await;
+    assert_eq!((s, v), (200, json!({"recipients": 2})));
+    assert_eq!(bob.recv().await.msg, "all");
+
+    let (s, v) = json_call(addr, "POST", "/api/send", r#"{"toClientId":"ghost","msg":"x"}"#).await;
+    assert_eq!(s, 404);
+    assert!(v["error"].as_str().unwrap().contains("ghost"));
+    for (path, body) in [
+        ("/api/send", "not json"),
+        ("/api/send", r#"{"msg":"no target"}"#),
+        ("/api/broadcast", r#"{"msg":"no channel"}"#),
+        ("/api/broadcast_all", r#"{"timestamp":"x"}"#),
+    ] {
+        let (s, v) = json_call(addr, "POST", path, body).await;
+        assert_eq!(s, 400, "{path} {body}");
+        assert!(v["error"].is_string());
+    }
+}
+
+/// Clients, one client, join, leave and disconnect over HTTP; stats too.
+#[tokio::test]
+async fn api_clients_channels_disconnect() {
+    let (pool, addr) = start_example(&[]).await;
+    let mut alice = connect(&pool, addr, "alice_room1").await;
+
+    let (s, v) = json_call(addr, "GET", "/api/clients", "").await;
+    assert_eq!(s, 200);
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], "alice");
+    assert_eq!(list[0]["kind"], "ws");
+    assert_eq!(list[0]["channels"], json!(["room1"]));
+    assert!(list[0]["remoteAddr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(list[0]["connectedAt"].as_u64().unwrap() > 1_600_000_000_000);
+
+    let (s, v) = json_call(addr, "GET", "/api/clients/alice", "").await;
+    assert_eq!((s, v["id"].clone()), (200, json!("alice")));
+    assert_eq!(json_call(addr, "GET", "/api/clients/ghost", "").await.0, 404);
+
+    let (s, v) = json_call(addr, "PUT", "/api/clients/alice/channels/room2", "").await;
+    assert_eq!((s, v), (200, json!({"joined": true})));
+    assert_eq!(pool.channel_members("room2"), ["alice"]);
+    assert_eq!(json_call(addr, "PUT", "/api/clients/alice/channels/bad_name", "").await.0, 400);
+    assert_eq!(json_call(addr, "PUT", "/api/clients/ghost/channels/room2", "").await.0, 404);
+    let (s, v) = json_call(addr, "DELETE", "/api/clients/alice/channels/room1", "").await;
+    assert_eq!((s, v), (200, json!({"left": true})));
+    assert!(pool.channel_members("room1").is_empty());
+
+    let (s, v) = json_call(addr, "GET", "/api/stats", "").await;
+    assert_eq!(s, 200);
+    assert_eq!(v["connections"], 1);
+    assert!(v["refused"]["badRequest"].is_u64());
+
+    let mut events = pool.events();
+    let (s, _) = json_call(addr, "DELETE", "/api/clients/alice", "").await;
+    assert_eq!(s, 200);
+    assert_eq!(alice.close_code().await, 4002);
+    wait_event(&mut events, |e| matches!(e, PoolEvent::Disconnected { .. })).await;
+    assert_eq!(json_call(addr, "DELETE", "/api/clients/alice", "").await.0, 404);
+}
+
+/// `--max-message-size` is enforced by the running example (1009).
+#[tokio::test]
+async fn example_enforces_max_message_size() {
+    let (pool, addr) = start_example(&["--max-message-size", "100"]).await;
+    let mut a = connect(&pool, addr, "a").await;
+    a.send(&text_msg("a", &[], &"x".repeat(200))).await;
+    assert_eq!(a.close_code().await, 1009);
+}
