@@ -72,7 +72,8 @@ pub fn app(pool: &WsPool) -> Router {
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wspool=debug".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wspool=debug".into()),
         )
         .init();
     let args = Args::parse();
@@ -83,7 +84,9 @@ async fn main() -> std::io::Result<()> {
     tokio::spawn(async move {
         while let Some(event) = events.next().await {
             match event {
-                PoolEvent::Message { from, msg } => tracing::info!(%from, to = %msg.to_client_id, channels = ?msg.channel, "message"),
+                PoolEvent::Message { from, msg } => {
+                    tracing::info!(%from, to = %msg.to_client_id, channels = ?msg.channel, "message")
+                }
                 PoolEvent::Error { id, error } => tracing::warn!(?id, %error, "error"),
                 PoolEvent::Lagged(n) => tracing::warn!(n, "event log fell behind"),
                 _ => {}
@@ -94,13 +97,16 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     tracing::info!("chat on http://{}", listener.local_addr()?);
     let shutdown_pool = pool.clone();
-    axum::serve(listener, app(&pool).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-            shutdown_pool.shutdown().await;
-        })
-        .await
+    axum::serve(
+        listener,
+        app(&pool).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+        shutdown_pool.shutdown().await;
+    })
+    .await
 }
 
 /// The chat page: plain HTML and JS, JSON frames, no build step.

@@ -47,7 +47,10 @@ where
         .route("/api/broadcast_all", post(broadcast_all))
         .route("/api/clients", get(clients))
         .route("/api/clients/{id}", get(client).delete(disconnect))
-        .route("/api/clients/{id}/channels/{channel}", put(join).delete(leave))
+        .route(
+            "/api/clients/{id}/channels/{channel}",
+            put(join).delete(leave),
+        )
         .route("/api/stats", get(stats))
 }
 
@@ -56,8 +59,12 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
 }
 
 fn parse(body: &[u8]) -> Result<SendMsg, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("body is not a SendMsg in proto3 JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("body is not a SendMsg in proto3 JSON: {e}"),
+        )
+    })
 }
 
 fn recipients(n: usize) -> Response {
@@ -102,7 +109,10 @@ async fn clients(pool: WsPool) -> Response {
 }
 
 fn not_found(id: &str) -> Response {
-    error(StatusCode::NOT_FOUND, format!("client {id} is not connected"))
+    error(
+        StatusCode::NOT_FOUND,
+        format!("client {id} is not connected"),
+    )
 }
 
 async fn client(pool: WsPool, Path(id): Path<String>) -> Response {
@@ -123,7 +133,9 @@ async fn disconnect(pool: WsPool, Path(id): Path<String>) -> Response {
 }
 
 async fn join(pool: WsPool, Path((id, channel)): Path<(String, String)>) -> Response {
-    let Some(client) = pool.client(&id) else { return not_found(&id) };
+    let Some(client) = pool.client(&id) else {
+        return not_found(&id);
+    };
     match client.join(&channel) {
         Ok(joined) => Json(json!({ "joined": joined })).into_response(),
         Err(JoinError::NotConnected) => not_found(&id),

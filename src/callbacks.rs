@@ -102,7 +102,10 @@ impl Callbacks {
 
     /// Run `f` on each runtime error of the connection.
     #[must_use]
-    pub fn on_error(mut self, f: impl Fn(&ClientHandle, &PoolError) + Send + Sync + 'static) -> Self {
+    pub fn on_error(
+        mut self,
+        f: impl Fn(&ClientHandle, &PoolError) + Send + Sync + 'static,
+    ) -> Self {
         self.on_error = Some(Arc::new(f));
         self
     }
@@ -115,14 +118,22 @@ impl Callbacks {
         }
     }
 
-    pub(crate) fn message(&self, client: &ClientHandle, msg: &mut SendMsg) -> Result<Relay, PoolError> {
+    pub(crate) fn message(
+        &self,
+        client: &ClientHandle,
+        msg: &mut SendMsg,
+    ) -> Result<Relay, PoolError> {
         match &self.on_message {
             Some(f) => guarded("on_message", || f(client, msg)),
             None => Ok(Relay::Continue),
         }
     }
 
-    pub(crate) fn close(&self, client: &ClientHandle, reason: &DisconnectReason) -> Result<(), PoolError> {
+    pub(crate) fn close(
+        &self,
+        client: &ClientHandle,
+        reason: &DisconnectReason,
+    ) -> Result<(), PoolError> {
         match &self.on_close {
             Some(f) => guarded("on_close", || f(client, reason)),
             None => Ok(()),

@@ -11,8 +11,8 @@ use std::{
 };
 
 use crate::{
-    message::Encoded, outbox::CloseRequest, outbox::Outbox, Callbacks, ClientId, DisconnectReason, Format, JoinError,
-    SendError, SendMsg, WsPool,
+    message::Encoded, outbox::CloseRequest, outbox::Outbox, Callbacks, ClientId, DisconnectReason,
+    Format, JoinError, SendError, SendMsg, WsPool,
 };
 
 /// What a connection registers as: the original's `Config` (`Id`, `Type`,
@@ -124,7 +124,9 @@ pub(crate) struct ClientState {
 }
 
 pub(crate) fn epoch_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl ClientState {
@@ -233,7 +235,9 @@ pub struct ClientHandle {
 
 impl std::fmt::Debug for ClientHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientHandle").field("id", &self.state.id).finish_non_exhaustive()
+        f.debug_struct("ClientHandle")
+            .field("id", &self.state.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -267,7 +271,10 @@ impl ClientHandle {
     /// Closes the connection with 4002 "disconnected". What is still queued
     /// is not sent.
     pub fn disconnect(&self) {
-        self.state.outbox.request_close(CloseRequest { reason: DisconnectReason::Kicked, flush: false });
+        self.state.outbox.request_close(CloseRequest {
+            reason: DisconnectReason::Kicked,
+            flush: false,
+        });
     }
 
     /// Is this connection still registered?

@@ -323,7 +323,10 @@ impl WsPoolBuilder {
 
     /// Run `f` on every runtime error of a connection (undecodable frame,
     /// write timeout, socket error, a panic in another callback).
-    pub fn on_error(mut self, f: impl Fn(&ClientHandle, &PoolError) + Send + Sync + 'static) -> Self {
+    pub fn on_error(
+        mut self,
+        f: impl Fn(&ClientHandle, &PoolError) + Send + Sync + 'static,
+    ) -> Self {
         self.config.callbacks = self.config.callbacks.on_error(f);
         self
     }

@@ -50,16 +50,23 @@ impl Drop for LiveGuard {
 
 /// Runs one upgraded connection to its end. `permit` is its
 /// `max_connections` slot, released when this returns.
-pub(crate) async fn serve(pool: WsPool, config: ClientConfig, socket: WebSocket, permit: OwnedSemaphorePermit) {
+pub(crate) async fn serve(
+    pool: WsPool,
+    config: ClientConfig,
+    socket: WebSocket,
+    permit: OwnedSemaphorePermit,
+) {
     let live = LiveGuard::new(&pool);
     let c = pool.config();
     let outbox = Outbox::new(c.queue_max_messages(), c.queue_max_bytes());
     let state = Arc::new(ClientState::new(pool.next_id(), &config, outbox));
     let span = tracing::debug_span!("ws", id = %state.id, conn = state.conn_id);
-    Connection { client: ClientHandle { pool, state } }
-        .run(socket, config.channels, permit, live)
-        .instrument(span)
-        .await;
+    Connection {
+        client: ClientHandle { pool, state },
+    }
+    .run(socket, config.channels, permit, live)
+    .instrument(span)
+    .await;
 }
 
 struct Connection {
@@ -112,7 +119,9 @@ impl Connection {
         let write_timeout = self.pool().config().write_timeout();
         let we_close = !matches!(
             reason,
-            DisconnectReason::ClientClosed(_) | DisconnectReason::ConnectionLost | DisconnectReason::Error(_)
+            DisconnectReason::ClientClosed(_)
+                | DisconnectReason::ConnectionLost
+                | DisconnectReason::Error(_)
         );
         if we_close {
             let _ = tokio::time::timeout(write_timeout, sink.send(close_frame(&reason))).await;
@@ -121,7 +130,10 @@ impl Connection {
             let _ = tokio::time::timeout(write_timeout, sink.flush()).await;
         }
         tracing::debug!(?reason, unsent, "disconnected");
-        self.pool().emit(|| PoolEvent::Disconnected { id: self.state().id.clone(), reason: reason.clone() });
+        self.pool().emit(|| PoolEvent::Disconnected {
+            id: self.state().id.clone(),
+            reason: reason.clone(),
+        });
         self.callback(|h| pool_callbacks.close(h, &reason));
         self.callback(|h| own.close(h, &reason));
         // Our side is done: `shutdown` need not wait for the client's reply.
@@ -145,13 +157,18 @@ impl Connection {
             if pool.is_shutting_down() {
                 return Err(DisconnectReason::Shutdown);
             }
-            if pool.config().duplicate_policy() == crate::DuplicatePolicy::Refuse && registry.contains(&state.id) {
+            if pool.config().duplicate_policy() == crate::DuplicatePolicy::Refuse
+                && registry.contains(&state.id)
+            {
                 return Err(DisconnectReason::Refused);
             }
             registry.insert(state.clone(), channels)
         };
         if let Some(old) = replaced {
-            old.outbox.request_close(CloseRequest { reason: DisconnectReason::Replaced, flush: false });
+            old.outbox.request_close(CloseRequest {
+                reason: DisconnectReason::Replaced,
+                flush: false,
+            });
         }
         Ok(())
     }
@@ -239,7 +256,9 @@ impl Connection {
         bump(&counters.bytes_out, bytes as u64);
         bump(&state.messages_out, frames);
         bump(&state.bytes_out, bytes as u64);
-        state.last_sent_ms.store(epoch_ms(std::time::SystemTime::now()), Relaxed);
+        state
+            .last_sent_ms
+            .store(epoch_ms(std::time::SystemTime::now()), Relaxed);
         tracing::trace!(frames, bytes, "wrote batch");
         Ok(close)
     }
@@ -267,7 +286,10 @@ impl Connection {
                 bump(&counters.decode_errors, 1);
                 let reason = e.to_string();
                 self.report(e);
-                let original = SendMsg { from_client_id: state.id.to_string(), ..Default::default() };
+                let original = SendMsg {
+                    from_client_id: state.id.to_string(),
+                    ..Default::default()
+                };
                 pool.send_receipt(state, receipt(&original, status::UNDECODABLE, &reason));
                 return;
             }
@@ -285,7 +307,10 @@ impl Connection {
             }
         }
         let msg = Arc::new(msg);
-        pool.emit(|| PoolEvent::Message { from: state.id.clone(), msg: msg.clone() });
+        pool.emit(|| PoolEvent::Message {
+            from: state.id.clone(),
+            msg: msg.clone(),
+        });
         if relay == Relay::Continue {
             pool.relay(state, msg);
         }
@@ -304,10 +329,16 @@ impl Connection {
         let pool = self.pool();
         for callbacks in [&pool.config().callbacks, &self.state().callbacks] {
             if let Err(panic) = callbacks.error(&self.client, &error) {
-                pool.emit(|| PoolEvent::Error { id: Some(self.state().id.clone()), error: panic });
+                pool.emit(|| PoolEvent::Error {
+                    id: Some(self.state().id.clone()),
+                    error: panic,
+                });
             }
         }
-        pool.emit(|| PoolEvent::Error { id: Some(self.state().id.clone()), error });
+        pool.emit(|| PoolEvent::Error {
+            id: Some(self.state().id.clone()),
+            error,
+        });
     }
 }
 
@@ -340,11 +371,21 @@ fn close_text(reason: &DisconnectReason) -> &'static str {
 }
 
 /// Sends a close frame for `reason` on a socket that was never registered.
-async fn close_socket(socket: &mut WebSocket, reason: &DisconnectReason, timeout: Duration) -> Result<(), ()> {
+async fn close_socket(
+    socket: &mut WebSocket,
+    reason: &DisconnectReason,
+    timeout: Duration,
+) -> Result<(), ()> {
     let frame = close_frame(reason);
-    tokio::time::timeout(timeout, socket.send(frame)).await.map_err(|_| ())?.map_err(|_| ())
+    tokio::time::timeout(timeout, socket.send(frame))
+        .await
+        .map_err(|_| ())?
+        .map_err(|_| ())
 }
 
 fn close_frame(reason: &DisconnectReason) -> Message {
-    Message::Close(Some(CloseFrame { code: reason.code().unwrap_or(1000), reason: close_text(reason).into() }))
+    Message::Close(Some(CloseFrame {
+        code: reason.code().unwrap_or(1000),
+        reason: close_text(reason).into(),
+    }))
 }

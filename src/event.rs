@@ -126,7 +126,9 @@ pub struct EventStream {
 
 impl EventStream {
     pub(crate) fn new(rx: broadcast::Receiver<PoolEvent>) -> Self {
-        EventStream { inner: BroadcastStream::new(rx) }
+        EventStream {
+            inner: BroadcastStream::new(rx),
+        }
     }
 }
 

@@ -48,7 +48,11 @@ pub struct TokenLimits {
 
 impl Default for TokenLimits {
     fn default() -> Self {
-        TokenLimits { max_id_len: 128, max_channel_len: 128, max_channels: 64 }
+        TokenLimits {
+            max_id_len: 128,
+            max_channel_len: 128,
+            max_channels: 64,
+        }
     }
 }
 
@@ -125,7 +129,10 @@ pub fn parse_token(offer: &str, limits: &TokenLimits) -> Result<Token, TokenErro
         return Err(TokenError::EmptyId(cut(offer, 64)));
     }
     if id.len() > limits.max_id_len {
-        return Err(TokenError::IdTooLong { len: id.len(), max: limits.max_id_len });
+        return Err(TokenError::IdTooLong {
+            len: id.len(),
+            max: limits.max_id_len,
+        });
     }
     if !id.bytes().all(is_name_byte) {
         return Err(TokenError::InvalidId(cut(id, 64)));
@@ -145,12 +152,19 @@ pub fn parse_token(offer: &str, limits: &TokenLimits) -> Result<Token, TokenErro
         if !channels.iter().any(|c| c == ch) {
             if channels.len() == limits.max_channels {
                 let count = channels.len() + 1;
-                return Err(TokenError::TooManyChannels { count, max: limits.max_channels });
+                return Err(TokenError::TooManyChannels {
+                    count,
+                    max: limits.max_channels,
+                });
             }
             channels.push(ch.to_owned());
         }
     }
-    Ok(Token { raw: offer.to_owned(), id: id.to_owned(), channels })
+    Ok(Token {
+        raw: offer.to_owned(),
+        id: id.to_owned(),
+        channels,
+    })
 }
 
 /// The offers in `Sec-WebSocket-Protocol`, in the client's order.
@@ -191,7 +205,10 @@ mod tests {
     #[test]
     fn protocol_examples() {
         let t = parse_token("1001_1_2", &limits()).unwrap();
-        assert_eq!((t.id.as_str(), t.channels.clone()), ("1001", vec!["1".into(), "2".into()]));
+        assert_eq!(
+            (t.id.as_str(), t.channels.clone()),
+            ("1001", vec!["1".into(), "2".into()])
+        );
         let t = parse_token("alice", &limits()).unwrap();
         assert!(t.channels.is_empty());
         let t = parse_token("a__b_", &limits()).unwrap();
@@ -203,17 +220,36 @@ mod tests {
     /// Each way a token can be refused.
     #[test]
     fn refusals() {
-        let l = TokenLimits { max_id_len: 4, max_channel_len: 3, max_channels: 2 };
+        let l = TokenLimits {
+            max_id_len: 4,
+            max_channel_len: 3,
+            max_channels: 2,
+        };
         assert!(matches!(parse_token("_a", &l), Err(TokenError::EmptyId(_))));
-        assert!(matches!(parse_token("abcde", &l), Err(TokenError::IdTooLong { len: 5, max: 4 })));
-        assert!(matches!(parse_token("a/b", &l), Err(TokenError::InvalidId(_))));
-        assert!(matches!(parse_token("a_x y", &l), Err(TokenError::InvalidChannel(_))));
-        assert!(matches!(parse_token("a_abcd", &l), Err(TokenError::ChannelTooLong { .. })));
+        assert!(matches!(
+            parse_token("abcde", &l),
+            Err(TokenError::IdTooLong { len: 5, max: 4 })
+        ));
+        assert!(matches!(
+            parse_token("a/b", &l),
+            Err(TokenError::InvalidId(_))
+        ));
+        assert!(matches!(
+            parse_token("a_x y", &l),
+            Err(TokenError::InvalidChannel(_))
+        ));
+        assert!(matches!(
+            parse_token("a_abcd", &l),
+            Err(TokenError::ChannelTooLong { .. })
+        ));
         assert!(matches!(
             parse_token("a_x_y_z", &l),
             Err(TokenError::TooManyChannels { count: 3, max: 2 })
         ));
-        assert_eq!(parse_offers(&HeaderMap::new(), &l), Err(TokenError::Missing));
+        assert_eq!(
+            parse_offers(&HeaderMap::new(), &l),
+            Err(TokenError::Missing)
+        );
     }
 
     /// Offers are tried in the client's order across lines and commas.

@@ -38,7 +38,9 @@ pub struct WsPoolLayer {
 impl WsPoolLayer {
     /// A layer with a new pool with every default.
     pub fn new() -> Self {
-        WsPoolLayer { pool: WsPool::new() }
+        WsPoolLayer {
+            pool: WsPool::new(),
+        }
     }
 
     /// A layer with this pool (same as [`WsPool::layer`]).
@@ -56,7 +58,10 @@ impl<S> Layer<S> for WsPoolLayer {
     type Service = AddWsPool<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AddWsPool { inner, pool: self.pool.clone() }
+        AddWsPool {
+            inner,
+            pool: self.pool.clone(),
+        }
     }
 }
 
@@ -103,6 +108,10 @@ where
     type Rejection = MissingWsPool;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<WsPool>().cloned().ok_or(MissingWsPool)
+        parts
+            .extensions
+            .get::<WsPool>()
+            .cloned()
+            .ok_or(MissingWsPool)
     }
 }

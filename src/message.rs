@@ -51,14 +51,20 @@ pub(crate) struct Encoded {
 
 impl Encoded {
     pub(crate) fn new(msg: Arc<SendMsg>) -> Self {
-        Encoded { msg, binary: OnceLock::new(), json: OnceLock::new() }
+        Encoded {
+            msg,
+            binary: OnceLock::new(),
+            json: OnceLock::new(),
+        }
     }
 
     /// The frame for `format` and its payload length.
     pub(crate) fn frame(&self, format: Format) -> (Message, usize) {
         match format {
             Format::Binary => {
-                let b = self.binary.get_or_init(|| Bytes::from(self.msg.encode_to_vec()));
+                let b = self
+                    .binary
+                    .get_or_init(|| Bytes::from(self.msg.encode_to_vec()));
                 (Message::Binary(b.clone()), b.len())
             }
             Format::Json => {
@@ -77,7 +83,9 @@ impl Encoded {
 /// Decodes an inbound data frame.
 pub(crate) fn decode(frame: &Message) -> Result<SendMsg, PoolError> {
     match frame {
-        Message::Binary(b) => SendMsg::decode(b.clone()).map_err(|e| PoolError::Decode(e.to_string())),
+        Message::Binary(b) => {
+            SendMsg::decode(b.clone()).map_err(|e| PoolError::Decode(e.to_string()))
+        }
         Message::Text(t) => {
             serde_json::from_str(t.as_str()).map_err(|e| PoolError::Decode(e.to_string()))
         }
@@ -129,11 +137,20 @@ mod tests {
     /// The same message yields the same bytes for every recipient, encoded once.
     #[test]
     fn encodes_once_per_format() {
-        let e = Encoded::new(Arc::new(SendMsg { msg: "x".into(), ..Default::default() }));
-        let (Message::Binary(a), _) = e.frame(Format::Binary) else { panic!() };
-        let (Message::Binary(b), _) = e.frame(Format::Binary) else { panic!() };
+        let e = Encoded::new(Arc::new(SendMsg {
+            msg: "x".into(),
+            ..Default::default()
+        }));
+        let (Message::Binary(a), _) = e.frame(Format::Binary) else {
+            panic!()
+        };
+        let (Message::Binary(b), _) = e.frame(Format::Binary) else {
+            panic!()
+        };
         assert_eq!(a.as_ptr(), b.as_ptr());
-        let (Message::Text(t), n) = e.frame(Format::Json) else { panic!() };
+        let (Message::Text(t), n) = e.frame(Format::Json) else {
+            panic!()
+        };
         assert_eq!(t.as_str(), r#"{"msg":"x"}"#);
         assert_eq!(n, t.len());
     }
@@ -141,11 +158,17 @@ mod tests {
     /// Stamping overwrites a spoofed sender and fills a zero timestamp only.
     #[test]
     fn stamping() {
-        let mut m = SendMsg { from_client_id: "mallory".into(), ..Default::default() };
+        let mut m = SendMsg {
+            from_client_id: "mallory".into(),
+            ..Default::default()
+        };
         stamp(&mut m, "alice");
         assert_eq!(m.from_client_id, "alice");
         assert!(m.timestamp > 0);
-        let mut m = SendMsg { timestamp: 5, ..Default::default() };
+        let mut m = SendMsg {
+            timestamp: 5,
+            ..Default::default()
+        };
         stamp(&mut m, "alice");
         assert_eq!(m.timestamp, 5);
     }

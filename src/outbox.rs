@@ -134,7 +134,9 @@ impl Outbox {
         }
         let mut taken = 0;
         while batch.len() < max_frames && taken < max_bytes {
-            let Some((frame, len)) = s.frames.pop_front() else { break };
+            let Some((frame, len)) = s.frames.pop_front() else {
+                break;
+            };
             taken += len;
             batch.push(frame);
         }
@@ -197,7 +199,10 @@ mod tests {
         for _ in 0..3 {
             q.push(frame(1), 1).unwrap();
         }
-        q.request_close(CloseRequest { reason: DisconnectReason::Shutdown, flush: true });
+        q.request_close(CloseRequest {
+            reason: DisconnectReason::Shutdown,
+            flush: true,
+        });
         assert_eq!(q.push(frame(1), 1), Err(PushError::Closed));
         let mut batch = Vec::new();
         assert_eq!(q.drain(&mut batch, 2, 1000), (2, None));
@@ -212,7 +217,10 @@ mod tests {
     fn close_without_flush_skips_queue() {
         let q = Outbox::new(10, 1000);
         q.push(frame(1), 1).unwrap();
-        q.request_close(CloseRequest { reason: DisconnectReason::Replaced, flush: false });
+        q.request_close(CloseRequest {
+            reason: DisconnectReason::Replaced,
+            flush: false,
+        });
         let mut batch = Vec::new();
         let (n, close) = q.drain(&mut batch, 8, 1000);
         assert_eq!((n, batch.len()), (0, 0));

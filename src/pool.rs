@@ -21,8 +21,8 @@ use crate::{
     outbox::{CloseRequest, PushError},
     registry::{JoinRefused, Member, Registry},
     stats::{bump, Counters},
-    BroadcastError, ClientHandle, DisconnectReason, ClientId, ClientInfo, JoinError, PoolEvent, SendError, SendMsg, Stats,
-    Subscription, WsPoolLayer,
+    BroadcastError, ClientHandle, ClientId, ClientInfo, DisconnectReason, JoinError, PoolEvent,
+    SendError, SendMsg, Stats, Subscription, WsPoolLayer,
 };
 
 /// A pool of WebSocket connections, reachable by id, by channel, or all at
@@ -91,7 +91,9 @@ impl Default for WsPool {
 
 impl std::fmt::Debug for WsPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WsPool").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("WsPool")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,7 +110,9 @@ impl WsPool {
 
     pub(crate) fn from_config(config: Config) -> Self {
         let (events, _) = broadcast::channel(config.event_buffer);
-        let slots = Arc::new(Semaphore::new(config.max_connections.min(Semaphore::MAX_PERMITS)));
+        let slots = Arc::new(Semaphore::new(
+            config.max_connections.min(Semaphore::MAX_PERMITS),
+        ));
         WsPool {
             inner: Arc::new(Inner {
                 config,
@@ -211,7 +215,11 @@ impl WsPool {
         result
     }
 
-    pub(crate) fn deliver_to(&self, state: &ClientState, encoded: &Encoded) -> Result<(), SendError> {
+    pub(crate) fn deliver_to(
+        &self,
+        state: &ClientState,
+        encoded: &Encoded,
+    ) -> Result<(), SendError> {
         self.push(state, encoded).map_err(|e| match e {
             PushError::Full => SendError::QueueFull(state.id.clone()),
             PushError::Closed => SendError::NotConnected(state.id.clone()),
@@ -238,18 +246,22 @@ impl WsPool {
                 out.recipients += usize::from(result.is_ok());
                 out.direct = Some(result);
             }
-            registry.for_each_member(channels, dedupe.then_some(&mut seen), |member| match member {
-                Member::Client(state) => match self.push(state, encoded) {
-                    Ok(()) => out.recipients += 1,
-                    Err(PushError::Full) => dropped.push(state.id.clone()),
-                    Err(PushError::Closed) => {}
+            registry.for_each_member(
+                channels,
+                dedupe.then_some(&mut seen),
+                |member| match member {
+                    Member::Client(state) => match self.push(state, encoded) {
+                        Ok(()) => out.recipients += 1,
+                        Err(PushError::Full) => dropped.push(state.id.clone()),
+                        Err(PushError::Closed) => {}
+                    },
+                    Member::Subscriber(sub) => {
+                        // No receiver left means the subscription is being
+                        // dropped; it unregisters itself.
+                        let _ = sub.tx.send(encoded.msg.clone());
+                    }
                 },
-                Member::Subscriber(sub) => {
-                    // No receiver left means the subscription is being
-                    // dropped; it unregisters itself.
-                    let _ = sub.tx.send(encoded.msg.clone());
-                }
-            });
+            );
         }
         self.report_dropped(dropped, encoded);
         out
@@ -258,7 +270,10 @@ impl WsPool {
     fn report_dropped(&self, dropped: Vec<ClientId>, encoded: &Encoded) {
         for to in dropped {
             tracing::trace!(%to, "recipient's queue full: message skipped");
-            self.emit(|| PoolEvent::Dropped { to, msg: encoded.msg.clone() });
+            self.emit(|| PoolEvent::Dropped {
+                to,
+                msg: encoded.msg.clone(),
+            });
         }
     }
 
@@ -278,9 +293,14 @@ impl WsPool {
         }
         let out = self.fan_out(&encoded, &msg.to_client_id, &msg.channel);
         let (status, reason) = match out.direct {
-            Some(Err(SendError::NotConnected(_))) => (status::NOT_CONNECTED, "recipient not connected"),
+            Some(Err(SendError::NotConnected(_))) => {
+                (status::NOT_CONNECTED, "recipient not connected")
+            }
             Some(Err(SendError::QueueFull(to))) => {
-                self.emit(|| PoolEvent::Dropped { to, msg: msg.clone() });
+                self.emit(|| PoolEvent::Dropped {
+                    to,
+                    msg: msg.clone(),
+                });
                 (status::QUEUE_FULL, "recipient's queue full: dropped")
             }
             _ => return,
@@ -299,13 +319,19 @@ impl WsPool {
     /// A handle on the connected client `id`.
     pub fn client(&self, id: &str) -> Option<ClientHandle> {
         let state = self.inner.registry.read().get(id).cloned()?;
-        Some(ClientHandle { pool: self.clone(), state })
+        Some(ClientHandle {
+            pool: self.clone(),
+            state,
+        })
     }
 
     /// Runtime info of every connected client.
     pub fn clients(&self) -> Vec<ClientInfo> {
         let registry = self.inner.registry.read();
-        registry.states().map(|s| s.info(registry.channels_of(s))).collect()
+        registry
+            .states()
+            .map(|s| s.info(registry.channels_of(s)))
+            .collect()
     }
 
     /// The ids of the clients in `channel`.
@@ -321,7 +347,9 @@ impl WsPool {
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> Stats {
         let registry = self.inner.registry.read();
-        self.inner.counters.snapshot(registry.client_count(), registry.channel_count())
+        self.inner
+            .counters
+            .snapshot(registry.client_count(), registry.channel_count())
     }
 
     pub(crate) fn join(&self, state: &Arc<ClientState>, channel: &str) -> Result<bool, JoinError> {
@@ -412,15 +440,26 @@ impl WsPool {
     /// ```
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Release);
-        self.close_all(CloseRequest { reason: DisconnectReason::Shutdown, flush: true });
+        self.close_all(CloseRequest {
+            reason: DisconnectReason::Shutdown,
+            flush: true,
+        });
         let mut live = self.inner.live.subscribe();
         let timeout = self.inner.config.shutdown_timeout;
-        if tokio::time::timeout(timeout, live.wait_for(|n| *n == 0)).await.is_err() {
+        if tokio::time::timeout(timeout, live.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
             tracing::debug!("shutdown timeout: closing the remaining connections without flushing");
             for state in self.inner.registry.read().states() {
-                state.outbox.force_close(CloseRequest { reason: DisconnectReason::Shutdown, flush: false });
+                state.outbox.force_close(CloseRequest {
+                    reason: DisconnectReason::Shutdown,
+                    flush: false,
+                });
             }
-            let _ = tokio::time::timeout(self.inner.config.write_timeout, live.wait_for(|n| *n == 0)).await;
+            let _ =
+                tokio::time::timeout(self.inner.config.write_timeout, live.wait_for(|n| *n == 0))
+                    .await;
         }
     }
 

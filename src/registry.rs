@@ -71,7 +71,9 @@ impl Registry {
     }
 
     pub(crate) fn is_current(&self, state: &ClientState) -> bool {
-        self.clients.get(&*state.id).is_some_and(|e| e.state.conn_id == state.conn_id)
+        self.clients
+            .get(&*state.id)
+            .is_some_and(|e| e.state.conn_id == state.conn_id)
     }
 
     pub(crate) fn states(&self) -> impl Iterator<Item = &Arc<ClientState>> {
@@ -80,14 +82,24 @@ impl Registry {
 
     /// Registers `state` in `channels` (already validated and deduplicated),
     /// returning the connection it replaced, if any.
-    pub(crate) fn insert(&mut self, state: Arc<ClientState>, channels: &[String]) -> Option<Arc<ClientState>> {
+    pub(crate) fn insert(
+        &mut self,
+        state: Arc<ClientState>,
+        channels: &[String],
+    ) -> Option<Arc<ClientState>> {
         let old = self.remove_id(&state.id.clone());
         let mut joined = Vec::with_capacity(channels.len());
         for ch in channels {
             let key = self.index(ch, &state);
             joined.push(key);
         }
-        self.clients.insert(state.id.clone(), Entry { state, channels: joined });
+        self.clients.insert(
+            state.id.clone(),
+            Entry {
+                state,
+                channels: joined,
+            },
+        );
         old
     }
 
@@ -127,7 +139,12 @@ impl Registry {
         self.remove_id(&state.id).is_some()
     }
 
-    pub(crate) fn join(&mut self, state: &Arc<ClientState>, channel: &str, max: usize) -> Result<bool, JoinRefused> {
+    pub(crate) fn join(
+        &mut self,
+        state: &Arc<ClientState>,
+        channel: &str,
+        max: usize,
+    ) -> Result<bool, JoinRefused> {
         let entry = match self.clients.get(&*state.id) {
             Some(e) if e.state.conn_id == state.conn_id => e,
             _ => return Err(JoinRefused::NotRegistered),
@@ -146,11 +163,15 @@ impl Registry {
     }
 
     pub(crate) fn leave(&mut self, state: &ClientState, channel: &str) -> bool {
-        let Some(entry) = self.clients.get_mut(&*state.id) else { return false };
+        let Some(entry) = self.clients.get_mut(&*state.id) else {
+            return false;
+        };
         if entry.state.conn_id != state.conn_id {
             return false;
         }
-        let Some(pos) = entry.channels.iter().position(|c| &**c == channel) else { return false };
+        let Some(pos) = entry.channels.iter().position(|c| &**c == channel) else {
+            return false;
+        };
         entry.channels.remove(pos);
         self.unindex(channel, state.conn_id);
         true
@@ -158,7 +179,9 @@ impl Registry {
 
     pub(crate) fn channels_of(&self, state: &ClientState) -> Vec<String> {
         match self.clients.get(&*state.id) {
-            Some(e) if e.state.conn_id == state.conn_id => e.channels.iter().map(|c| c.to_string()).collect(),
+            Some(e) if e.state.conn_id == state.conn_id => {
+                e.channels.iter().map(|c| c.to_string()).collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -176,7 +199,11 @@ impl Registry {
 
     pub(crate) fn subscribe(&mut self, sub: &Arc<SubscriberState>, channels: &[Arc<str>]) {
         for ch in channels {
-            self.channels.entry(ch.clone()).or_default().subscribers.push(sub.clone());
+            self.channels
+                .entry(ch.clone())
+                .or_default()
+                .subscribers
+                .push(sub.clone());
         }
     }
 
@@ -200,7 +227,9 @@ impl Registry {
         mut visit: impl FnMut(Member<'a>),
     ) {
         for ch in channels {
-            let Some(members) = self.channels.get(ch.as_str()) else { continue };
+            let Some(members) = self.channels.get(ch.as_str()) else {
+                continue;
+            };
             for (conn_id, state) in &members.clients {
                 if seen.as_mut().is_none_or(|s| s.insert(*conn_id)) {
                     visit(Member::Client(state));

@@ -76,12 +76,18 @@ pub struct Rejection {
 impl Rejection {
     /// 401 Unauthorized: the client did not prove who it is.
     pub fn unauthorized(reason: impl Into<String>) -> Self {
-        Rejection { status: StatusCode::UNAUTHORIZED, reason: reason.into() }
+        Rejection {
+            status: StatusCode::UNAUTHORIZED,
+            reason: reason.into(),
+        }
     }
 
     /// 403 Forbidden: the client is known and may not connect.
     pub fn forbidden(reason: impl Into<String>) -> Self {
-        Rejection { status: StatusCode::FORBIDDEN, reason: reason.into() }
+        Rejection {
+            status: StatusCode::FORBIDDEN,
+            reason: reason.into(),
+        }
     }
 
     /// The HTTP status.
@@ -137,14 +143,19 @@ pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
         bump(&counters.refused_shutting_down, 1);
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
     }
-    if let (Some(allowed), Some(origin)) = (pool.config().allowed_origins(), parts.headers.get(ORIGIN)) {
+    if let (Some(allowed), Some(origin)) =
+        (pool.config().allowed_origins(), parts.headers.get(ORIGIN))
+    {
         if !allowed.iter().any(|a| origin.as_bytes() == a.as_bytes()) {
             bump(&counters.refused_forbidden, 1);
             return refuse(StatusCode::FORBIDDEN, "origin not allowed");
         }
     }
     let token = handshake::parse_offers(&parts.headers, &pool.token_limits());
-    let remote_addr = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let remote_addr = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let json = parts
         .uri
         .query()
@@ -166,7 +177,12 @@ pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
                     .ok()
                     .and_then(|o| o.first().map(|s| (*s).to_owned())),
             };
-            let request = HandshakeRequest { headers: parts.headers.clone(), uri: parts.uri.clone(), remote_addr, token };
+            let request = HandshakeRequest {
+                headers: parts.headers.clone(),
+                uri: parts.uri.clone(),
+                remote_addr,
+                token,
+            };
             match hook(request).await {
                 Ok(mut config) => {
                     if config.protocol.is_none() {
@@ -210,9 +226,14 @@ impl WsPool {
             bump(&counters.refused_bad_request, 1);
             return refuse(StatusCode::BAD_REQUEST, reason);
         }
-        if c.duplicate_policy() == DuplicatePolicy::Refuse && self.inner.registry.read().contains(&config.id) {
+        if c.duplicate_policy() == DuplicatePolicy::Refuse
+            && self.inner.registry.read().contains(&config.id)
+        {
             bump(&counters.refused_duplicate_id, 1);
-            return refuse(StatusCode::CONFLICT, format!("id {} is already connected", config.id));
+            return refuse(
+                StatusCode::CONFLICT,
+                format!("id {} is already connected", config.id),
+            );
         }
         let Ok(permit) = self.inner.slots.clone().try_acquire_owned() else {
             bump(&counters.refused_capacity, 1);
@@ -254,7 +275,11 @@ impl WsPool {
             }
         }
         if seen.len() > limits.max_channels {
-            return Err(format!("{} channels, more than the maximum of {}", seen.len(), limits.max_channels));
+            return Err(format!(
+                "{} channels, more than the maximum of {}",
+                seen.len(),
+                limits.max_channels
+            ));
         }
         config.channels = seen;
         Ok(())

@@ -61,7 +61,12 @@ impl Subscription {
         let id = pool.next_id();
         let state = Arc::new(SubscriberState { id, tx });
         pool.inner.registry.write().subscribe(&state, &channels);
-        Subscription { inner: BroadcastStream::new(rx), pool, id, channels }
+        Subscription {
+            inner: BroadcastStream::new(rx),
+            pool,
+            id,
+            channels,
+        }
     }
 
     /// The channels it listens to.
@@ -74,20 +79,26 @@ impl Stream for Subscription {
     type Item = Result<Arc<SendMsg>, Lagged>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.inner).poll_next(cx).map(|item| {
-            item.map(|r| r.map_err(|BroadcastStreamRecvError::Lagged(n)| Lagged(n)))
-        })
+        Pin::new(&mut self.inner)
+            .poll_next(cx)
+            .map(|item| item.map(|r| r.map_err(|BroadcastStreamRecvError::Lagged(n)| Lagged(n))))
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.pool.inner.registry.write().unsubscribe(self.id, &self.channels);
+        self.pool
+            .inner
+            .registry
+            .write()
+            .unsubscribe(self.id, &self.channels);
     }
 }
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription").field("channels", &self.channels).finish_non_exhaustive()
+        f.debug_struct("Subscription")
+            .field("channels", &self.channels)
+            .finish_non_exhaustive()
     }
 }

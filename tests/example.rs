@@ -24,13 +24,24 @@ async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) 
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.unwrap();
     let status = raw[9..12].parse().unwrap();
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
-async fn json_call(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+async fn json_call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, Value) {
     let (status, body) = http(addr, method, path, body).await;
-    (status, serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}")))
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}")),
+    )
 }
 
 async fn start_example(args: &[&str]) -> (WsPool, std::net::SocketAddr) {
@@ -43,11 +54,28 @@ async fn start_example(args: &[&str]) -> (WsPool, std::net::SocketAddr) {
 /// The flags set the pool's knobs; `--addr` defaults to 127.0.0.1:3000.
 #[test]
 fn flags_configure_the_pool() {
-    let args = chat::Args::parse_from(["chat", "--queue-len", "5", "--max-message-size", "999", "--addr", "0.0.0.0:8080"]);
+    let args = chat::Args::parse_from([
+        "chat",
+        "--queue-len",
+        "5",
+        "--max-message-size",
+        "999",
+        "--addr",
+        "0.0.0.0:8080",
+    ]);
     let pool = chat::pool(&args);
-    assert_eq!((pool.config().queue_max_messages(), pool.config().max_message_size()), (5, 999));
+    assert_eq!(
+        (
+            pool.config().queue_max_messages(),
+            pool.config().max_message_size()
+        ),
+        (5, 999)
+    );
     assert_eq!(args.addr.to_string(), "0.0.0.0:8080");
-    assert_eq!(chat::Args::parse_from(["chat"]).addr.to_string(), "127.0.0.1:3000");
+    assert_eq!(
+        chat::Args::parse_from(["chat"]).addr.to_string(),
+        "127.0.0.1:3000"
+    );
 }
 
 /// `/` serves the chat page, which speaks JSON frames to /ws.
@@ -67,11 +95,23 @@ async fn api_send_and_broadcast() {
     let mut alice = connect_json(&pool, addr, "alice_room1").await;
     let mut bob = connect(&pool, addr, "bob_room1").await;
 
-    let (s, v) = json_call(addr, "POST", "/api/send", r#"{"toClientId":"alice","msg":"hi from curl"}"#).await;
+    let (s, v) = json_call(
+        addr,
+        "POST",
+        "/api/send",
+        r#"{"toClientId":"alice","msg":"hi from curl"}"#,
+    )
+    .await;
     assert_eq!((s, v), (200, json!({"recipients": 1})));
     assert_eq!(alice.recv().await.msg, "hi from curl");
 
-    let (s, v) = json_call(addr, "POST", "/api/broadcast", r#"{"channel":["room1"],"msg":"room"}"#).await;
+    let (s, v) = json_call(
+        addr,
+        "POST",
+        "/api/broadcast",
+        r#"{"channel":["room1"],"msg":"room"}"#,
+    )
+    .await;
     assert_eq!((s, v), (200, json!({"recipients": 2})));
     assert_eq!(alice.recv().await.msg, "room");
     assert_eq!(bob.recv().await.msg, "room");
@@ -80,7 +120,13 @@ async fn api_send_and_broadcast() {
     assert_eq!((s, v), (200, json!({"recipients": 2})));
     assert_eq!(bob.recv().await.msg, "all");
 
-    let (s, v) = json_call(addr, "POST", "/api/send", r#"{"toClientId":"ghost","msg":"x"}"#).await;
+    let (s, v) = json_call(
+        addr,
+        "POST",
+        "/api/send",
+        r#"{"toClientId":"ghost","msg":"x"}"#,
+    )
+    .await;
     assert_eq!(s, 404);
     assert!(v["error"].as_str().unwrap().contains("ghost"));
     for (path, body) in [
@@ -108,18 +154,34 @@ async fn api_clients_channels_disconnect() {
     assert_eq!(list[0]["id"], "alice");
     assert_eq!(list[0]["kind"], "ws");
     assert_eq!(list[0]["channels"], json!(["room1"]));
-    assert!(list[0]["remoteAddr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(list[0]["remoteAddr"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
     assert!(list[0]["connectedAt"].as_u64().unwrap() > 1_600_000_000_000);
 
     let (s, v) = json_call(addr, "GET", "/api/clients/alice", "").await;
     assert_eq!((s, v["id"].clone()), (200, json!("alice")));
-    assert_eq!(json_call(addr, "GET", "/api/clients/ghost", "").await.0, 404);
+    assert_eq!(
+        json_call(addr, "GET", "/api/clients/ghost", "").await.0,
+        404
+    );
 
     let (s, v) = json_call(addr, "PUT", "/api/clients/alice/channels/room2", "").await;
     assert_eq!((s, v), (200, json!({"joined": true})));
     assert_eq!(pool.channel_members("room2"), ["alice"]);
-    assert_eq!(json_call(addr, "PUT", "/api/clients/alice/channels/bad_name", "").await.0, 400);
-    assert_eq!(json_call(addr, "PUT", "/api/clients/ghost/channels/room2", "").await.0, 404);
+    assert_eq!(
+        json_call(addr, "PUT", "/api/clients/alice/channels/bad_name", "")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        json_call(addr, "PUT", "/api/clients/ghost/channels/room2", "")
+            .await
+            .0,
+        404
+    );
     let (s, v) = json_call(addr, "DELETE", "/api/clients/alice/channels/room1", "").await;
     assert_eq!((s, v), (200, json!({"left": true})));
     assert!(pool.channel_members("room1").is_empty());
@@ -134,7 +196,10 @@ async fn api_clients_channels_disconnect() {
     assert_eq!(s, 200);
     assert_eq!(alice.close_code().await, 4002);
     wait_event(&mut events, |e| matches!(e, PoolEvent::Disconnected { .. })).await;
-    assert_eq!(json_call(addr, "DELETE", "/api/clients/alice", "").await.0, 404);
+    assert_eq!(
+        json_call(addr, "DELETE", "/api/clients/alice", "").await.0,
+        404
+    );
 }
 
 /// `--max-message-size` is enforced by the running example (1009).

@@ -29,16 +29,24 @@ async fn first_valid_offer_in_client_order() {
     let pool = WsPool::new();
     let addr = start(&pool).await;
     let mut events = pool.events();
-    let client = try_connect(addr, "/ws", Some("bad/offer, zed_r1, amy_r2")).await.unwrap();
+    let client = try_connect(addr, "/ws", Some("bad/offer, zed_r1, amy_r2"))
+        .await
+        .unwrap();
     assert_eq!(client.protocol.as_deref(), Some("zed_r1"));
-    wait_event(&mut events, |e| matches!(e, PoolEvent::Connected(i) if i.id == "zed")).await;
+    wait_event(
+        &mut events,
+        |e| matches!(e, PoolEvent::Connected(i) if i.id == "zed"),
+    )
+    .await;
     assert!(pool.client("amy").is_none());
 
     // Two header lines: the first line's offer wins.
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    req.headers_mut().append("sec-websocket-protocol", "yan_a".parse().unwrap());
-    req.headers_mut().append("sec-websocket-protocol", "bob_b".parse().unwrap());
+    req.headers_mut()
+        .append("sec-websocket-protocol", "yan_a".parse().unwrap());
+    req.headers_mut()
+        .append("sec-websocket-protocol", "bob_b".parse().unwrap());
     let (_ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert_eq!(resp.headers()["sec-websocket-protocol"], "yan_a");
 }
@@ -46,7 +54,11 @@ async fn first_valid_offer_in_client_order() {
 /// Every bad token gets a 400 with a one-line reason, and nothing is registered.
 #[tokio::test]
 async fn bad_tokens_get_400() {
-    let pool = WsPool::builder().max_id_len(8).max_channel_len(4).max_channels_per_client(2).build();
+    let pool = WsPool::builder()
+        .max_id_len(8)
+        .max_channel_len(4)
+        .max_channels_per_client(2)
+        .build();
     let addr = start(&pool).await;
     let long_id = "a".repeat(9);
     let cases: Vec<(Option<&str>, &str)> = vec![
@@ -59,7 +71,10 @@ async fn bad_tokens_get_400() {
         (Some("ok_a_b_c"), "3 channels, more than the maximum of 2"),
     ];
     for (offer, reason) in cases {
-        let (status, body) = try_connect(addr, "/ws", offer).await.err().expect("must refuse");
+        let (status, body) = try_connect(addr, "/ws", offer)
+            .await
+            .err()
+            .expect("must refuse");
         assert_eq!(status, 400, "{offer:?}");
         assert!(body.contains(reason), "{offer:?}: {body}");
         assert!(!body.contains('\n'));
@@ -101,7 +116,9 @@ async fn duplicate_id_replaces_with_4001() {
 /// With the Refuse policy a second connection with the same id gets 409.
 #[tokio::test]
 async fn duplicate_id_refused_with_409() {
-    let pool = WsPool::builder().duplicate_policy(DuplicatePolicy::Refuse).build();
+    let pool = WsPool::builder()
+        .duplicate_policy(DuplicatePolicy::Refuse)
+        .build();
     let addr = start(&pool).await;
     let mut first = connect(&pool, addr, "alice").await;
     let (status, body) = try_connect(addr, "/ws", Some("alice")).await.err().unwrap();
@@ -133,11 +150,17 @@ async fn max_connections_503() {
 #[tokio::test]
 async fn origin_allow_list() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let pool = WsPool::builder().allowed_origins(["http://good.example"]).build();
+    let pool = WsPool::builder()
+        .allowed_origins(["http://good.example"])
+        .build();
     let addr = start(&pool).await;
-    for (origin, ok) in [("http://good.example", true), ("http://evil.example", false)] {
+    for (origin, ok) in [
+        ("http://good.example", true),
+        ("http://evil.example", false),
+    ] {
         let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-        req.headers_mut().insert("sec-websocket-protocol", "u".parse().unwrap());
+        req.headers_mut()
+            .insert("sec-websocket-protocol", "u".parse().unwrap());
         req.headers_mut().insert("origin", origin.parse().unwrap());
         let result = tokio_tungstenite::connect_async(req).await;
         match result {
@@ -166,7 +189,12 @@ async fn missing_layer_rejection_names_the_layer() {
 async fn custom_path_and_default_layer() {
     let layer = wspool::WsPoolLayer::new();
     let pool = layer.pool().clone();
-    let addr = serve(Router::new().route("/live", get(wspool::ws_handler)).layer(layer)).await;
+    let addr = serve(
+        Router::new()
+            .route("/live", get(wspool::ws_handler))
+            .layer(layer),
+    )
+    .await;
     let _c = connect_path(&pool, addr, "/live", "z").await;
     assert!(pool.client("z").is_some());
 }
@@ -177,7 +205,11 @@ async fn custom_path_and_default_layer() {
 async fn authorisation_hook() {
     let pool = WsPool::builder()
         .authorize(|req| async move {
-            let cookie = req.headers.get("cookie").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let cookie = req
+                .headers
+                .get("cookie")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             if let Some(user) = cookie.strip_prefix("session=") {
                 if user == "banned" {
                     return Err(Rejection::forbidden("banned"));
@@ -186,7 +218,9 @@ async fn authorisation_hook() {
                 return Ok(ClientConfig::new(user).kind("web").channels(["members"]));
             }
             match req.token {
-                Ok(t) if t.id.starts_with("guest") => Ok(ClientConfig::new(t.id).channels(t.channels)),
+                Ok(t) if t.id.starts_with("guest") => {
+                    Ok(ClientConfig::new(t.id).channels(t.channels))
+                }
                 _ => Err(Rejection::unauthorized("log in first")),
             }
         })
@@ -201,20 +235,33 @@ async fn authorisation_hook() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut events = pool.events();
     let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    req.headers_mut().insert("sec-websocket-protocol", "mallory_admins".parse().unwrap());
-    req.headers_mut().insert("cookie", "session=carol".parse().unwrap());
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "mallory_admins".parse().unwrap());
+    req.headers_mut()
+        .insert("cookie", "session=carol".parse().unwrap());
     let (_ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert_eq!(resp.headers()["sec-websocket-protocol"], "mallory_admins");
-    wait_event(&mut events, |e| matches!(e, PoolEvent::Connected(i) if i.id == "carol")).await;
+    wait_event(
+        &mut events,
+        |e| matches!(e, PoolEvent::Connected(i) if i.id == "carol"),
+    )
+    .await;
     let carol = pool.client("carol").unwrap().info();
-    assert_eq!((carol.kind.as_str(), carol.channels.clone()), ("web", vec!["members".to_owned()]));
+    assert_eq!(
+        (carol.kind.as_str(), carol.channels.clone()),
+        ("web", vec!["members".to_owned()])
+    );
     assert!(pool.client("mallory").is_none());
 
     // Rejected: 401 without credentials, 403 when banned.
-    let (status, body) = try_connect(addr, "/ws", Some("mallory")).await.err().unwrap();
+    let (status, body) = try_connect(addr, "/ws", Some("mallory"))
+        .await
+        .err()
+        .unwrap();
     assert_eq!((status, body.as_str()), (401, "log in first"));
     let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    req.headers_mut().insert("cookie", "session=banned".parse().unwrap());
+    req.headers_mut()
+        .insert("cookie", "session=banned".parse().unwrap());
     match tokio_tungstenite::connect_async(req).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
         other => panic!("expected 403, got {:?}", other.map(|_| ())),
@@ -228,15 +275,34 @@ async fn authorisation_hook() {
 async fn accept_in_own_handler() {
     use axum::extract::WebSocketUpgrade;
     async fn device(pool: WsPool, upgrade: WebSocketUpgrade) -> axum::response::Response {
-        pool.accept(upgrade, ClientConfig::new("dev-1").kind("device").channels(["sensors"]))
+        pool.accept(
+            upgrade,
+            ClientConfig::new("dev-1")
+                .kind("device")
+                .channels(["sensors"]),
+        )
     }
     let pool = WsPool::new();
-    let addr = serve(Router::new().route("/device", get(device)).layer(pool.layer())).await;
+    let addr = serve(
+        Router::new()
+            .route("/device", get(device))
+            .layer(pool.layer()),
+    )
+    .await;
     let mut events = pool.events();
-    let (mut dev, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/device")).await.unwrap();
-    wait_event(&mut events, |e| matches!(e, PoolEvent::Connected(i) if i.id == "dev-1")).await;
+    let (mut dev, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/device"))
+        .await
+        .unwrap();
+    wait_event(
+        &mut events,
+        |e| matches!(e, PoolEvent::Connected(i) if i.id == "dev-1"),
+    )
+    .await;
     assert_eq!(pool.client("dev-1").unwrap().kind(), "device");
-    assert_eq!(pool.broadcast(text_msg("", &["sensors"], "ping")).unwrap(), 1);
+    assert_eq!(
+        pool.broadcast(text_msg("", &["sensors"], "ping")).unwrap(),
+        1
+    );
     use futures_util::StreamExt;
     let frame = dev.next().await.unwrap().unwrap();
     assert!(frame.is_binary());

@@ -23,7 +23,11 @@ async fn server_send_broadcast_broadcast_all() {
     assert_eq!(pool.broadcast(text_msg("", &["red"], "red")).unwrap(), 2);
     assert_eq!(a.recv().await.msg, "red");
     assert_eq!(b.recv().await.msg, "red");
-    assert_eq!(pool.broadcast(text_msg("", &["red", "blue"], "both")).unwrap(), 3);
+    assert_eq!(
+        pool.broadcast(text_msg("", &["red", "blue"], "both"))
+            .unwrap(),
+        3
+    );
     for client in [&mut a, &mut b, &mut c] {
         assert_eq!(client.recv().await.msg, "both");
     }
@@ -38,9 +42,18 @@ async fn server_send_broadcast_broadcast_all() {
 #[tokio::test]
 async fn send_errors_are_explicit() {
     let pool = WsPool::new();
-    assert_eq!(pool.send(text_msg("", &[], "x")), Err(SendError::EmptyTarget));
-    assert_eq!(pool.send(text_msg("ghost", &[], "x")), Err(SendError::NotConnected("ghost".into())));
-    assert_eq!(pool.broadcast(text_msg("", &[], "x")), Err(BroadcastError::NoChannel));
+    assert_eq!(
+        pool.send(text_msg("", &[], "x")),
+        Err(SendError::EmptyTarget)
+    );
+    assert_eq!(
+        pool.send(text_msg("ghost", &[], "x")),
+        Err(SendError::NotConnected("ghost".into()))
+    );
+    assert_eq!(
+        pool.broadcast(text_msg("", &[], "x")),
+        Err(BroadcastError::NoChannel)
+    );
     assert_eq!(pool.broadcast_all(text_msg("", &[], "x")), 0);
 }
 
@@ -55,7 +68,10 @@ async fn full_queue_on_send() {
     for i in 0..3 {
         pool.send(text_msg("a", &[], &i.to_string())).unwrap();
     }
-    assert_eq!(pool.send(text_msg("a", &[], "4th")), Err(SendError::QueueFull("a".into())));
+    assert_eq!(
+        pool.send(text_msg("a", &[], "4th")),
+        Err(SendError::QueueFull("a".into()))
+    );
     assert_eq!(pool.client("a").unwrap().info().queued_messages, 3);
     assert_eq!(pool.stats().dropped, 1);
     for i in 0..3 {
@@ -66,7 +82,10 @@ async fn full_queue_on_send() {
     let addr = start(&pool).await;
     let _a = connect(&pool, addr, "a").await;
     pool.send(text_msg("a", &[], &"x".repeat(60))).unwrap();
-    assert!(matches!(pool.send(text_msg("a", &[], &"x".repeat(60))), Err(SendError::QueueFull(_))));
+    assert!(matches!(
+        pool.send(text_msg("a", &[], &"x".repeat(60))),
+        Err(SendError::QueueFull(_))
+    ));
 }
 
 /// A broadcast skips a recipient whose queue is full, counts it, reports it,
@@ -82,20 +101,29 @@ async fn broadcast_skips_full_recipient() {
     pool.send(text_msg("full", &[], "2")).unwrap();
     assert_eq!(pool.broadcast(text_msg("", &["room"], "news")).unwrap(), 1);
     let e = wait_event(&mut events, |e| matches!(e, PoolEvent::Dropped { .. })).await;
-    let PoolEvent::Dropped { to, msg } = e else { unreachable!() };
+    let PoolEvent::Dropped { to, msg } = e else {
+        unreachable!()
+    };
     assert_eq!((to.as_str(), msg.msg.as_str()), ("full", "news"));
     assert_eq!(pool.stats().dropped, 1);
     assert_eq!(ok.recv().await.msg, "news");
     assert_eq!(full.recv().await.msg, "1");
     assert_eq!(full.recv().await.msg, "2");
     pool.send(text_msg("full", &[], "after")).unwrap();
-    assert_eq!(full.recv().await.msg, "after", "the skipped broadcast must not arrive");
+    assert_eq!(
+        full.recv().await.msg,
+        "after",
+        "the skipped broadcast must not arrive"
+    );
 }
 
 /// Join and leave at run time change what a client receives; limits hold.
 #[tokio::test]
 async fn join_and_leave_at_run_time() {
-    let pool = WsPool::builder().max_channels_per_client(2).max_channel_len(8).build();
+    let pool = WsPool::builder()
+        .max_channels_per_client(2)
+        .max_channel_len(8)
+        .build();
     let addr = start(&pool).await;
     let mut a = connect(&pool, addr, "a").await;
     let handle = pool.client("a").unwrap();
@@ -103,8 +131,14 @@ async fn join_and_leave_at_run_time() {
     assert_eq!(handle.join("news"), Ok(false));
     assert_eq!(pool.broadcast(text_msg("", &["news"], "n1")).unwrap(), 1);
     assert_eq!(a.recv().await.msg, "n1");
-    assert_eq!(handle.join("bad_name"), Err(JoinError::InvalidChannel("bad_name".into())));
-    assert_eq!(handle.join("waytoolongname"), Err(JoinError::InvalidChannel("waytoolongname".into())));
+    assert_eq!(
+        handle.join("bad_name"),
+        Err(JoinError::InvalidChannel("bad_name".into()))
+    );
+    assert_eq!(
+        handle.join("waytoolongname"),
+        Err(JoinError::InvalidChannel("waytoolongname".into()))
+    );
     assert_eq!(handle.join("two"), Ok(true));
     assert_eq!(handle.join("three"), Err(JoinError::TooManyChannels(2)));
     assert!(handle.leave("news"));
@@ -126,12 +160,24 @@ async fn disconnect_closes_with_4002() {
     let handle = pool.client("a").unwrap();
     handle.disconnect();
     assert_eq!(a.close_code().await, 4002);
-    wait_event(&mut events, |e| matches!(e, PoolEvent::Disconnected { reason: DisconnectReason::Kicked, .. })).await;
+    wait_event(&mut events, |e| {
+        matches!(
+            e,
+            PoolEvent::Disconnected {
+                reason: DisconnectReason::Kicked,
+                ..
+            }
+        )
+    })
+    .await;
     assert!(!handle.is_connected());
     assert!(pool.client("a").is_none());
     assert!(pool.channel_members("r").is_empty());
     assert_eq!(handle.join("x"), Err(JoinError::NotConnected));
-    assert_eq!(handle.send(text_msg("", &[], "x")), Err(SendError::NotConnected("a".into())));
+    assert_eq!(
+        handle.send(text_msg("", &[], "x")),
+        Err(SendError::NotConnected("a".into()))
+    );
 }
 
 /// ClientHandle::send and info() report what happened to that client.
@@ -141,12 +187,18 @@ async fn client_handle_send_and_info() {
     let addr = start(&pool).await;
     let mut a = connect(&pool, addr, "a_r1").await;
     let handle = pool.client("a").unwrap();
-    handle.send(text_msg("someone-else", &[], "via handle")).unwrap();
+    handle
+        .send(text_msg("someone-else", &[], "via handle"))
+        .unwrap();
     assert_eq!(a.recv().await.msg, "via handle");
     a.send(&text_msg("", &[], "hello")).await;
     let mut events = pool.events();
     a.send(&text_msg("", &[], "again")).await;
-    wait_event(&mut events, |e| matches!(e, PoolEvent::Message { msg, .. } if msg.msg == "again")).await;
+    wait_event(
+        &mut events,
+        |e| matches!(e, PoolEvent::Message { msg, .. } if msg.msg == "again"),
+    )
+    .await;
     let info = handle.info();
     assert_eq!(info.id, "a");
     assert_eq!(info.channels, ["r1"]);
@@ -167,7 +219,16 @@ async fn oversized_frame_closes_with_1009() {
     let mut a = connect(&pool, addr, "a").await;
     a.send_raw(Message::binary(vec![0u8; 2048])).await;
     assert_eq!(a.close_code().await, 1009);
-    wait_event(&mut events, |e| matches!(e, PoolEvent::Disconnected { reason: DisconnectReason::MessageTooBig, .. })).await;
+    wait_event(&mut events, |e| {
+        matches!(
+            e,
+            PoolEvent::Disconnected {
+                reason: DisconnectReason::MessageTooBig,
+                ..
+            }
+        )
+    })
+    .await;
 }
 
 /// A client from which nothing arrives for idle_timeout is closed; the
@@ -197,8 +258,13 @@ async fn idle_timeout_and_pings() {
         pings
     });
     let e = wait_event(&mut events, |e| matches!(e, PoolEvent::Disconnected { .. })).await;
-    let PoolEvent::Disconnected { id, reason } = e else { unreachable!() };
-    assert_eq!((id.as_str(), reason), ("silent", DisconnectReason::IdleTimeout));
+    let PoolEvent::Disconnected { id, reason } = e else {
+        unreachable!()
+    };
+    assert_eq!(
+        (id.as_str(), reason),
+        ("silent", DisconnectReason::IdleTimeout)
+    );
     assert!(pool.client("lively").is_some());
     pool.client("lively").unwrap().disconnect();
     assert!(reader.await.unwrap() >= 2, "lively should have seen pings");
@@ -246,14 +312,19 @@ async fn events_and_lagged() {
     assert!(matches!(slow.next().await, Some(PoolEvent::Lagged(8))));
     for i in 6..10 {
         match slow.next().await {
-            Some(PoolEvent::Message { from, msg }) => assert_eq!((from.as_str(), msg.msg.clone()), ("a", i.to_string())),
+            Some(PoolEvent::Message { from, msg }) => {
+                assert_eq!((from.as_str(), msg.msg.clone()), ("a", i.to_string()))
+            }
             other => panic!("{other:?}"),
         }
     }
     let mut events = pool.events();
     drop(a);
     let e = wait_event(&mut events, |_| true).await;
-    assert!(matches!(&e, PoolEvent::Disconnected { id, reason: DisconnectReason::ConnectionLost } if *id == "a"), "{e:?}");
+    assert!(
+        matches!(&e, PoolEvent::Disconnected { id, reason: DisconnectReason::ConnectionLost } if *id == "a"),
+        "{e:?}"
+    );
 }
 
 /// subscribe() receives every message broadcast to its channels, once, and
@@ -266,12 +337,19 @@ async fn subscribe_stream() {
     let mut a = connect(&pool, addr, "a").await;
     a.send(&text_msg("", &["room", "hall"], "relayed")).await;
     let got = sub.next().await.unwrap().unwrap();
-    assert_eq!((got.from_client_id.as_str(), got.msg.as_str()), ("a", "relayed"));
-    assert_eq!(pool.broadcast(text_msg("", &["hall"], "server")).unwrap(), 0);
+    assert_eq!(
+        (got.from_client_id.as_str(), got.msg.as_str()),
+        ("a", "relayed")
+    );
+    assert_eq!(
+        pool.broadcast(text_msg("", &["hall"], "server")).unwrap(),
+        0
+    );
     assert_eq!(sub.next().await.unwrap().unwrap().msg, "server");
     pool.send(text_msg("a", &[], "direct")).unwrap();
     for i in 0..5 {
-        pool.broadcast(text_msg("", &["room"], &i.to_string())).unwrap();
+        pool.broadcast(text_msg("", &["room"], &i.to_string()))
+            .unwrap();
     }
     assert_eq!(sub.next().await.unwrap(), Err(wspool::Lagged(3)));
     assert_eq!(sub.next().await.unwrap().unwrap().msg, "3");
@@ -292,7 +370,9 @@ async fn callbacks_and_panics() {
     let pool = WsPool::builder()
         .on_open(move |c| l1.lock().unwrap().push(format!("open {}", c.id())))
         .on_message(move |c, msg| {
-            l2.lock().unwrap().push(format!("msg {} {}", c.id(), msg.msg));
+            l2.lock()
+                .unwrap()
+                .push(format!("msg {} {}", c.id(), msg.msg));
             match msg.msg.as_str() {
                 "panic" => panic!("boom"),
                 "secret" => Relay::Stop,
@@ -302,7 +382,11 @@ async fn callbacks_and_panics() {
                 }
             }
         })
-        .on_close(move |c, reason| l3.lock().unwrap().push(format!("close {} {:?}", c.id(), reason.code())))
+        .on_close(move |c, reason| {
+            l3.lock()
+                .unwrap()
+                .push(format!("close {} {:?}", c.id(), reason.code()))
+        })
         .on_error(move |c, e| l4.lock().unwrap().push(format!("error {} {e}", c.id())))
         .build();
     let addr = start(&pool).await;
@@ -311,13 +395,30 @@ async fn callbacks_and_panics() {
     let mut b = connect(&pool, addr, "b").await;
     a.send(&text_msg("b", &[], "panic")).await;
     let e = wait_event(&mut events, |e| matches!(e, PoolEvent::Error { .. })).await;
-    assert!(matches!(e, PoolEvent::Error { error: wspool::PoolError::CallbackPanicked { callback: "on_message", .. }, .. }));
+    assert!(matches!(
+        e,
+        PoolEvent::Error {
+            error: wspool::PoolError::CallbackPanicked {
+                callback: "on_message",
+                ..
+            },
+            ..
+        }
+    ));
     a.send(&text_msg("b", &[], "secret")).await;
     a.send(&text_msg("b", &[], "hello")).await;
     let got = b.recv().await;
-    assert_eq!((got.msg.as_str(), got.desc.as_str()), ("hello", "seen"), "panic and Stop are not relayed");
+    assert_eq!(
+        (got.msg.as_str(), got.desc.as_str()),
+        ("hello", "seen"),
+        "panic and Stop are not relayed"
+    );
     b.ws.close(None).await.unwrap();
-    wait_event(&mut events, |e| matches!(e, PoolEvent::Disconnected { id, .. } if *id == "b")).await;
+    wait_event(
+        &mut events,
+        |e| matches!(e, PoolEvent::Disconnected { id, .. } if *id == "b"),
+    )
+    .await;
     let log = log.lock().unwrap().clone();
     assert_eq!(
         log,
@@ -340,19 +441,39 @@ async fn callbacks_and_panics() {
         .route(
             "/own",
             get(|pool: WsPool, up: WebSocketUpgrade| async move {
-                let cb = Callbacks::new().on_open(|_| panic!("open failed")).on_message(|_, m| {
-                    m.msg.push('!');
-                    Relay::Continue
-                });
+                let cb = Callbacks::new()
+                    .on_open(|_| panic!("open failed"))
+                    .on_message(|_, m| {
+                        m.msg.push('!');
+                        Relay::Continue
+                    });
                 pool.accept(up, wspool::ClientConfig::new("own").callbacks(cb))
             }),
         )
         .layer(pool.layer());
     let addr = serve(app).await;
     let mut events = pool.events();
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/own")).await.unwrap();
-    let mut own = Client { ws, json: false, protocol: None };
-    wait_event(&mut events, |e| matches!(e, PoolEvent::Error { error: wspool::PoolError::CallbackPanicked { callback: "on_open", .. }, .. })).await;
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/own"))
+        .await
+        .unwrap();
+    let mut own = Client {
+        ws,
+        json: false,
+        protocol: None,
+    };
+    wait_event(&mut events, |e| {
+        matches!(
+            e,
+            PoolEvent::Error {
+                error: wspool::PoolError::CallbackPanicked {
+                    callback: "on_open",
+                    ..
+                },
+                ..
+            }
+        )
+    })
+    .await;
     own.send(&text_msg("own", &[], "hi")).await;
     assert_eq!(own.recv().await.msg, "hi!");
 }

@@ -14,14 +14,28 @@ async fn direct_message_is_stamped() {
     let addr = start(&pool).await;
     let mut alice = connect(&pool, addr, "alice").await;
     let mut bob = connect(&pool, addr, "bob").await;
-    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let mut msg = text_msg("bob", &[], "hi bob");
     msg.from_client_id = "mallory".into();
     msg.msg_id = "m1".into();
     alice.send(&msg).await;
     let got = bob.recv().await;
-    assert_eq!((got.from_client_id.as_str(), got.msg.as_str(), got.msg_id.as_str()), ("alice", "hi bob", "m1"));
-    assert!(got.timestamp >= before, "timestamp {} filled with server time", got.timestamp);
+    assert_eq!(
+        (
+            got.from_client_id.as_str(),
+            got.msg.as_str(),
+            got.msg_id.as_str()
+        ),
+        ("alice", "hi bob", "m1")
+    );
+    assert!(
+        got.timestamp >= before,
+        "timestamp {} filled with server time",
+        got.timestamp
+    );
     // A timestamp the sender set is kept.
     let mut msg = text_msg("bob", &[], "dated");
     msg.timestamp = 42;
@@ -74,8 +88,12 @@ async fn json_and_binary_clients_interoperate() {
     msg.cmd_data = bytes::Bytes::from_static(b"\x00\x01\xff");
     msg.timestamp = 1_700_000_000_000;
     bin.send(&msg).await;
-    let Message::Text(t1) = js.next_frame().await else { panic!("json client got binary") };
-    let Message::Text(t2) = js2.next_frame().await else { panic!() };
+    let Message::Text(t1) = js.next_frame().await else {
+        panic!("json client got binary")
+    };
+    let Message::Text(t2) = js2.next_frame().await else {
+        panic!()
+    };
     assert_eq!(t1, t2);
     let v: serde_json::Value = serde_json::from_str(t1.as_str()).unwrap();
     assert_eq!(v["fromClientId"], "bin");
@@ -85,9 +103,20 @@ async fn json_and_binary_clients_interoperate() {
     assert!(bin.next_frame().await.is_binary());
 
     // JSON in, binary out; a JSON number for int64 is accepted.
-    js.send_raw(Message::text(r#"{"toClientId":"bin","msg":"from json","timestamp":5,"Desc":"d"}"#)).await;
+    js.send_raw(Message::text(
+        r#"{"toClientId":"bin","msg":"from json","timestamp":5,"Desc":"d"}"#,
+    ))
+    .await;
     let got = bin.recv().await;
-    assert_eq!((got.msg.as_str(), got.from_client_id.as_str(), got.timestamp, got.desc.as_str()), ("from json", "js", 5, "d"));
+    assert_eq!(
+        (
+            got.msg.as_str(),
+            got.from_client_id.as_str(),
+            got.timestamp,
+            got.desc.as_str()
+        ),
+        ("from json", "js", 5, "d")
+    );
 }
 
 /// Receipt 4: a direct message to an id that is not connected.
@@ -106,8 +135,14 @@ async fn receipt_not_connected() {
     a.send(&msg).await;
     let r = a.recv().await;
     assert_eq!(r.status, status::NOT_CONNECTED);
-    assert_eq!((r.from_client_id.as_str(), r.to_client_id.as_str()), ("", "a"));
-    assert_eq!((r.cmd, r.msg_id.as_str(), r.cmdkey.as_str(), r.local_id), (9, "id-1", "k", 77));
+    assert_eq!(
+        (r.from_client_id.as_str(), r.to_client_id.as_str()),
+        ("", "a")
+    );
+    assert_eq!(
+        (r.cmd, r.msg_id.as_str(), r.cmdkey.as_str(), r.local_id),
+        (9, "id-1", "k", 77)
+    );
     assert_eq!((r.page_key.as_str(), r.page_id.as_str()), ("pk", "pg"));
     assert!(!r.callback_msg.is_empty());
 }
@@ -122,7 +157,10 @@ async fn receipt_undecodable_frame() {
     let mut a = connect(&pool, addr, "a").await;
     a.send_raw(Message::binary(vec![0xff, 0xff, 0xff])).await;
     let r = a.recv().await;
-    assert_eq!((r.status, r.to_client_id.as_str()), (status::UNDECODABLE, "a"));
+    assert_eq!(
+        (r.status, r.to_client_id.as_str()),
+        (status::UNDECODABLE, "a")
+    );
     wait_event(&mut events, |e| matches!(e, PoolEvent::Error { id: Some(id), error: wspool::PoolError::Decode(_) } if *id == "a")).await;
     a.send_raw(Message::text("not json")).await;
     assert_eq!(a.recv().await.status, status::UNDECODABLE);
@@ -136,11 +174,14 @@ async fn receipt_undecodable_frame() {
 /// reported, and the sender told.
 #[tokio::test]
 async fn receipt_queue_full() {
-    let pool = WsPool::builder().queue_max_messages(4).write_timeout(std::time::Duration::from_secs(60)).build();
+    let pool = WsPool::builder()
+        .queue_max_messages(4)
+        .write_timeout(std::time::Duration::from_secs(60))
+        .build();
     let addr = start(&pool).await;
     let mut a = connect(&pool, addr, "a").await;
     let _stuck = connect(&pool, addr, "stuck").await; // never reads
-    // Fill the socket buffers and then the queue of "stuck".
+                                                      // Fill the socket buffers and then the queue of "stuck".
     let big = "x".repeat(256 * 1024);
     let mut n = 0;
     loop {
@@ -163,7 +204,11 @@ async fn receipt_queue_full() {
     a.send(&msg).await;
     let r = a.recv().await;
     assert_eq!((r.status, r.msg_id.as_str()), (status::QUEUE_FULL, "m9"));
-    wait_event(&mut events, |e| matches!(e, PoolEvent::Dropped { to, .. } if *to == "stuck")).await;
+    wait_event(
+        &mut events,
+        |e| matches!(e, PoolEvent::Dropped { to, .. } if *to == "stuck"),
+    )
+    .await;
 }
 
 /// A message with neither toClientId nor channel is seen by the application
@@ -177,12 +222,16 @@ async fn untargeted_messages() {
     let mut b = connect(&pool, addr, "b").await;
     a.send(&text_msg("", &[], "app only")).await;
     let e = wait_event(&mut events, |e| matches!(e, PoolEvent::Message { .. })).await;
-    let PoolEvent::Message { from, msg } = e else { unreachable!() };
+    let PoolEvent::Message { from, msg } = e else {
+        unreachable!()
+    };
     assert_eq!((from.as_str(), msg.msg.as_str()), ("a", "app only"));
     pool.send(text_msg("b", &[], "marker")).unwrap();
     assert_eq!(b.recv().await.msg, "marker");
 
-    let pool = WsPool::builder().relay_policy(RelayPolicy::TargetedOrAll).build();
+    let pool = WsPool::builder()
+        .relay_policy(RelayPolicy::TargetedOrAll)
+        .build();
     let addr = start(&pool).await;
     let mut a = connect(&pool, addr, "a").await;
     let mut b = connect(&pool, addr, "b").await;
@@ -194,13 +243,19 @@ async fn untargeted_messages() {
 /// With RelayPolicy::Disabled nothing is relayed, but the application sees it.
 #[tokio::test]
 async fn relay_disabled() {
-    let pool = WsPool::builder().relay_policy(RelayPolicy::Disabled).build();
+    let pool = WsPool::builder()
+        .relay_policy(RelayPolicy::Disabled)
+        .build();
     let addr = start(&pool).await;
     let mut events = pool.events();
     let mut a = connect(&pool, addr, "a").await;
     let mut b = connect(&pool, addr, "b_r").await;
     a.send(&text_msg("b", &["r"], "not relayed")).await;
-    wait_event(&mut events, |e| matches!(e, PoolEvent::Message { msg, .. } if msg.msg == "not relayed")).await;
+    wait_event(
+        &mut events,
+        |e| matches!(e, PoolEvent::Message { msg, .. } if msg.msg == "not relayed"),
+    )
+    .await;
     pool.send(text_msg("b", &[], "marker")).unwrap();
     assert_eq!(b.recv().await.msg, "marker");
 }
@@ -212,7 +267,11 @@ async fn stats_count_traffic() {
     let addr = start(&pool).await;
     let mut a = connect(&pool, addr, "a").await;
     let mut b = connect(&pool, addr, "b").await;
-    let msg = SendMsg { to_client_id: "b".into(), msg: "12345".into(), ..Default::default() };
+    let msg = SendMsg {
+        to_client_id: "b".into(),
+        msg: "12345".into(),
+        ..Default::default()
+    };
     a.send(&msg).await;
     let got = b.recv().await;
     let stats = pool.stats();

@@ -23,16 +23,25 @@ pub async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-            .unwrap();
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
     });
     addr
 }
 
 /// Serves the provided route and the admin API for `pool`.
 pub async fn start(pool: &WsPool) -> SocketAddr {
-    serve(Router::new().merge(wspool::route()).merge(wspool::admin::router()).layer(pool.layer())).await
+    serve(
+        Router::new()
+            .merge(wspool::route())
+            .merge(wspool::admin::router())
+            .layer(pool.layer()),
+    )
+    .await
 }
 
 pub struct Client {
@@ -49,7 +58,8 @@ pub async fn try_connect(
 ) -> Result<Client, (u16, String)> {
     let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
     if let Some(p) = protocols {
-        req.headers_mut().insert("sec-websocket-protocol", p.parse().unwrap());
+        req.headers_mut()
+            .insert("sec-websocket-protocol", p.parse().unwrap());
     }
     match tokio_tungstenite::connect_async(req).await {
         Ok((ws, resp)) => Ok(Client {
@@ -61,7 +71,11 @@ pub async fn try_connect(
                 .map(|v| v.to_str().unwrap().to_owned()),
         }),
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let body = resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
             Err((resp.status().as_u16(), body))
         }
         Err(e) => panic!("unexpected handshake error: {e}"),
@@ -79,9 +93,15 @@ pub async fn connect_json(pool: &WsPool, addr: SocketAddr, token: &str) -> Clien
 
 pub async fn connect_path(pool: &WsPool, addr: SocketAddr, path: &str, token: &str) -> Client {
     let mut events = pool.events();
-    let client = try_connect(addr, path, Some(token)).await.expect("handshake refused");
+    let client = try_connect(addr, path, Some(token))
+        .await
+        .expect("handshake refused");
     let id = token.split('_').next().unwrap().to_owned();
-    wait_event(&mut events, |e| matches!(e, PoolEvent::Connected(info) if info.id == *id.as_str())).await;
+    wait_event(
+        &mut events,
+        |e| matches!(e, PoolEvent::Connected(info) if info.id == *id.as_str()),
+    )
+    .await;
     client
 }
 
