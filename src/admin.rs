@@ -58,13 +58,8 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
 }
 
-fn parse(body: &[u8]) -> Result<SendMsg, Response> {
-    serde_json::from_slice(body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("body is not a SendMsg in proto3 JSON: {e}"),
-        )
-    })
+fn parse(body: &[u8]) -> Result<SendMsg, String> {
+    serde_json::from_slice(body).map_err(|e| format!("body is not a SendMsg in proto3 JSON: {e}"))
 }
 
 fn recipients(n: usize) -> Response {
@@ -74,7 +69,7 @@ fn recipients(n: usize) -> Response {
 async fn send(pool: WsPool, body: Bytes) -> Response {
     let msg = match parse(&body) {
         Ok(msg) => msg,
-        Err(response) => return response,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     match pool.send(msg) {
         Ok(()) => recipients(1),
@@ -87,7 +82,7 @@ async fn send(pool: WsPool, body: Bytes) -> Response {
 async fn broadcast(pool: WsPool, body: Bytes) -> Response {
     let msg = match parse(&body) {
         Ok(msg) => msg,
-        Err(response) => return response,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     match pool.broadcast(msg) {
         Ok(n) => recipients(n),
@@ -98,7 +93,7 @@ async fn broadcast(pool: WsPool, body: Bytes) -> Response {
 async fn broadcast_all(pool: WsPool, body: Bytes) -> Response {
     match parse(&body) {
         Ok(msg) => recipients(pool.broadcast_all(msg)),
-        Err(response) => response,
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 

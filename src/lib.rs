@@ -53,7 +53,7 @@
 //! | module | concept |
 //! |---|---|
 //! | [`layer`] | [`WsPoolLayer`] and the `WsPool` extractor |
-//! | [`route`] | the provided `/ws` handler, the authorisation hook, [`WsPool::accept`] |
+//! | [`route`](mod@route) | the provided `/ws` handler, the authorisation hook, [`WsPool::accept`] |
 //! | [`handshake`] | reading id and channels from `Sec-WebSocket-Protocol` |
 //! | [`pool`] | [`WsPool`]: `send`, `broadcast`, `broadcast_all`, clients, channels |
 //! | [`client`] | [`ClientHandle`], [`ClientConfig`], [`ClientInfo`] |

@@ -213,7 +213,7 @@ pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
 
 impl WsPool {
     /// Upgrades the connection and registers it as `config` says: the way
-    /// to write a handler of your own (see [the module docs](crate::route)).
+    /// to write a handler of your own (see [the module docs](mod@crate::route)).
     ///
     /// The id and channels are checked against the pool's limits (400), the
     /// duplicate policy (409) and `max_connections` (503) before the
