@@ -1,0 +1,60 @@
+//! The connection's own behaviour: pongs, write timeout.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use wspool::{DisconnectReason, PoolError, PoolEvent, WsPool};
+
+/// A client's ping is answered with a pong carrying the same payload.
+#[tokio::test]
+async fn client_ping_gets_pong() {
+    let pool = WsPool::new();
+    let addr = start(&pool).await;
+    let mut a = connect(&pool, addr, "a").await;
+    a.ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(Ok(Message::Pong(p))) = a.ws.next().await {
+                return p;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(&pong[..], b"are you there");
+}
+
+/// A client that stops reading is dropped when a write takes longer than
+/// write_timeout, and the error is reported.
+#[tokio::test]
+async fn write_timeout_drops_stuck_client() {
+    let pool = WsPool::builder()
+        .write_timeout(Duration::from_millis(300))
+        .queue_max_bytes(256 * 1024 * 1024)
+        .build();
+    let addr = start(&pool).await;
+    let mut events = pool.events();
+    let _stuck = connect(&pool, addr, "stuck").await; // never reads
+    let big = "x".repeat(1024 * 1024);
+    for _ in 0..64 {
+        pool.send(text_msg("stuck", &[], &big)).unwrap();
+    }
+    let e = wait_event(&mut events, |e| matches!(e, PoolEvent::Disconnected { .. })).await;
+    assert!(
+        matches!(
+            &e,
+            PoolEvent::Disconnected {
+                reason: DisconnectReason::Error(PoolError::WriteTimeout(_)),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(pool.client("stuck").is_none());
+}
