@@ -166,9 +166,10 @@ $('connect').onsubmit = (e) => {
   ws.onerror = () => log('connection failed (is the id valid and free?)', 'err');
   ws.onmessage = (ev) => {
     const m = JSON.parse(ev.data);
-    if (!m.fromClientId) { log('[pool] status ' + m.status + ': ' + m.callbackMsg, 'err'); return; }
+    if (!m.fromClientId && m.status) { log('[pool] status ' + m.status + ': ' + m.callbackMsg, 'err'); return; }
+    const who = m.fromClientId || 'server';
     const where = (m.channel && m.channel.length) ? '#' + m.channel.join(',#') : 'direct';
-    log(m.fromClientId + ' (' + where + '): ' + m.msg, m.fromClientId === $('id').value ? 'me' : '');
+    log(who + ' (' + where + '): ' + m.msg, who === $('id').value ? 'me' : '');
   };
 };
 $('send').onsubmit = (e) => {

@@ -31,8 +31,9 @@ const BATCH_FRAMES: usize = 64;
 /// Most payload bytes written before one flush.
 const BATCH_BYTES: usize = 256 * 1024;
 
-/// Decrements the pool's count of live connection tasks when the task ends,
-/// however it ends.
+/// Counts the connection in the pool's live connections until its side of
+/// the close is done (or the task ends, however it ends); `shutdown` waits
+/// for that count to reach zero.
 struct LiveGuard(WsPool);
 
 impl LiveGuard {
@@ -90,6 +91,12 @@ impl Connection {
         live: LiveGuard,
     ) {
         if let Err(refusal) = self.register(&channels) {
+            let counters = &self.pool().inner.counters;
+            let counter = match refusal {
+                DisconnectReason::Shutdown => &counters.refused_shutting_down,
+                _ => &counters.refused_duplicate_id,
+            };
+            bump(counter, 1);
             let _ = close_socket(&mut socket, &refusal, self.pool().config().write_timeout()).await;
             tracing::debug!(reason = ?refusal, "refused at registration");
             return;
@@ -182,6 +189,7 @@ impl Connection {
         let config = self.pool().config();
         let (idle_timeout, ping_interval) = (config.idle_timeout(), config.ping_interval());
         let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let idle = tokio::time::sleep(idle_timeout);
         tokio::pin!(idle);
         let mut batch = Vec::new();

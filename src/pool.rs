@@ -238,7 +238,9 @@ impl WsPool {
             if !to.is_empty() {
                 let result = match registry.get(to) {
                     Some(state) => {
-                        seen.insert(state.conn_id);
+                        if dedupe {
+                            seen.insert(state.conn_id);
+                        }
                         self.deliver_to(state, encoded)
                     }
                     None => Err(SendError::NotConnected(ClientId::from(to))),

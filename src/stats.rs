@@ -44,8 +44,10 @@ pub struct Stats {
     pub messages_out: u64,
     /// Payload bytes written to clients.
     pub bytes_out: u64,
-    /// Messages not queued because the recipient's queue was full (a `send`
-    /// error, a broadcast skip, a relay drop or a receipt that did not fit).
+    /// Messages not delivered: refused because the recipient's queue was full
+    /// (a `send` error, a broadcast skip, a relay drop, a receipt that did
+    /// not fit), or still queued when a connection ended without flushing
+    /// (replaced, disconnected, lost).
     pub dropped: u64,
     /// Frames that did not decode.
     pub decode_errors: u64,
