@@ -59,7 +59,7 @@ pub enum RelayPolicy {
 
 /// The settings of a pool. Read them with [`WsPool::config`]; set them with
 /// [`WsPool::builder`].
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Config {
     pub(crate) ping_interval: Duration,
     pub(crate) idle_timeout: Duration,
@@ -108,78 +108,10 @@ impl Default for Config {
     }
 }
 
-macro_rules! getters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
-        impl Config {
-            $($(#[$doc])* pub fn $name(&self) -> $ty { self.$name })*
-        }
-    };
-}
-
-getters! {
-    /// How often the server pings each connection.
-    ping_interval: Duration;
-    /// How long a connection may stay silent before it is closed.
-    idle_timeout: Duration;
-    /// How long one write may take.
-    write_timeout: Duration;
-    /// The largest incoming message, in bytes.
-    max_message_size: usize;
-    /// Per-connection outbound queue limit, in messages.
-    queue_max_messages: usize;
-    /// Per-connection outbound queue limit, in bytes.
-    queue_max_bytes: usize;
-    /// The most connections the pool holds at once.
-    max_connections: usize;
-    /// The most channels one client may be in.
-    max_channels_per_client: usize;
-    /// The longest id, in bytes.
-    max_id_len: usize;
-    /// The longest channel name, in bytes.
-    max_channel_len: usize;
-    /// What a second connection with a connected id does.
-    duplicate_policy: DuplicatePolicy;
-    /// What the provided route relays.
-    relay_policy: RelayPolicy;
-    /// Capacity of the event and subscription buffers.
-    event_buffer: usize;
-    /// Per-socket read buffer, in bytes.
-    read_buffer_size: usize;
-    /// Per-socket write buffer, in bytes.
-    write_buffer_size: usize;
-    /// How long `shutdown` waits for queues to flush.
-    shutdown_timeout: Duration;
-}
-
 impl Config {
     /// The origins a browser may connect from, or `None` for any.
     pub fn allowed_origins(&self) -> Option<&[String]> {
         self.allowed_origins.as_deref()
-    }
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("ping_interval", &self.ping_interval)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("write_timeout", &self.write_timeout)
-            .field("max_message_size", &self.max_message_size)
-            .field("queue_max_messages", &self.queue_max_messages)
-            .field("queue_max_bytes", &self.queue_max_bytes)
-            .field("max_connections", &self.max_connections)
-            .field("max_channels_per_client", &self.max_channels_per_client)
-            .field("max_id_len", &self.max_id_len)
-            .field("max_channel_len", &self.max_channel_len)
-            .field("duplicate_policy", &self.duplicate_policy)
-            .field("relay_policy", &self.relay_policy)
-            .field("event_buffer", &self.event_buffer)
-            .field("read_buffer_size", &self.read_buffer_size)
-            .field("write_buffer_size", &self.write_buffer_size)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("allowed_origins", &self.allowed_origins)
-            .field("authorize", &self.authorize.is_some())
-            .finish_non_exhaustive()
     }
 }
 
@@ -204,24 +136,30 @@ pub struct WsPoolBuilder {
     config: Config,
 }
 
-macro_rules! setters {
+/// One list of the plain knobs: each gets a getter on [`Config`] and a
+/// setter on [`WsPoolBuilder`], with the same doc.
+macro_rules! knobs {
     ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        impl Config {
+            $($(#[$doc])* pub fn $name(&self) -> $ty { self.$name })*
+        }
         impl WsPoolBuilder {
             $($(#[$doc])* pub fn $name(mut self, value: $ty) -> Self { self.config.$name = value; self })*
         }
     };
 }
 
-setters! {
+knobs! {
     /// How often the server pings each connection (default 25 s).
     ping_interval: Duration;
-    /// Close a connection from which nothing (no frame, no pong) arrived for
-    /// this long (default 60 s).
+    /// How long a connection may stay silent (no frame, no pong) before it
+    /// is closed (default 60 s).
     idle_timeout: Duration;
-    /// Drop a connection whose write, or closing handshake, takes longer
-    /// (default 10 s).
+    /// How long a write, or the closing handshake, may take before the
+    /// connection is dropped (default 10 s).
     write_timeout: Duration;
-    /// Close with 1009 a connection that sends a bigger message (default 1 MiB).
+    /// The largest incoming message in bytes; a bigger one closes the
+    /// connection with 1009 (default 1 MiB).
     max_message_size: usize;
     /// Per-connection outbound queue limit in messages (default 1024).
     queue_max_messages: usize;
@@ -229,14 +167,14 @@ setters! {
     queue_max_bytes: usize;
     /// The most connections held at once; more get HTTP 503 (default 100,000).
     max_connections: usize;
-    /// The most channels per client (default 64).
+    /// The most channels one client may be in (default 64).
     max_channels_per_client: usize;
     /// The longest id in bytes (default 128).
     max_id_len: usize;
     /// The longest channel name in bytes (default 128).
     max_channel_len: usize;
-    /// Replace (4001) or refuse (409) a second connection with a connected id
-    /// (default replace).
+    /// Replace (4001) or refuse (409) a second connection with a connected
+    /// id (default replace).
     duplicate_policy: DuplicatePolicy;
     /// What the provided route relays (default [`RelayPolicy::Targeted`]).
     relay_policy: RelayPolicy;
@@ -290,7 +228,9 @@ impl WsPoolBuilder {
         F: Fn(HandshakeRequest) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ClientConfig, Rejection>> + Send + 'static,
     {
-        self.config.authorize = Some(Arc::new(move |req| -> AuthFuture { Box::pin(hook(req)) }));
+        self.config.authorize = Some(Authorize(Arc::new(move |req| -> AuthFuture {
+            Box::pin(hook(req))
+        })));
         self
     }
 

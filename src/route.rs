@@ -108,7 +108,15 @@ impl IntoResponse for Rejection {
 }
 
 pub(crate) type AuthFuture = Pin<Box<dyn Future<Output = Result<ClientConfig, Rejection>> + Send>>;
-pub(crate) type Authorize = Arc<dyn Fn(HandshakeRequest) -> AuthFuture + Send + Sync>;
+/// The authorisation hook, boxed.
+#[derive(Clone)]
+pub(crate) struct Authorize(pub(crate) Arc<dyn Fn(HandshakeRequest) -> AuthFuture + Send + Sync>);
+
+impl std::fmt::Debug for Authorize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authorize(..)")
+    }
+}
 
 fn refuse(status: StatusCode, reason: impl Into<String>) -> Response {
     let mut body = reason.into();
@@ -183,7 +191,7 @@ pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
                 remote_addr,
                 token,
             };
-            match hook(request).await {
+            match (hook.0)(request).await {
                 Ok(mut config) => {
                     if config.protocol.is_none() {
                         config.protocol = echo;
