@@ -72,7 +72,7 @@ async fn send(pool: WsPool, body: Bytes) -> Response {
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     match pool.send(msg) {
-        Ok(()) => recipients(1),
+        Ok(_) => recipients(1),
         Err(e @ SendError::EmptyTarget) => error(StatusCode::BAD_REQUEST, e),
         Err(e @ SendError::NotConnected(_)) => error(StatusCode::NOT_FOUND, e),
         Err(e @ SendError::QueueFull(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e),

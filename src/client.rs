@@ -10,9 +10,14 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
 use crate::{
-    message::Encoded, outbox::CloseRequest, outbox::Outbox, Callbacks, ClientId, DisconnectReason,
-    Format, JoinError, SendError, SendMsg, WsPool,
+    mailbox::{Mailbox, PushError},
+    message::Encoded,
+    Callbacks, ClientId, DisconnectReason, Format, JoinError, SendError, SendMsg, SendOptions,
+    WsPool,
 };
 
 /// What a connection registers as: the original's `Config` (`Id`, `Type`,
@@ -101,6 +106,15 @@ impl ClientConfig {
     }
 }
 
+/// A request to close a connection, carried to its task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CloseRequest {
+    /// Why; gives the close code and text.
+    pub(crate) reason: DisconnectReason,
+    /// Write what is queued before closing (shutdown) or not (replace, kick).
+    pub(crate) flush: bool,
+}
+
 /// The shared state of one connection. Its task owns the socket; everything
 /// here is what others need to reach it or report on it.
 pub(crate) struct ClientState {
@@ -112,7 +126,15 @@ pub(crate) struct ClientState {
     pub(crate) format: Format,
     pub(crate) remote_addr: Option<SocketAddr>,
     pub(crate) connected_at: SystemTime,
-    pub(crate) outbox: Outbox,
+    /// The client id's mailbox: what is queued for it. Shared with the
+    /// connection that replaces this one or reconnects after it.
+    pub(crate) mailbox: Arc<Mailbox>,
+    /// Wakes this connection's task: the mailbox has messages, or a close
+    /// was requested.
+    pub(crate) wake: Arc<Notify>,
+    /// A pending close request. A mutex because it is set from other tasks
+    /// and read by the connection's; never held across an await.
+    close: Mutex<Option<CloseRequest>>,
     pub(crate) callbacks: Callbacks,
     // Relaxed atomics: independent tallies, written by the connection task.
     pub(crate) last_received_ms: AtomicU64,
@@ -130,15 +152,17 @@ pub(crate) fn epoch_ms(t: SystemTime) -> u64 {
 }
 
 impl ClientState {
-    pub(crate) fn new(conn_id: u64, config: &ClientConfig, outbox: Outbox) -> Self {
+    pub(crate) fn new(conn_id: u64, config: &ClientConfig, mailbox: Arc<Mailbox>) -> Self {
         ClientState {
             conn_id,
-            id: ClientId::from(config.id.as_str()),
+            id: mailbox.client.clone(),
             kind: Arc::from(config.kind.as_str()),
             format: config.format,
             remote_addr: config.remote_addr,
             connected_at: SystemTime::now(),
-            outbox,
+            mailbox,
+            wake: Arc::new(Notify::new()),
+            close: Mutex::new(None),
             callbacks: config.callbacks.clone(),
             last_received_ms: AtomicU64::new(0),
             last_sent_ms: AtomicU64::new(0),
@@ -149,9 +173,26 @@ impl ClientState {
         }
     }
 
+    /// Asks the connection's task to close. The first request wins, unless
+    /// `force` (shutdown giving up on a flush).
+    pub(crate) fn request_close(&self, request: CloseRequest, force: bool) {
+        {
+            let mut close = self.close.lock();
+            if close.is_some() && !force {
+                return;
+            }
+            *close = Some(request);
+        }
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn close_request(&self) -> Option<CloseRequest> {
+        self.close.lock().clone()
+    }
+
     pub(crate) fn info(&self, channels: Vec<String>) -> ClientInfo {
         let at = |ms: u64| (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms));
-        let (queued_messages, queued_bytes) = self.outbox.len();
+        let (queued_messages, queued_bytes) = self.mailbox.len();
         ClientInfo {
             id: self.id.clone(),
             kind: self.kind.to_string(),
@@ -252,10 +293,28 @@ impl ClientHandle {
         &self.state.kind
     }
 
-    /// Queues `msg` for this client, whatever its `toClientId`. Never waits.
+    /// Queues `msg` for this connection, whatever its `toClientId`. Never
+    /// waits.
+    ///
+    /// # Errors
+    /// [`SendError::NotConnected`] once this connection has ended (even if
+    /// the id has reconnected: use [`WsPool::send`] to reach the id),
+    /// [`SendError::QueueFull`] when its queue is at its limit.
     pub fn send(&self, msg: SendMsg) -> Result<(), SendError> {
-        let encoded = Encoded::new(Arc::new(msg));
-        self.pool.deliver_to(&self.state, &encoded)
+        self.send_with(msg, &SendOptions::default())
+    }
+
+    /// [`send`](Self::send) with options (time to live).
+    pub fn send_with(&self, msg: SendMsg, options: &SendOptions) -> Result<(), SendError> {
+        let encoded = Encoded::new(Arc::new(msg), None, self.pool.ttl(options));
+        match self
+            .pool
+            .push(&self.state.mailbox, &encoded, Some(self.state.conn_id))
+        {
+            Ok(_) => Ok(()),
+            Err(PushError::Full) => Err(SendError::QueueFull(self.state.id.clone())),
+            Err(PushError::Closed) => Err(SendError::NotConnected(self.state.id.clone())),
+        }
     }
 
     /// Adds a channel at run time. `Ok(false)` if it was already a member.
@@ -269,12 +328,15 @@ impl ClientHandle {
     }
 
     /// Closes the connection with 4002 "disconnected". What is still queued
-    /// is not sent.
+    /// is not sent: it is reported as
+    /// [`PoolEvent::Undelivered`](crate::PoolEvent::Undelivered), and the
+    /// id is forgotten (no offline buffer).
     pub fn disconnect(&self) {
-        self.state.outbox.request_close(CloseRequest {
+        let request = CloseRequest {
             reason: DisconnectReason::Kicked,
             flush: false,
-        });
+        };
+        self.state.request_close(request, false);
     }
 
     /// Is this connection still registered?

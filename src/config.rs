@@ -17,6 +17,13 @@
 //! | [`event_buffer`](WsPoolBuilder::event_buffer) | 1024 | a consumer of [`WsPool::events`](crate::WsPool::events) or [`WsPool::subscribe`](crate::WsPool::subscribe) that falls further behind gets a `Lagged(n)` item |
 //! | [`read_buffer_size`](WsPoolBuilder::read_buffer_size) | 16 KiB | per-socket read buffer |
 //! | [`write_buffer_size`](WsPoolBuilder::write_buffer_size) | 16 KiB | per-socket write buffer: frames are collected up to this size before a write |
+//! | [`message_ttl`](WsPoolBuilder::message_ttl) | 60 s | a message not written within it is reported [`Undelivered`](crate::PoolEvent::Undelivered) (`Expired`), receipt 3 to a relaying client |
+//! | [`offline_ttl`](WsPoolBuilder::offline_ttl) | 120 s | a client away this long is forgotten; what was buffered is reported undelivered (`OfflineTimeout`), receipt 3. Zero turns offline buffering off |
+//! | [`offline_max_messages`](WsPoolBuilder::offline_max_messages) | 1024 | per client away: more is refused (`send`: `QueueFull`; broadcast: skipped; relay: receipt 5) |
+//! | [`offline_max_bytes`](WsPoolBuilder::offline_max_bytes) | 8 MiB | as for `offline_max_messages` |
+//! | [`offline_max_total_bytes`](WsPoolBuilder::offline_max_total_bytes) | 256 MiB | all clients away together: as for `offline_max_messages` |
+//! | [`offline_max_clients`](WsPoolBuilder::offline_max_clients) | 100,000 | a client going away beyond it is forgotten at once; its queue is reported undelivered (`Disconnected`) |
+//! | [`slow_client_timeout`](WsPoolBuilder::slow_client_timeout) | 20 s | a queue full that long without draining below half: closed with 4008, its queue kept as for any disconnect |
 //! | [`shutdown_timeout`](WsPoolBuilder::shutdown_timeout) | 5 s | [`WsPool::shutdown`](crate::WsPool::shutdown) stops waiting for queues to flush |
 //! | [`allowed_origins`](WsPoolBuilder::allowed_origins) | any | a browser handshake from another `Origin` gets HTTP 403 |
 //! | [`authorize`](WsPoolBuilder::authorize) | none (trust the token) | the hook may answer 401 or 403 |
@@ -77,6 +84,13 @@ pub struct Config {
     pub(crate) read_buffer_size: usize,
     pub(crate) write_buffer_size: usize,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) message_ttl: Duration,
+    pub(crate) offline_ttl: Duration,
+    pub(crate) offline_max_messages: usize,
+    pub(crate) offline_max_bytes: usize,
+    pub(crate) offline_max_total_bytes: usize,
+    pub(crate) offline_max_clients: usize,
+    pub(crate) slow_client_timeout: Duration,
     pub(crate) allowed_origins: Option<Vec<String>>,
     pub(crate) authorize: Option<Authorize>,
     pub(crate) callbacks: Callbacks,
@@ -101,6 +115,13 @@ impl Default for Config {
             read_buffer_size: 16 * 1024,
             write_buffer_size: 16 * 1024,
             shutdown_timeout: Duration::from_secs(5),
+            message_ttl: Duration::from_secs(60),
+            offline_ttl: Duration::from_secs(120),
+            offline_max_messages: 1024,
+            offline_max_bytes: 8 * 1024 * 1024,
+            offline_max_total_bytes: 256 * 1024 * 1024,
+            offline_max_clients: 100_000,
+            slow_client_timeout: Duration::from_secs(20),
             allowed_origins: None,
             authorize: None,
             callbacks: Callbacks::default(),
@@ -186,6 +207,22 @@ knobs! {
     write_buffer_size: usize;
     /// How long [`WsPool::shutdown`] waits for queues to flush (default 5 s).
     shutdown_timeout: Duration;
+    /// How long a message may wait in a queue or offline buffer before it
+    /// expires (default 60 s); per call: [`SendOptions::ttl`](crate::SendOptions::ttl).
+    message_ttl: Duration;
+    /// How long a disconnected client's mailbox is kept for it to reconnect
+    /// (default 120 s; zero turns offline buffering off).
+    offline_ttl: Duration;
+    /// Per client away: the most messages buffered (default 1024).
+    offline_max_messages: usize;
+    /// Per client away: the most bytes buffered (default 8 MiB).
+    offline_max_bytes: usize;
+    /// All clients away together: the most bytes buffered (default 256 MiB).
+    offline_max_total_bytes: usize;
+    /// The most clients away (buffering) at once (default 100,000).
+    offline_max_clients: usize;
+    /// Close with 4008 a client whose queue stays full this long (default 20 s).
+    slow_client_timeout: Duration;
 }
 
 impl WsPoolBuilder {

@@ -8,7 +8,7 @@
 //! The task runs inside a `tracing` span `ws{id=.. conn=..}`; connects and
 //! disconnects are logged at debug, nothing per message above trace.
 
-use std::{sync::atomic::Ordering::Relaxed, sync::Arc, time::Duration};
+use std::{sync::atomic::Ordering::Relaxed, sync::Arc};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{
@@ -19,11 +19,14 @@ use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 use tracing::Instrument;
 
 use crate::{
-    client::{epoch_ms, ClientState},
+    client::{epoch_ms, ClientState, CloseRequest},
+    event::UndeliveredReason,
+    mailbox::Mailbox,
     message::{decode, now_ms, receipt, stamp, status},
-    outbox::{CloseRequest, Outbox},
+    registry::{Departure, Leave},
     stats::bump,
-    ClientConfig, ClientHandle, DisconnectReason, PoolError, PoolEvent, Relay, SendMsg, WsPool,
+    sweeper, ClientConfig, ClientHandle, ClientId, DisconnectReason, DuplicatePolicy, PoolError,
+    PoolEvent, Relay, SendMsg, WsPool,
 };
 
 /// Most frames written before one flush.
@@ -50,24 +53,87 @@ impl Drop for LiveGuard {
 }
 
 /// Runs one upgraded connection to its end. `permit` is its
-/// `max_connections` slot, released when this returns.
+/// `max_connections` slot, released as soon as it is unregistered.
 pub(crate) async fn serve(
     pool: WsPool,
     config: ClientConfig,
-    socket: WebSocket,
+    mut socket: WebSocket,
     permit: OwnedSemaphorePermit,
 ) {
     let live = LiveGuard::new(&pool);
-    let c = pool.config();
-    let outbox = Outbox::new(c.queue_max_messages(), c.queue_max_bytes());
-    let state = Arc::new(ClientState::new(pool.next_id(), &config, outbox));
-    let span = tracing::debug_span!("ws", id = %state.id, conn = state.conn_id);
-    Connection {
-        client: ClientHandle { pool, state },
+    sweeper::ensure_started(&pool);
+    let conn_id = pool.next_id();
+    let span = tracing::debug_span!("ws", id = %config.id, conn = conn_id);
+    async move {
+        let state = match register(&pool, conn_id, &config) {
+            Ok(state) => state,
+            Err(refusal) => {
+                let counters = &pool.inner.counters;
+                let counter = match refusal {
+                    DisconnectReason::Shutdown => &counters.refused_shutting_down,
+                    _ => &counters.refused_duplicate_id,
+                };
+                bump(counter, 1);
+                let _ = tokio::time::timeout(
+                    pool.config().write_timeout(),
+                    socket.send(close_frame(&refusal)),
+                )
+                .await;
+                tracing::debug!(reason = ?refusal, "refused at registration");
+                return;
+            }
+        };
+        Connection {
+            client: ClientHandle { pool, state },
+        }
+        .run(socket, permit, live)
+        .await;
     }
-    .run(socket, config.channels, permit, live)
     .instrument(span)
     .await;
+}
+
+/// Registers the connection, attaching it to its id's mailbox; replaces
+/// (4001) or refuses per the duplicate policy.
+fn register(
+    pool: &WsPool,
+    conn_id: u64,
+    config: &ClientConfig,
+) -> Result<Arc<ClientState>, DisconnectReason> {
+    let (state, replaced) = {
+        let mut registry = pool.inner.registry.write();
+        if pool.is_shutting_down() {
+            return Err(DisconnectReason::Shutdown);
+        }
+        if pool.config().duplicate_policy() == DuplicatePolicy::Refuse
+            && registry.conn(&config.id).is_some()
+        {
+            return Err(DisconnectReason::Refused);
+        }
+        registry.attach(
+            &config.id,
+            &config.channels,
+            || {
+                Mailbox::new(
+                    pool.next_id(),
+                    ClientId::from(config.id.as_str()),
+                    config.format,
+                )
+            },
+            |mailbox| ClientState::new(conn_id, config, mailbox),
+            &pool.inner.limits,
+        )
+    };
+    if let Some(old) = replaced {
+        old.request_close(
+            CloseRequest {
+                reason: DisconnectReason::Replaced,
+                flush: false,
+            },
+            false,
+        );
+    }
+    Ok(state)
 }
 
 struct Connection {
@@ -83,24 +149,7 @@ impl Connection {
         &self.client.state
     }
 
-    async fn run(
-        self,
-        mut socket: WebSocket,
-        channels: Vec<String>,
-        permit: OwnedSemaphorePermit,
-        live: LiveGuard,
-    ) {
-        if let Err(refusal) = self.register(&channels) {
-            let counters = &self.pool().inner.counters;
-            let counter = match refusal {
-                DisconnectReason::Shutdown => &counters.refused_shutting_down,
-                _ => &counters.refused_duplicate_id,
-            };
-            bump(counter, 1);
-            let _ = close_socket(&mut socket, &refusal, self.pool().config().write_timeout()).await;
-            tracing::debug!(reason = ?refusal, "refused at registration");
-            return;
-        }
+    async fn run(self, socket: WebSocket, permit: OwnedSemaphorePermit, live: LiveGuard) {
         bump(&self.pool().inner.counters.connections_total, 1);
         tracing::debug!(remote = ?self.state().remote_addr, "connected");
         if self.pool().wants_events() {
@@ -116,13 +165,9 @@ impl Connection {
         let reason = self.serve(&mut sink, &mut stream).await;
 
         // Unregister first, so nothing new is routed here while closing.
-        self.pool().inner.registry.write().remove(self.state());
+        self.depart(&reason);
         // The slot is free as soon as the client is gone from the registry.
         drop(permit);
-        let unsent = self.state().outbox.close();
-        if unsent > 0 {
-            bump(&self.pool().inner.counters.dropped, unsent as u64);
-        }
         let write_timeout = self.pool().config().write_timeout();
         let we_close = !matches!(
             reason,
@@ -136,7 +181,11 @@ impl Connection {
             // Sends tungstenite's reply to the client's close frame.
             let _ = tokio::time::timeout(write_timeout, sink.flush()).await;
         }
-        tracing::debug!(?reason, unsent, "disconnected");
+        tracing::debug!(
+            ?reason,
+            still_queued = self.state().mailbox.len().0,
+            "disconnected"
+        );
         self.pool().emit(|| PoolEvent::Disconnected {
             id: self.state().id.clone(),
             reason: reason.clone(),
@@ -154,30 +203,39 @@ impl Connection {
         }
     }
 
-    /// Registers the connection, replacing (4001) or refusing per the
-    /// duplicate policy.
-    fn register(&self, channels: &[String]) -> Result<(), DisconnectReason> {
+    /// Unregisters the connection. Its mailbox goes to the connection that
+    /// replaced it, or is kept while the client is away, or is given up
+    /// (kicked, shutdown, buffering off or full) with what it held reported.
+    fn depart(&self, reason: &DisconnectReason) {
         let pool = self.pool();
-        let state = &self.client.state;
-        let replaced = {
-            let mut registry = pool.inner.registry.write();
-            if pool.is_shutting_down() {
-                return Err(DisconnectReason::Shutdown);
-            }
-            if pool.config().duplicate_policy() == crate::DuplicatePolicy::Refuse
-                && registry.contains(&state.id)
-            {
-                return Err(DisconnectReason::Refused);
-            }
-            registry.insert(state.clone(), channels)
+        let config = pool.config();
+        let leave = match reason {
+            DisconnectReason::Kicked | DisconnectReason::Shutdown => Leave::Remove,
+            _ if config.offline_ttl().is_zero() => Leave::Remove,
+            _ => Leave::Offline {
+                ttl: config.offline_ttl(),
+                max_offline: config.offline_max_clients(),
+            },
         };
-        if let Some(old) = replaced {
-            old.outbox.request_close(CloseRequest {
-                reason: DisconnectReason::Replaced,
-                flush: false,
-            });
+        let departure = pool
+            .inner
+            .registry
+            .write()
+            .depart(self.state(), leave, &pool.inner.limits);
+        let id = &self.state().id;
+        match departure {
+            Departure::NotCurrent => {}
+            Departure::Offline { trimmed } => {
+                pool.report_undelivered(id, trimmed, UndeliveredReason::OfflineFull);
+            }
+            Departure::Removed { left } => {
+                let why = match reason {
+                    DisconnectReason::Shutdown => UndeliveredReason::Shutdown,
+                    _ => UndeliveredReason::Disconnected,
+                };
+                pool.report_undelivered(id, left, why);
+            }
         }
-        Ok(())
     }
 
     /// Reads, writes and keeps time until the connection must end.
@@ -210,7 +268,7 @@ impl Connection {
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
                 }
-                () = self.state().outbox.ready() => {
+                () = self.state().wake.notified() => {
                     match self.write_queued(sink, &mut batch).await {
                         Ok(None) => {}
                         Ok(Some(close)) => return close.reason,
@@ -233,42 +291,59 @@ impl Connection {
         }
     }
 
-    /// Writes one batch from the queue with a single flush; returns a close
-    /// request once everything before it has been written.
+    /// Writes one batch from the mailbox with a single flush; returns a
+    /// close request when it is due (at once, or once the mailbox is empty
+    /// for a flushing close).
     async fn write_queued(
         &self,
         sink: &mut SplitSink<WebSocket, Message>,
         batch: &mut Vec<Message>,
     ) -> Result<Option<CloseRequest>, PoolError> {
         let state = self.state();
-        let (bytes, close) = state.outbox.drain(batch, BATCH_FRAMES, BATCH_BYTES);
-        if batch.is_empty() {
+        let close = state.close_request();
+        if close.as_ref().is_some_and(|c| !c.flush) {
             return Ok(close);
         }
-        let frames = batch.len() as u64;
-        let timeout = self.pool().config().write_timeout();
-        let write = async {
-            for frame in batch.drain(..) {
-                sink.feed(frame).await?;
+        let pool = self.pool();
+        let mut expired = Vec::new();
+        let bytes = state.mailbox.drain(
+            state.conn_id,
+            batch,
+            &mut expired,
+            BATCH_FRAMES,
+            BATCH_BYTES,
+            &pool.inner.limits,
+        );
+        pool.report_undelivered(&state.id, expired, UndeliveredReason::Expired);
+        if !batch.is_empty() {
+            let frames = batch.len() as u64;
+            let timeout = pool.config().write_timeout();
+            let write = async {
+                for frame in batch.drain(..) {
+                    sink.feed(frame).await?;
+                }
+                sink.flush().await
+            };
+            match tokio::time::timeout(timeout, write).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(PoolError::Socket(e.to_string())),
+                Err(_) => return Err(PoolError::WriteTimeout(timeout)),
             }
-            sink.flush().await
-        };
-        match tokio::time::timeout(timeout, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(PoolError::Socket(e.to_string())),
-            Err(_) => return Err(PoolError::WriteTimeout(timeout)),
+            batch.clear();
+            let counters = &pool.inner.counters;
+            bump(&counters.messages_out, frames);
+            bump(&counters.bytes_out, bytes as u64);
+            bump(&state.messages_out, frames);
+            bump(&state.bytes_out, bytes as u64);
+            state
+                .last_sent_ms
+                .store(epoch_ms(std::time::SystemTime::now()), Relaxed);
+            tracing::trace!(frames, bytes, "wrote batch");
         }
-        batch.clear();
-        let counters = &self.pool().inner.counters;
-        bump(&counters.messages_out, frames);
-        bump(&counters.bytes_out, bytes as u64);
-        bump(&state.messages_out, frames);
-        bump(&state.bytes_out, bytes as u64);
-        state
-            .last_sent_ms
-            .store(epoch_ms(std::time::SystemTime::now()), Relaxed);
-        tracing::trace!(frames, bytes, "wrote batch");
-        Ok(close)
+        if close.is_some() && state.mailbox.len().0 == 0 {
+            return Ok(close);
+        }
+        Ok(None)
     }
 
     /// Handles one data frame from the client: decode, stamp, callbacks,
@@ -298,7 +373,7 @@ impl Connection {
                     from_client_id: state.id.to_string(),
                     ..Default::default()
                 };
-                pool.send_receipt(state, receipt(&original, status::UNDECODABLE, &reason));
+                pool.send_receipt(&state.id, receipt(&original, status::UNDECODABLE, &reason));
                 return;
             }
         };
@@ -373,22 +448,10 @@ fn close_text(reason: &DisconnectReason) -> &'static str {
         DisconnectReason::Shutdown => "server shutting down",
         DisconnectReason::IdleTimeout => "idle timeout",
         DisconnectReason::MessageTooBig => "message too big",
+        DisconnectReason::TooSlow => "too slow",
         DisconnectReason::Refused => "id in use",
         _ => "",
     }
-}
-
-/// Sends a close frame for `reason` on a socket that was never registered.
-async fn close_socket(
-    socket: &mut WebSocket,
-    reason: &DisconnectReason,
-    timeout: Duration,
-) -> Result<(), ()> {
-    let frame = close_frame(reason);
-    tokio::time::timeout(timeout, socket.send(frame))
-        .await
-        .map_err(|_| ())?
-        .map_err(|_| ())
 }
 
 fn close_frame(reason: &DisconnectReason) -> Message {

@@ -70,8 +70,65 @@ pub enum PoolEvent {
         /// The message it did not get.
         msg: Arc<SendMsg>,
     },
+    /// A message that was queued or buffered for a client will not be
+    /// written to it. When it was relayed from a client, that client also
+    /// gets a receipt (see [`UndeliveredReason::receipt_status`]).
+    Undelivered {
+        /// The recipient.
+        to: ClientId,
+        /// The message.
+        msg: Arc<SendMsg>,
+        /// Why.
+        reason: UndeliveredReason,
+    },
     /// This stream fell behind and missed this many events.
     Lagged(u64),
+}
+
+/// Why a queued or buffered message will not be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UndeliveredReason {
+    /// It waited longer than its time to live (`message_ttl`, or the
+    /// per-call [`SendOptions::ttl`](crate::SendOptions::ttl)).
+    Expired,
+    /// The recipient was away and did not reconnect within `offline_ttl`.
+    OfflineTimeout,
+    /// The recipient went away and its offline buffer could not hold this
+    /// (`offline_max_messages`, `offline_max_bytes`,
+    /// `offline_max_total_bytes`).
+    OfflineFull,
+    /// The recipient was disconnected by the server (4002), or went away
+    /// while offline buffering was off or full (`offline_max_clients`).
+    Disconnected,
+    /// The pool shut down before it could be written.
+    Shutdown,
+}
+
+impl UndeliveredReason {
+    /// The status of the receipt sent to the client a message was relayed
+    /// from: 3 (expired) for `Expired` and `OfflineTimeout`, 5 (dropped)
+    /// for `OfflineFull`, 4 (not connected) for `Disconnected`; none for
+    /// `Shutdown`.
+    pub fn receipt_status(self) -> Option<i32> {
+        use crate::status;
+        match self {
+            UndeliveredReason::Expired | UndeliveredReason::OfflineTimeout => Some(status::EXPIRED),
+            UndeliveredReason::OfflineFull => Some(status::QUEUE_FULL),
+            UndeliveredReason::Disconnected => Some(status::NOT_CONNECTED),
+            UndeliveredReason::Shutdown => None,
+        }
+    }
+
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            UndeliveredReason::Expired => "expired in the queue",
+            UndeliveredReason::OfflineTimeout => "recipient did not come back in time",
+            UndeliveredReason::OfflineFull => "recipient's offline buffer full: dropped",
+            UndeliveredReason::Disconnected => "recipient disconnected",
+            UndeliveredReason::Shutdown => "server shutting down",
+        }
+    }
 }
 
 /// Why a connection ended.
@@ -92,6 +149,8 @@ pub enum DisconnectReason {
     IdleTimeout,
     /// It sent a message bigger than `max_message_size` (1009).
     MessageTooBig,
+    /// Its queue stayed full for `slow_client_timeout` (4008).
+    TooSlow,
     /// Its id was taken while it connected and the duplicate policy is
     /// `Refuse` (1008).
     Refused,
@@ -110,6 +169,7 @@ impl DisconnectReason {
             DisconnectReason::Shutdown => Some(1001),
             DisconnectReason::IdleTimeout => Some(1000),
             DisconnectReason::MessageTooBig => Some(1009),
+            DisconnectReason::TooSlow => Some(4008),
             DisconnectReason::Refused => Some(1008),
         }
     }

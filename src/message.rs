@@ -3,14 +3,15 @@
 
 use std::{
     sync::{Arc, OnceLock},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
 use prost::Message as _;
+use tokio::time::Instant;
 
-use crate::{PoolError, SendMsg};
+use crate::{ClientId, PoolError, SendMsg};
 
 /// The `status` values the pool itself puts in receipts (PROTOCOL.md
 /// section 4). Every other value belongs to applications.
@@ -40,22 +41,43 @@ pub enum Format {
     Json,
 }
 
-/// One outgoing message, encoded at most once per format however many
-/// recipients it has; every recipient's queue holds a clone of the same
-/// bytes.
+/// One outgoing message, shared by all its recipients: every recipient's
+/// queue holds an `Arc` of it, and it is encoded at most once per format
+/// however many recipients it has.
 pub(crate) struct Encoded {
     pub(crate) msg: Arc<SendMsg>,
+    /// The client it was relayed from (receipts go there), `None` when the
+    /// server sent it.
+    pub(crate) origin: Option<ClientId>,
+    /// Not written after this instant: reported as expired instead.
+    pub(crate) expires_at: Instant,
     binary: OnceLock<Bytes>,
     json: OnceLock<Utf8Bytes>,
 }
 
 impl Encoded {
-    pub(crate) fn new(msg: Arc<SendMsg>) -> Self {
-        Encoded {
+    pub(crate) fn new(msg: Arc<SendMsg>, origin: Option<ClientId>, ttl: Duration) -> Arc<Self> {
+        let now = Instant::now();
+        // A TTL too large for the clock means "never expires" in practice.
+        let expires_at = now
+            .checked_add(ttl)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365 * 30));
+        Arc::new(Encoded {
             msg,
+            origin,
+            expires_at,
             binary: OnceLock::new(),
             json: OnceLock::new(),
-        }
+        })
+    }
+
+    pub(crate) fn priority(&self) -> i32 {
+        self.msg.priority
+    }
+
+    /// The payload length in `format` (encoding it if not done yet).
+    pub(crate) fn encoded_len(&self, format: Format) -> usize {
+        self.frame(format).1
     }
 
     /// The frame for `format` and its payload length.
@@ -137,10 +159,11 @@ mod tests {
     /// The same message yields the same bytes for every recipient, encoded once.
     #[test]
     fn encodes_once_per_format() {
-        let e = Encoded::new(Arc::new(SendMsg {
+        let msg = SendMsg {
             msg: "x".into(),
             ..Default::default()
-        }));
+        };
+        let e = Encoded::new(Arc::new(msg), None, Duration::from_secs(1));
         let (Message::Binary(a), _) = e.frame(Format::Binary) else {
             panic!()
         };

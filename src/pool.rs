@@ -1,29 +1,89 @@
 //! [`WsPool`]: the handle the application holds, and the routing that
 //! reaches clients by id, by channel, or all at once.
+//!
+//! # Delivery guarantees
+//!
+//! - **Never silent.** A message handed to the pool is written to the
+//!   client's socket, or refused at once with an error (`send`), or counted
+//!   and reported: [`PoolEvent::Dropped`] (a full queue skipped by a
+//!   broadcast) or [`PoolEvent::Undelivered`] (expired, offline window
+//!   closed, offline buffer full, client disconnected by the server, pool
+//!   shut down), with a receipt to the client it was relayed from.
+//! - **Order.** Messages to one client are written highest `priority` first
+//!   and, within one priority, in the order they were queued; so messages
+//!   from one sender to one recipient at one priority arrive in the order
+//!   sent, across reconnects and replacements too.
+//! - **At most once.** A message is written to a connection at most once.
+//!   "Delivered" means written to the socket: WebSocket has no
+//!   acknowledgements, so what was written just before a connection drops
+//!   without a closing handshake may be lost unreported. A client that
+//!   closes with a closing handshake and reads until the server's close
+//!   frame loses nothing: what was not written stays queued for it.
+//! - **Offline buffer.** When a client disconnects (not when it is replaced
+//!   or kicked), its mailbox stays for `offline_ttl`: `send` answers
+//!   [`Delivery::Buffered`], channel broadcasts reach it, relayed direct
+//!   messages get no status-4 receipt. A reconnect with the same id within
+//!   the window gets the buffered messages first, then live traffic.
+//!   Bounded per id (`offline_max_messages`, `offline_max_bytes`), in total
+//!   (`offline_max_total_bytes`) and in clients (`offline_max_clients`).
+//! - **Time to live.** A message not written within `message_ttl` (or the
+//!   per-call [`SendOptions::ttl`]) is not written.
 
 use std::{
     collections::HashSet,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
+    time::Duration,
 };
 
 use parking_lot::RwLock;
 use tokio::sync::{broadcast, watch, Semaphore};
 
 use crate::{
-    client::ClientState,
+    client::{ClientState, CloseRequest},
     config::{Config, RelayPolicy, WsPoolBuilder},
-    event::EventStream,
+    event::{EventStream, UndeliveredReason},
     handshake::{valid_name, TokenLimits},
+    mailbox::{Delivery, MailLimits, Mailbox, PushError},
     message::{receipt, status, Encoded},
-    outbox::{CloseRequest, PushError},
     registry::{JoinRefused, Member, Registry},
     stats::{bump, Counters},
     BroadcastError, ClientHandle, ClientId, ClientInfo, DisconnectReason, JoinError, PoolEvent,
     SendError, SendMsg, Stats, Subscription, WsPoolLayer,
 };
+
+/// Options for one `send` or broadcast.
+///
+/// ```
+/// use std::time::Duration;
+/// use wspool::{SendMsg, SendOptions, WsPool};
+///
+/// let pool = WsPool::new();
+/// let msg = SendMsg { to_client_id: "alice".into(), ..Default::default() };
+/// let quick = SendOptions::new().ttl(Duration::from_secs(5));
+/// assert!(pool.send_with(msg, &quick).is_err()); // alice is not connected
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use]
+pub struct SendOptions {
+    ttl: Option<Duration>,
+}
+
+impl SendOptions {
+    /// The pool's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Not written after this long in a queue or offline buffer (instead of
+    /// the pool's `message_ttl`).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
 
 /// A pool of WebSocket connections, reachable by id, by channel, or all at
 /// once.
@@ -66,21 +126,26 @@ pub(crate) struct Inner {
     /// consumer its own cursor and a `Lagged` count instead of blocking us.
     events: broadcast::Sender<PoolEvent>,
     pub(crate) counters: Counters,
+    /// Queue and offline-buffer limits, shared by every mailbox.
+    pub(crate) limits: MailLimits,
     /// One permit per connection, including upgrades in flight: enforces
     /// `max_connections` without taking the registry lock.
     pub(crate) slots: Arc<Semaphore>,
     /// How many connection tasks are running; `shutdown` waits for zero.
     pub(crate) live: watch::Sender<usize>,
     pub(crate) shutting_down: AtomicBool,
-    /// Numbers connections and subscriptions (one sequence for both).
+    /// Numbers connections, mailboxes and subscriptions (one sequence).
     next_id: AtomicU64,
+    /// Whether the background sweeper (expiry, offline windows, slow
+    /// clients) has been started; it starts with the first connection.
+    pub(crate) sweeper_started: AtomicBool,
 }
 
 /// What a fan-out reached.
 #[derive(Default)]
 struct FanOut {
     recipients: usize,
-    direct: Option<Result<(), SendError>>,
+    direct: Option<Result<Delivery, SendError>>,
 }
 
 impl Default for WsPool {
@@ -113,16 +178,26 @@ impl WsPool {
         let slots = Arc::new(Semaphore::new(
             config.max_connections.min(Semaphore::MAX_PERMITS),
         ));
+        let limits = MailLimits {
+            queue_max_messages: config.queue_max_messages,
+            queue_max_bytes: config.queue_max_bytes,
+            offline_max_messages: config.offline_max_messages,
+            offline_max_bytes: config.offline_max_bytes,
+            offline_max_total_bytes: config.offline_max_total_bytes,
+            offline_bytes: AtomicUsize::new(0),
+        };
         WsPool {
             inner: Arc::new(Inner {
                 config,
                 registry: RwLock::new(Registry::default()),
                 events,
                 counters: Counters::default(),
+                limits,
                 slots,
                 live: watch::Sender::new(0),
                 shutting_down: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
+                sweeper_started: AtomicBool::new(false),
             }),
         }
     }
@@ -152,51 +227,88 @@ impl WsPool {
 
     // ----- sending -----
 
-    /// Queues `msg` for the client `msg.to_client_id`. Never waits.
+    /// The time to live `options` give a message.
+    pub(crate) fn ttl(&self, options: &SendOptions) -> Duration {
+        options.ttl.unwrap_or(self.inner.config.message_ttl)
+    }
+
+    /// Queues `msg` for the client `msg.to_client_id`, or buffers it while
+    /// that client is away (see [the delivery guarantees](crate::pool)).
+    /// Never waits.
     ///
     /// # Errors
     /// [`SendError::EmptyTarget`] when `to_client_id` is empty,
-    /// [`SendError::NotConnected`] when no such client is connected,
-    /// [`SendError::QueueFull`] when its outbound queue is at its limit.
-    pub fn send(&self, msg: SendMsg) -> Result<(), SendError> {
+    /// [`SendError::NotConnected`] when no such client is connected or
+    /// away, [`SendError::QueueFull`] when its queue (or offline buffer) is
+    /// at its limit.
+    pub fn send(&self, msg: SendMsg) -> Result<Delivery, SendError> {
+        self.send_with(msg, &SendOptions::default())
+    }
+
+    /// [`send`](Self::send) with options (time to live).
+    pub fn send_with(&self, msg: SendMsg, options: &SendOptions) -> Result<Delivery, SendError> {
         if msg.to_client_id.is_empty() {
             return Err(SendError::EmptyTarget);
         }
-        let state = self.inner.registry.read().get(&msg.to_client_id).cloned();
-        match state {
-            Some(state) => self.deliver_to(&state, &Encoded::new(Arc::new(msg))),
-            None => Err(SendError::NotConnected(ClientId::from(msg.to_client_id))),
+        let encoded = Encoded::new(Arc::new(msg), None, self.ttl(options));
+        let mailbox = self
+            .inner
+            .registry
+            .read()
+            .get(&encoded.msg.to_client_id)
+            .map(|e| e.mailbox.clone());
+        match mailbox {
+            Some(mailbox) => self.deliver(&mailbox, &encoded),
+            None => Err(SendError::NotConnected(ClientId::from(
+                encoded.msg.to_client_id.as_str(),
+            ))),
         }
     }
 
     /// Queues `msg` for every member of any channel in `msg.channel`, each
-    /// once, and for every [`subscribe`](Self::subscribe)r of those
-    /// channels. Returns how many clients it reached. A member whose queue
-    /// is full is skipped, counted in [`Stats::dropped`] and reported as
+    /// once (buffering it for members that are away), and for every
+    /// [`subscribe`](Self::subscribe)r of those channels. Returns how many
+    /// clients it was queued or buffered for. A member whose queue is full
+    /// is skipped, counted in [`Stats::dropped`] and reported as
     /// [`PoolEvent::Dropped`].
     ///
     /// # Errors
     /// [`BroadcastError::NoChannel`] when `msg.channel` is empty.
     pub fn broadcast(&self, msg: SendMsg) -> Result<usize, BroadcastError> {
+        self.broadcast_with(msg, &SendOptions::default())
+    }
+
+    /// [`broadcast`](Self::broadcast) with options (time to live).
+    pub fn broadcast_with(
+        &self,
+        msg: SendMsg,
+        options: &SendOptions,
+    ) -> Result<usize, BroadcastError> {
         if msg.channel.is_empty() {
             return Err(BroadcastError::NoChannel);
         }
-        let encoded = Encoded::new(Arc::new(msg));
+        let encoded = Encoded::new(Arc::new(msg), None, self.ttl(options));
         Ok(self.fan_out(&encoded, "", &encoded.msg.channel).recipients)
     }
 
-    /// Queues `msg` for every connected client. Returns how many it
-    /// reached; full queues are skipped as in [`broadcast`](Self::broadcast).
+    /// Queues `msg` for every connected client (not those away). Returns
+    /// how many it reached; full queues are skipped as in
+    /// [`broadcast`](Self::broadcast).
     pub fn broadcast_all(&self, msg: SendMsg) -> usize {
-        self.broadcast_all_encoded(&Encoded::new(Arc::new(msg)))
+        self.broadcast_all_with(msg, &SendOptions::default())
     }
 
-    fn broadcast_all_encoded(&self, encoded: &Encoded) -> usize {
+    /// [`broadcast_all`](Self::broadcast_all) with options (time to live).
+    pub fn broadcast_all_with(&self, msg: SendMsg, options: &SendOptions) -> usize {
+        self.broadcast_all_encoded(&Encoded::new(Arc::new(msg), None, self.ttl(options)))
+    }
+
+    fn broadcast_all_encoded(&self, encoded: &Arc<Encoded>) -> usize {
         let mut reached = 0;
         let mut dropped = Vec::new();
-        for state in self.inner.registry.read().states() {
-            match self.push(state, encoded) {
-                Ok(()) => reached += 1,
+        for state in self.inner.registry.read().online() {
+            match self.push(&state.mailbox, encoded, None) {
+                Ok(_) => reached += 1,
                 Err(PushError::Full) => dropped.push(state.id.clone()),
                 Err(PushError::Closed) => {}
             }
@@ -205,30 +317,33 @@ impl WsPool {
         reached
     }
 
-    /// Pushes into one queue, counting a refusal for being full.
-    fn push(&self, state: &ClientState, encoded: &Encoded) -> Result<(), PushError> {
-        let (frame, len) = encoded.frame(state.format);
-        let result = state.outbox.push(frame, len);
-        if result == Err(PushError::Full) {
-            bump(&self.inner.counters.dropped, 1);
+    /// Pushes into one mailbox, counting a refusal for being full and a
+    /// message buffered for a client that is away.
+    pub(crate) fn push(
+        &self,
+        mailbox: &Mailbox,
+        encoded: &Arc<Encoded>,
+        only_conn: Option<u64>,
+    ) -> Result<Delivery, PushError> {
+        let result = mailbox.push(encoded, &self.inner.limits, only_conn);
+        match result {
+            Ok(Delivery::Buffered) => bump(&self.inner.counters.buffered, 1),
+            Err(PushError::Full) => bump(&self.inner.counters.dropped, 1),
+            _ => {}
         }
         result
     }
 
-    pub(crate) fn deliver_to(
-        &self,
-        state: &ClientState,
-        encoded: &Encoded,
-    ) -> Result<(), SendError> {
-        self.push(state, encoded).map_err(|e| match e {
-            PushError::Full => SendError::QueueFull(state.id.clone()),
-            PushError::Closed => SendError::NotConnected(state.id.clone()),
+    fn deliver(&self, mailbox: &Mailbox, encoded: &Arc<Encoded>) -> Result<Delivery, SendError> {
+        self.push(mailbox, encoded, None).map_err(|e| match e {
+            PushError::Full => SendError::QueueFull(mailbox.client.clone()),
+            PushError::Closed => SendError::NotConnected(mailbox.client.clone()),
         })
     }
 
     /// Delivers to `to` (if not empty) and to the members of `channels`,
     /// each once.
-    fn fan_out(&self, encoded: &Encoded, to: &str, channels: &[String]) -> FanOut {
+    fn fan_out(&self, encoded: &Arc<Encoded>, to: &str, channels: &[String]) -> FanOut {
         let mut out = FanOut::default();
         let mut dropped = Vec::new();
         {
@@ -237,11 +352,11 @@ impl WsPool {
             let mut seen = HashSet::new();
             if !to.is_empty() {
                 let result = match registry.get(to) {
-                    Some(state) => {
+                    Some(entry) => {
                         if dedupe {
-                            seen.insert(state.conn_id);
+                            seen.insert(entry.mailbox.key);
                         }
-                        self.deliver_to(state, encoded)
+                        self.deliver(&entry.mailbox, encoded)
                     }
                     None => Err(SendError::NotConnected(ClientId::from(to))),
                 };
@@ -252,9 +367,9 @@ impl WsPool {
                 channels,
                 dedupe.then_some(&mut seen),
                 |member| match member {
-                    Member::Client(state) => match self.push(state, encoded) {
-                        Ok(()) => out.recipients += 1,
-                        Err(PushError::Full) => dropped.push(state.id.clone()),
+                    Member::Client(mailbox) => match self.push(mailbox, encoded, None) {
+                        Ok(_) => out.recipients += 1,
+                        Err(PushError::Full) => dropped.push(mailbox.client.clone()),
                         Err(PushError::Closed) => {}
                     },
                     Member::Subscriber(sub) => {
@@ -279,13 +394,39 @@ impl WsPool {
         }
     }
 
+    /// Reports messages that will not be written to `to`: counted, an event
+    /// each, and a receipt to the client each was relayed from.
+    pub(crate) fn report_undelivered(
+        &self,
+        to: &ClientId,
+        msgs: Vec<Arc<Encoded>>,
+        reason: UndeliveredReason,
+    ) {
+        if msgs.is_empty() {
+            return;
+        }
+        bump(&self.inner.counters.undelivered, msgs.len() as u64);
+        tracing::debug!(%to, count = msgs.len(), ?reason, "undelivered");
+        for encoded in msgs {
+            if let (Some(origin), Some(status)) = (&encoded.origin, reason.receipt_status()) {
+                let text = format!("{} (to {to})", reason.describe());
+                self.send_receipt(origin, receipt(&encoded.msg, status, &text));
+            }
+            self.emit(|| PoolEvent::Undelivered {
+                to: to.clone(),
+                msg: encoded.msg.clone(),
+                reason,
+            });
+        }
+    }
+
     /// Relays what a client sent (PROTOCOL.md section 3), with receipts.
     pub(crate) fn relay(&self, sender: &ClientState, msg: Arc<SendMsg>) {
         let policy = self.inner.config.relay_policy;
         if policy == RelayPolicy::Disabled {
             return;
         }
-        let encoded = Encoded::new(msg);
+        let encoded = Encoded::new(msg, Some(sender.id.clone()), self.inner.config.message_ttl);
         let msg = &encoded.msg;
         if msg.to_client_id.is_empty() && msg.channel.is_empty() {
             if policy == RelayPolicy::TargetedOrAll {
@@ -307,20 +448,29 @@ impl WsPool {
             }
             _ => return,
         };
-        self.send_receipt(sender, receipt(msg, status, reason));
+        self.send_receipt(&sender.id, receipt(msg, status, reason));
     }
 
-    /// Queues a receipt for `sender`; one that does not fit is counted as
-    /// dropped.
-    pub(crate) fn send_receipt(&self, sender: &ClientState, receipt: SendMsg) {
-        let _ = self.deliver_to(sender, &Encoded::new(Arc::new(receipt)));
+    /// Queues a receipt for client `to` (buffered if it is away); one that
+    /// does not fit is counted as dropped.
+    pub(crate) fn send_receipt(&self, to: &str, receipt: SendMsg) {
+        let mailbox = self
+            .inner
+            .registry
+            .read()
+            .get(to)
+            .map(|e| e.mailbox.clone());
+        if let Some(mailbox) = mailbox {
+            let encoded = Encoded::new(Arc::new(receipt), None, self.inner.config.message_ttl);
+            let _ = self.push(&mailbox, &encoded, None);
+        }
     }
 
     // ----- clients and channels -----
 
     /// A handle on the connected client `id`.
     pub fn client(&self, id: &str) -> Option<ClientHandle> {
-        let state = self.inner.registry.read().get(id).cloned()?;
+        let state = self.inner.registry.read().conn(id).cloned()?;
         Some(ClientHandle {
             pool: self.clone(),
             state,
@@ -331,12 +481,12 @@ impl WsPool {
     pub fn clients(&self) -> Vec<ClientInfo> {
         let registry = self.inner.registry.read();
         registry
-            .states()
+            .online()
             .map(|s| s.info(registry.channels_of(s)))
             .collect()
     }
 
-    /// The ids of the clients in `channel`.
+    /// The ids of the connected clients in `channel`.
     pub fn channel_members(&self, channel: &str) -> Vec<ClientId> {
         self.inner.registry.read().members(channel)
     }
@@ -349,12 +499,16 @@ impl WsPool {
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> Stats {
         let registry = self.inner.registry.read();
-        self.inner
+        let mut stats = self
+            .inner
             .counters
-            .snapshot(registry.client_count(), registry.channel_count())
+            .snapshot(registry.online_count(), registry.channel_count());
+        stats.offline_clients = registry.offline_count();
+        stats.offline_bytes = self.inner.limits.offline_bytes.load(Ordering::Relaxed);
+        stats
     }
 
-    pub(crate) fn join(&self, state: &Arc<ClientState>, channel: &str) -> Result<bool, JoinError> {
+    pub(crate) fn join(&self, state: &ClientState, channel: &str) -> Result<bool, JoinError> {
         let c = &self.inner.config;
         if !valid_name(channel, c.max_channel_len) {
             return Err(JoinError::InvalidChannel(channel.to_owned()));
@@ -425,7 +579,9 @@ impl WsPool {
     /// Shuts the pool down: new handshakes get 503; every connection writes
     /// what is queued for it and is then closed with 1001. Waits up to
     /// `shutdown_timeout` for that; connections still busy after it are
-    /// closed at once without their queue.
+    /// closed at once. What was not written, and what was buffered for
+    /// clients that are away, is reported as [`PoolEvent::Undelivered`]
+    /// with [`UndeliveredReason::Shutdown`].
     ///
     /// Works with axum's graceful shutdown:
     ///
@@ -442,10 +598,13 @@ impl WsPool {
     /// ```
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Release);
-        self.close_all(CloseRequest {
+        let request = CloseRequest {
             reason: DisconnectReason::Shutdown,
             flush: true,
-        });
+        };
+        for state in self.online_states() {
+            state.request_close(request.clone(), false);
+        }
         let mut live = self.inner.live.subscribe();
         let timeout = self.inner.config.shutdown_timeout;
         if tokio::time::timeout(timeout, live.wait_for(|n| *n == 0))
@@ -453,21 +612,28 @@ impl WsPool {
             .is_err()
         {
             tracing::debug!("shutdown timeout: closing the remaining connections without flushing");
-            for state in self.inner.registry.read().states() {
-                state.outbox.force_close(CloseRequest {
-                    reason: DisconnectReason::Shutdown,
-                    flush: false,
-                });
+            let request = CloseRequest {
+                reason: DisconnectReason::Shutdown,
+                flush: false,
+            };
+            for state in self.online_states() {
+                state.request_close(request.clone(), true);
             }
             let _ =
                 tokio::time::timeout(self.inner.config.write_timeout, live.wait_for(|n| *n == 0))
                     .await;
         }
+        let away = self
+            .inner
+            .registry
+            .write()
+            .expire_offline(None, &self.inner.limits);
+        for (id, left) in away {
+            self.report_undelivered(&id, left, UndeliveredReason::Shutdown);
+        }
     }
 
-    fn close_all(&self, request: CloseRequest) {
-        for state in self.inner.registry.read().states() {
-            state.outbox.request_close(request.clone());
-        }
+    fn online_states(&self) -> Vec<Arc<ClientState>> {
+        self.inner.registry.read().online().cloned().collect()
     }
 }

@@ -1,37 +1,56 @@
-//! Who is connected and who is in which channel.
+//! Who is connected, who is away, and who is in which channel.
 //!
-//! One structure holds both the clients (id to connection) and the channel
-//! index (channel to members), so they can never disagree: the pool guards
-//! it with a single `RwLock`. Routing takes the read lock; connects,
-//! disconnects, joins and leaves take the write lock. A broadcast to a
-//! channel visits only that channel's members: O(recipients), not O(clients).
+//! One structure holds both the clients (id to mailbox and connection) and
+//! the channel index (channel to members), so they can never disagree: the
+//! pool guards it with a single `RwLock`. Routing takes the read lock;
+//! connects, disconnects, joins and leaves take the write lock. A broadcast
+//! to a channel visits only that channel's members: O(recipients), not
+//! O(clients).
 //!
-//! Members are keyed by connection number, not by id, so a connection that
-//! has been replaced can never remove its successor.
+//! Channel members are mailboxes, so a client that is away (its mailbox
+//! buffering for `offline_ttl`) still receives the broadcasts of the
+//! channels it was in. Connections are told apart by number, so one that
+//! has been replaced can never remove or disturb its successor.
 
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
+    time::Duration,
 };
 
-use crate::{client::ClientState, subscribe::SubscriberState, ClientId};
+use tokio::time::Instant;
+
+use crate::{
+    client::ClientState,
+    mailbox::{MailLimits, Mailbox},
+    message::Encoded,
+    subscribe::SubscriberState,
+    ClientId,
+};
 
 #[derive(Default)]
 pub(crate) struct Registry {
     clients: HashMap<ClientId, Entry>,
     channels: HashMap<Arc<str>, Members>,
+    /// How many entries are offline (no connection, buffering).
+    offline: usize,
 }
 
-struct Entry {
-    state: Arc<ClientState>,
+pub(crate) struct Entry {
+    pub(crate) mailbox: Arc<Mailbox>,
+    /// The connection, or `None` while the client is away.
+    pub(crate) conn: Option<Arc<ClientState>>,
     /// The channels it is in, in the order it joined them (at most
     /// `max_channels_per_client`).
     channels: Vec<Arc<str>>,
+    /// While away: when its offline buffer is given up.
+    pub(crate) offline_until: Option<Instant>,
 }
 
 #[derive(Default)]
 struct Members {
-    clients: HashMap<u64, Arc<ClientState>>,
+    /// By mailbox key.
+    clients: HashMap<u64, Arc<Mailbox>>,
     subscribers: Vec<Arc<SubscriberState>>,
 }
 
@@ -43,7 +62,7 @@ impl Members {
 
 /// A member of a channel, as visited by a fan-out.
 pub(crate) enum Member<'a> {
-    Client(&'a Arc<ClientState>),
+    Client(&'a Arc<Mailbox>),
     Subscriber(&'a SubscriberState),
 }
 
@@ -53,144 +72,244 @@ pub(crate) enum JoinRefused {
     Full,
 }
 
+/// What became of a connection's mailbox when it ended.
+pub(crate) enum Departure {
+    /// Replaced already: the mailbox belongs to the newcomer.
+    NotCurrent,
+    /// Buffering for the client while it is away; `trimmed` did not fit.
+    Offline { trimmed: Vec<Arc<Encoded>> },
+    /// Forgotten; these were still queued.
+    Removed { left: Vec<Arc<Encoded>> },
+}
+
+/// How a client goes when its connection ends.
+pub(crate) enum Leave {
+    /// Keep its mailbox for this long (within `max_offline` clients away).
+    Offline { ttl: Duration, max_offline: usize },
+    /// Forget it (kicked, shutdown, or offline buffering off).
+    Remove,
+}
+
 impl Registry {
-    pub(crate) fn client_count(&self) -> usize {
-        self.clients.len()
+    pub(crate) fn online_count(&self) -> usize {
+        self.clients.len() - self.offline
+    }
+
+    pub(crate) fn offline_count(&self) -> usize {
+        self.offline
     }
 
     pub(crate) fn channel_count(&self) -> usize {
         self.channels.len()
     }
 
-    pub(crate) fn get(&self, id: &str) -> Option<&Arc<ClientState>> {
-        self.clients.get(id).map(|e| &e.state)
+    pub(crate) fn get(&self, id: &str) -> Option<&Entry> {
+        self.clients.get(id)
     }
 
-    pub(crate) fn contains(&self, id: &str) -> bool {
-        self.clients.contains_key(id)
+    /// The connection of `id`, if it is connected.
+    pub(crate) fn conn(&self, id: &str) -> Option<&Arc<ClientState>> {
+        self.clients.get(id).and_then(|e| e.conn.as_ref())
     }
 
     pub(crate) fn is_current(&self, state: &ClientState) -> bool {
-        self.clients
-            .get(&*state.id)
-            .is_some_and(|e| e.state.conn_id == state.conn_id)
+        self.conn(&state.id)
+            .is_some_and(|c| c.conn_id == state.conn_id)
     }
 
-    pub(crate) fn states(&self) -> impl Iterator<Item = &Arc<ClientState>> {
-        self.clients.values().map(|e| &e.state)
+    pub(crate) fn online(&self) -> impl Iterator<Item = &Arc<ClientState>> {
+        self.clients.values().filter_map(|e| e.conn.as_ref())
     }
 
-    /// Registers `state` in `channels` (already validated and deduplicated),
-    /// returning the connection it replaced, if any.
-    pub(crate) fn insert(
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&ClientId, &Entry)> {
+        self.clients.iter()
+    }
+
+    /// Registers a connection for `id` in `channels` (validated, without
+    /// duplicates). The connection attaches to the id's mailbox, which is
+    /// new, or the one a client that is away left, or the one of the
+    /// connection it replaces (returned).
+    pub(crate) fn attach(
         &mut self,
-        state: Arc<ClientState>,
+        id: &str,
         channels: &[String],
-    ) -> Option<Arc<ClientState>> {
-        let old = self.remove_id(&state.id.clone());
-        let mut joined = Vec::with_capacity(channels.len());
-        for ch in channels {
-            let key = self.index(ch, &state);
-            joined.push(key);
-        }
-        self.clients.insert(
-            state.id.clone(),
-            Entry {
-                state,
-                channels: joined,
-            },
-        );
-        old
+        new_mailbox: impl FnOnce() -> Mailbox,
+        new_state: impl FnOnce(Arc<Mailbox>) -> ClientState,
+        limits: &MailLimits,
+    ) -> (Arc<ClientState>, Option<Arc<ClientState>>) {
+        let (mailbox, replaced) = match self.clients.get_mut(id) {
+            Some(entry) => {
+                let old_channels = std::mem::take(&mut entry.channels);
+                let mailbox = entry.mailbox.clone();
+                let replaced = entry.conn.take();
+                if entry.offline_until.take().is_some() {
+                    self.offline -= 1;
+                }
+                for ch in &old_channels {
+                    self.unindex(ch, mailbox.key);
+                }
+                (mailbox, replaced)
+            }
+            None => (Arc::new(new_mailbox()), None),
+        };
+        let state = Arc::new(new_state(mailbox.clone()));
+        mailbox.attach(state.conn_id, state.wake.clone(), state.format, limits);
+        let joined = channels.iter().map(|ch| self.index(ch, &mailbox)).collect();
+        let entry = Entry {
+            mailbox,
+            conn: Some(state.clone()),
+            channels: joined,
+            offline_until: None,
+        };
+        self.clients.insert(state.id.clone(), entry);
+        (state, replaced)
     }
 
-    /// Adds `state` to the members of `channel`, returning the shared key.
-    fn index(&mut self, channel: &str, state: &Arc<ClientState>) -> Arc<str> {
+    /// Ends `state`'s registration as `leave` says.
+    pub(crate) fn depart(
+        &mut self,
+        state: &ClientState,
+        leave: Leave,
+        limits: &MailLimits,
+    ) -> Departure {
+        if !self.is_current(state) {
+            return Departure::NotCurrent;
+        }
+        if let Leave::Offline { ttl, max_offline } = leave {
+            if self.offline < max_offline {
+                if let Some(entry) = self.clients.get_mut(&*state.id) {
+                    entry.conn = None;
+                    entry.offline_until = Some(Instant::now() + ttl);
+                    self.offline += 1;
+                    let mut trimmed = Vec::new();
+                    entry.mailbox.detach(state.conn_id, limits, &mut trimmed);
+                    return Departure::Offline { trimmed };
+                }
+            }
+        }
+        match self.remove_id(&state.id, limits) {
+            Some(left) => Departure::Removed { left },
+            None => Departure::NotCurrent,
+        }
+    }
+
+    /// Forgets the clients that have been away past their window (all of
+    /// them with `now = None`), returning what their mailboxes held.
+    pub(crate) fn expire_offline(
+        &mut self,
+        now: Option<Instant>,
+        limits: &MailLimits,
+    ) -> Vec<(ClientId, Vec<Arc<Encoded>>)> {
+        let due: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|(_, e)| {
+                e.offline_until
+                    .is_some_and(|t| now.is_none_or(|now| t <= now))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        due.into_iter()
+            .filter_map(|id| {
+                let left = self.remove_id(&id, limits)?;
+                Some((id, left))
+            })
+            .collect()
+    }
+
+    fn remove_id(&mut self, id: &str, limits: &MailLimits) -> Option<Vec<Arc<Encoded>>> {
+        let entry = self.clients.remove(id)?;
+        if entry.offline_until.is_some() {
+            self.offline -= 1;
+        }
+        for ch in &entry.channels {
+            self.unindex(ch, entry.mailbox.key);
+        }
+        Some(entry.mailbox.close(limits))
+    }
+
+    /// Adds `mailbox` to the members of `channel`, returning the shared key.
+    fn index(&mut self, channel: &str, mailbox: &Arc<Mailbox>) -> Arc<str> {
         let key = match self.channels.get_key_value(channel) {
             Some((k, _)) => k.clone(),
             None => Arc::from(channel),
         };
         let members = self.channels.entry(key.clone()).or_default();
-        members.clients.insert(state.conn_id, state.clone());
+        members.clients.insert(mailbox.key, mailbox.clone());
         key
     }
 
-    fn unindex(&mut self, channel: &str, conn_id: u64) {
+    fn unindex(&mut self, channel: &str, mailbox_key: u64) {
         if let Some(members) = self.channels.get_mut(channel) {
-            members.clients.remove(&conn_id);
+            members.clients.remove(&mailbox_key);
             if members.is_empty() {
                 self.channels.remove(channel);
             }
         }
     }
 
-    fn remove_id(&mut self, id: &str) -> Option<Arc<ClientState>> {
-        let entry = self.clients.remove(id)?;
-        for ch in &entry.channels {
-            self.unindex(ch, entry.state.conn_id);
-        }
-        Some(entry.state)
-    }
-
-    /// Unregisters `state` if it is still the registered connection for its id.
-    pub(crate) fn remove(&mut self, state: &ClientState) -> bool {
-        if !self.is_current(state) {
-            return false;
-        }
-        self.remove_id(&state.id).is_some()
+    fn current_entry(&mut self, state: &ClientState) -> Option<&mut Entry> {
+        self.clients
+            .get_mut(&*state.id)
+            .filter(|e| e.conn.as_ref().is_some_and(|c| c.conn_id == state.conn_id))
     }
 
     pub(crate) fn join(
         &mut self,
-        state: &Arc<ClientState>,
+        state: &ClientState,
         channel: &str,
         max: usize,
     ) -> Result<bool, JoinRefused> {
-        let entry = match self.clients.get(&*state.id) {
-            Some(e) if e.state.conn_id == state.conn_id => e,
-            _ => return Err(JoinRefused::NotRegistered),
-        };
+        let entry = self
+            .current_entry(state)
+            .ok_or(JoinRefused::NotRegistered)?;
         if entry.channels.iter().any(|c| &**c == channel) {
             return Ok(false);
         }
         if entry.channels.len() >= max {
             return Err(JoinRefused::Full);
         }
-        let key = self.index(channel, state);
-        if let Some(entry) = self.clients.get_mut(&*state.id) {
+        let mailbox = entry.mailbox.clone();
+        let key = self.index(channel, &mailbox);
+        if let Some(entry) = self.current_entry(state) {
             entry.channels.push(key);
         }
         Ok(true)
     }
 
     pub(crate) fn leave(&mut self, state: &ClientState, channel: &str) -> bool {
-        let Some(entry) = self.clients.get_mut(&*state.id) else {
+        let Some(entry) = self.current_entry(state) else {
             return false;
         };
-        if entry.state.conn_id != state.conn_id {
-            return false;
-        }
         let Some(pos) = entry.channels.iter().position(|c| &**c == channel) else {
             return false;
         };
         entry.channels.remove(pos);
-        self.unindex(channel, state.conn_id);
+        let key = entry.mailbox.key;
+        self.unindex(channel, key);
         true
     }
 
     pub(crate) fn channels_of(&self, state: &ClientState) -> Vec<String> {
         match self.clients.get(&*state.id) {
-            Some(e) if e.state.conn_id == state.conn_id => {
+            Some(e) if e.conn.as_ref().is_some_and(|c| c.conn_id == state.conn_id) => {
                 e.channels.iter().map(|c| c.to_string()).collect()
             }
             _ => Vec::new(),
         }
     }
 
+    /// The connected members of `channel`.
     pub(crate) fn members(&self, channel: &str) -> Vec<ClientId> {
-        self.channels
-            .get(channel)
-            .map(|m| m.clients.values().map(|s| s.id.clone()).collect())
-            .unwrap_or_default()
+        let Some(members) = self.channels.get(channel) else {
+            return Vec::new();
+        };
+        members
+            .clients
+            .values()
+            .filter(|m| self.conn(&m.client).is_some())
+            .map(|m| m.client.clone())
+            .collect()
     }
 
     pub(crate) fn channel_names(&self) -> Vec<String> {
@@ -230,9 +349,9 @@ impl Registry {
             let Some(members) = self.channels.get(ch.as_str()) else {
                 continue;
             };
-            for (conn_id, state) in &members.clients {
-                if seen.as_mut().is_none_or(|s| s.insert(*conn_id)) {
-                    visit(Member::Client(state));
+            for (key, mailbox) in &members.clients {
+                if seen.as_mut().is_none_or(|s| s.insert(*key)) {
+                    visit(Member::Client(mailbox));
                 }
             }
             for sub in &members.subscribers {

@@ -235,7 +235,7 @@ impl WsPool {
             return refuse(StatusCode::BAD_REQUEST, reason);
         }
         if c.duplicate_policy() == DuplicatePolicy::Refuse
-            && self.inner.registry.read().contains(&config.id)
+            && self.inner.registry.read().conn(&config.id).is_some()
         {
             bump(&counters.refused_duplicate_id, 1);
             return refuse(

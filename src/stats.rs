@@ -11,6 +11,8 @@ pub(crate) struct Counters {
     pub(crate) messages_out: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    pub(crate) buffered: AtomicU64,
+    pub(crate) undelivered: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
     pub(crate) connections_total: AtomicU64,
     pub(crate) refused_bad_request: AtomicU64,
@@ -44,11 +46,19 @@ pub struct Stats {
     pub messages_out: u64,
     /// Payload bytes written to clients.
     pub bytes_out: u64,
-    /// Messages not delivered: refused because the recipient's queue was full
-    /// (a `send` error, a broadcast skip, a relay drop, a receipt that did
-    /// not fit), or still queued when a connection ended without flushing
-    /// (replaced, disconnected, lost).
+    /// Messages refused because the recipient's queue (or offline buffer)
+    /// was full: a `send` error, a broadcast skip, a relay drop, a receipt
+    /// that did not fit.
     pub dropped: u64,
+    /// Messages accepted into the offline buffer of a client that is away.
+    pub buffered: u64,
+    /// Messages queued or buffered that were then reported undelivered
+    /// ([`PoolEvent::Undelivered`](crate::PoolEvent::Undelivered)).
+    pub undelivered: u64,
+    /// Clients away now, their messages buffered.
+    pub offline_clients: usize,
+    /// Bytes buffered for clients that are away now.
+    pub offline_bytes: usize,
     /// Frames that did not decode.
     pub decode_errors: u64,
     /// Handshakes refused, by reason.
@@ -86,6 +96,10 @@ impl Counters {
             messages_out: r(&self.messages_out),
             bytes_out: r(&self.bytes_out),
             dropped: r(&self.dropped),
+            buffered: r(&self.buffered),
+            undelivered: r(&self.undelivered),
+            offline_clients: 0,
+            offline_bytes: 0,
             decode_errors: r(&self.decode_errors),
             refused: RefusedStats {
                 bad_request: r(&self.refused_bad_request),

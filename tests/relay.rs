@@ -186,7 +186,7 @@ async fn receipt_queue_full() {
     let mut n = 0;
     loop {
         match pool.send(text_msg("stuck", &[], &big)) {
-            Ok(()) => {
+            Ok(_) => {
                 n += 1;
                 assert!(n < 10_000, "queue never filled");
                 tokio::task::yield_now().await;

@@ -1,0 +1,532 @@
+//! The outbound queue of one client id: a mailbox that outlives its
+//! connection.
+//!
+//! Producers (`send`, broadcasts, relays) push shared, already-encoded
+//! messages without waiting; the connection attached to the mailbox drains
+//! them in batches, highest `priority` first and FIFO within a priority.
+//! When the connection ends (not replaced, not kicked), the mailbox stays
+//! registered under the client's id for `offline_ttl` and keeps accepting
+//! messages within the offline limits; a reconnect with the same id attaches
+//! to the same mailbox, so what was buffered comes first, in order, then live
+//! traffic, with nothing in between. A replacement attaches the newcomer to
+//! the same mailbox too: nothing lost, nothing twice.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicUsize, Ordering::Relaxed},
+        Arc,
+    },
+};
+
+use axum::extract::ws::Message;
+use parking_lot::Mutex;
+use tokio::{sync::Notify, time::Instant};
+
+use crate::{message::Encoded, ClientId, Format};
+
+/// Where a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued for a connected client.
+    Queued,
+    /// Buffered for a client that is away, to be delivered if it reconnects
+    /// within `offline_ttl`.
+    Buffered,
+}
+
+/// Why a push failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// At the queue's (or offline buffer's) limits.
+    Full,
+    /// The mailbox is gone, or no longer belongs to the expected connection.
+    Closed,
+}
+
+/// The limits every mailbox is held to, and the pool-wide tally of bytes
+/// buffered for clients that are away.
+pub(crate) struct MailLimits {
+    pub(crate) queue_max_messages: usize,
+    pub(crate) queue_max_bytes: usize,
+    pub(crate) offline_max_messages: usize,
+    pub(crate) offline_max_bytes: usize,
+    pub(crate) offline_max_total_bytes: usize,
+    /// Bytes in detached mailboxes, pool-wide. Only changed while holding
+    /// the lock of the mailbox whose bytes move, so it never undercounts.
+    pub(crate) offline_bytes: AtomicUsize,
+}
+
+pub(crate) struct Mailbox {
+    /// Unique among mailboxes and subscriptions: the channel index key.
+    pub(crate) key: u64,
+    pub(crate) client: ClientId,
+    /// A parking_lot mutex: critical sections move a few pointers and never
+    /// await.
+    state: Mutex<State>,
+}
+
+struct State {
+    /// One lane per priority present, highest first. With one priority (the
+    /// usual case) this is a single `VecDeque`.
+    lanes: Vec<Lane>,
+    messages: usize,
+    bytes: usize,
+    /// The format of the attached (or last attached) connection: what
+    /// `bytes` is counted in.
+    format: Format,
+    attached: Option<Attached>,
+    /// Set when a push is refused for being full; cleared when the queue
+    /// drains below half its limits. Drives `slow_client_timeout`.
+    full_since: Option<Instant>,
+    closed: bool,
+}
+
+struct Lane {
+    priority: i32,
+    entries: VecDeque<(Arc<Encoded>, usize)>,
+}
+
+struct Attached {
+    conn_id: u64,
+    /// Wakes the attached connection's task.
+    wake: Arc<Notify>,
+}
+
+impl Mailbox {
+    pub(crate) fn new(key: u64, client: ClientId, format: Format) -> Self {
+        Mailbox {
+            key,
+            client,
+            state: Mutex::new(State {
+                lanes: Vec::new(),
+                messages: 0,
+                bytes: 0,
+                format,
+                attached: None,
+                full_since: None,
+                closed: false,
+            }),
+        }
+    }
+
+    /// Queues `msg` (or buffers it while detached) unless full or closed.
+    /// With `only_conn`, only while that connection is attached. Never waits.
+    pub(crate) fn push(
+        &self,
+        msg: &Arc<Encoded>,
+        limits: &MailLimits,
+        only_conn: Option<u64>,
+    ) -> Result<Delivery, PushError> {
+        let mut s = self.state.lock();
+        if s.closed {
+            return Err(PushError::Closed);
+        }
+        if only_conn.is_some() && s.attached.as_ref().map(|a| a.conn_id) != only_conn {
+            return Err(PushError::Closed);
+        }
+        let len = msg.encoded_len(s.format);
+        let delivery = if s.attached.is_some() {
+            // A single message bigger than the byte limit still fits an empty
+            // queue: the limit bounds the backlog, not the message.
+            if s.messages >= limits.queue_max_messages
+                || (s.messages > 0 && s.bytes + len > limits.queue_max_bytes)
+            {
+                s.full_since.get_or_insert_with(Instant::now);
+                return Err(PushError::Full);
+            }
+            Delivery::Queued
+        } else {
+            if s.messages >= limits.offline_max_messages
+                || s.bytes + len > limits.offline_max_bytes
+                || limits.offline_bytes.load(Relaxed) + len > limits.offline_max_total_bytes
+            {
+                return Err(PushError::Full);
+            }
+            limits.offline_bytes.fetch_add(len, Relaxed);
+            Delivery::Buffered
+        };
+        s.insert(msg.clone(), len);
+        if s.messages == 1 {
+            if let Some(a) = &s.attached {
+                a.wake.notify_one();
+            }
+        }
+        Ok(delivery)
+    }
+
+    /// Moves up to `max_frames` frames (about `max_bytes`) for connection
+    /// `conn_id` into `batch`, highest priority first, and expired messages
+    /// into `expired`. Returns the payload bytes taken. Wakes the connection
+    /// again if messages remain.
+    pub(crate) fn drain(
+        &self,
+        conn_id: u64,
+        batch: &mut Vec<Message>,
+        expired: &mut Vec<Arc<Encoded>>,
+        max_frames: usize,
+        max_bytes: usize,
+        limits: &MailLimits,
+    ) -> usize {
+        let mut s = self.state.lock();
+        let Some(wake) = s
+            .attached
+            .as_ref()
+            .filter(|a| a.conn_id == conn_id)
+            .map(|a| a.wake.clone())
+        else {
+            return 0;
+        };
+        let now = Instant::now();
+        let format = s.format;
+        let mut taken = 0;
+        while batch.len() < max_frames && taken < max_bytes {
+            let Some((msg, len)) = s.pop() else { break };
+            if msg.expires_at <= now {
+                expired.push(msg);
+            } else {
+                taken += len;
+                batch.push(msg.frame(format).0);
+            }
+        }
+        if s.messages * 2 <= limits.queue_max_messages && s.bytes * 2 <= limits.queue_max_bytes {
+            s.full_since = None;
+        }
+        if s.messages > 0 {
+            wake.notify_one();
+        }
+        taken
+    }
+
+    /// Attaches connection `conn_id`: from now on it alone drains the
+    /// mailbox. Anything already queued is for it.
+    pub(crate) fn attach(
+        &self,
+        conn_id: u64,
+        wake: Arc<Notify>,
+        format: Format,
+        limits: &MailLimits,
+    ) {
+        let mut s = self.state.lock();
+        if s.attached.is_none() {
+            limits.offline_bytes.fetch_sub(s.bytes, Relaxed);
+        }
+        if s.format != format {
+            s.format = format;
+            s.bytes = s
+                .lanes
+                .iter()
+                .flat_map(|l| &l.entries)
+                .map(|(m, _)| m.encoded_len(format))
+                .sum();
+            for lane in &mut s.lanes {
+                for (m, len) in &mut lane.entries {
+                    *len = m.encoded_len(format);
+                }
+            }
+        }
+        s.full_since = None;
+        if s.messages > 0 {
+            wake.notify_one();
+        }
+        s.attached = Some(Attached { conn_id, wake });
+    }
+
+    /// Detaches connection `conn_id` (if still attached) to buffer for the
+    /// client while it is away. Whatever exceeds the offline limits, newest
+    /// and lowest priority first, goes to `trimmed`.
+    pub(crate) fn detach(
+        &self,
+        conn_id: u64,
+        limits: &MailLimits,
+        trimmed: &mut Vec<Arc<Encoded>>,
+    ) -> bool {
+        let mut s = self.state.lock();
+        if s.attached.as_ref().map(|a| a.conn_id) != Some(conn_id) {
+            return false;
+        }
+        s.attached = None;
+        s.full_since = None;
+        while s.messages > limits.offline_max_messages
+            || s.bytes > limits.offline_max_bytes
+            || (s.messages > 0
+                && limits.offline_bytes.load(Relaxed) + s.bytes > limits.offline_max_total_bytes)
+        {
+            match s.pop_back() {
+                Some((msg, _)) => trimmed.push(msg),
+                None => break,
+            }
+        }
+        limits.offline_bytes.fetch_add(s.bytes, Relaxed);
+        true
+    }
+
+    /// Closes the mailbox for good, returning what it still held.
+    pub(crate) fn close(&self, limits: &MailLimits) -> Vec<Arc<Encoded>> {
+        let mut s = self.state.lock();
+        s.closed = true;
+        if s.attached.take().is_none() {
+            limits.offline_bytes.fetch_sub(s.bytes, Relaxed);
+        }
+        let mut out = Vec::with_capacity(s.messages);
+        while let Some((msg, _)) = s.pop() {
+            out.push(msg);
+        }
+        out
+    }
+
+    /// Removes the messages whose time to live has passed into `out`.
+    pub(crate) fn expire(&self, now: Instant, limits: &MailLimits, out: &mut Vec<Arc<Encoded>>) {
+        let mut s = self.state.lock();
+        if s.messages == 0 {
+            return;
+        }
+        let mut freed = 0;
+        let mut count = 0;
+        for lane in &mut s.lanes {
+            lane.entries.retain(|(msg, len)| {
+                let keep = msg.expires_at > now;
+                if !keep {
+                    freed += len;
+                    count += 1;
+                    out.push(msg.clone());
+                }
+                keep
+            });
+        }
+        if count > 0 {
+            s.messages -= count;
+            s.bytes -= freed;
+            if s.attached.is_none() {
+                limits.offline_bytes.fetch_sub(freed, Relaxed);
+            }
+            s.drop_empty_lanes();
+        }
+    }
+
+    /// Messages and bytes held now.
+    pub(crate) fn len(&self) -> (usize, usize) {
+        let s = self.state.lock();
+        (s.messages, s.bytes)
+    }
+
+    /// Since when the attached connection's queue has been full, if it is.
+    pub(crate) fn full_since(&self) -> Option<Instant> {
+        let s = self.state.lock();
+        s.attached.as_ref().and(s.full_since)
+    }
+}
+
+impl State {
+    fn insert(&mut self, msg: Arc<Encoded>, len: usize) {
+        let priority = msg.priority();
+        let pos = self.lanes.iter().position(|l| l.priority <= priority);
+        let lane = match pos {
+            Some(i) if self.lanes[i].priority == priority => &mut self.lanes[i],
+            Some(i) => {
+                self.lanes.insert(
+                    i,
+                    Lane {
+                        priority,
+                        entries: VecDeque::new(),
+                    },
+                );
+                &mut self.lanes[i]
+            }
+            None => {
+                self.lanes.push(Lane {
+                    priority,
+                    entries: VecDeque::new(),
+                });
+                let last = self.lanes.len() - 1;
+                &mut self.lanes[last]
+            }
+        };
+        lane.entries.push_back((msg, len));
+        self.messages += 1;
+        self.bytes += len;
+    }
+
+    /// The next message to send: highest priority, oldest.
+    fn pop(&mut self) -> Option<(Arc<Encoded>, usize)> {
+        let i = self.lanes.iter().position(|l| !l.entries.is_empty())?;
+        let item = self.lanes[i].entries.pop_front()?;
+        self.took(&item);
+        Some(item)
+    }
+
+    /// The last message that would be sent.
+    fn pop_back(&mut self) -> Option<(Arc<Encoded>, usize)> {
+        let i = self.lanes.iter().rposition(|l| !l.entries.is_empty())?;
+        let item = self.lanes[i].entries.pop_back()?;
+        self.took(&item);
+        Some(item)
+    }
+
+    fn took(&mut self, item: &(Arc<Encoded>, usize)) {
+        self.messages -= 1;
+        self.bytes -= item.1;
+        self.drop_empty_lanes();
+    }
+
+    /// Keeps at most one empty lane (its allocation is reused).
+    fn drop_empty_lanes(&mut self) {
+        if self.lanes.len() > 1 {
+            self.lanes.retain(|l| !l.entries.is_empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::SendMsg;
+
+    fn limits(q: usize, off: usize) -> MailLimits {
+        MailLimits {
+            queue_max_messages: q,
+            queue_max_bytes: 1 << 20,
+            offline_max_messages: off,
+            offline_max_bytes: 1 << 20,
+            offline_max_total_bytes: 1 << 20,
+            offline_bytes: AtomicUsize::new(0),
+        }
+    }
+
+    fn msg(text: &str, priority: i32, ttl: Duration) -> Arc<Encoded> {
+        let m = SendMsg {
+            msg: text.into(),
+            priority,
+            ..Default::default()
+        };
+        Encoded::new(Arc::new(m), None, ttl)
+    }
+
+    fn texts(batch: &[Message]) -> Vec<String> {
+        use prost::Message as _;
+        batch
+            .iter()
+            .map(|f| match f {
+                Message::Binary(b) => SendMsg::decode(b.clone()).unwrap().msg,
+                _ => panic!(),
+            })
+            .collect()
+    }
+
+    fn attached(l: &MailLimits) -> (Mailbox, Arc<Notify>) {
+        let mb = Mailbox::new(1, "a".into(), Format::Binary);
+        let wake = Arc::new(Notify::new());
+        mb.attach(7, wake.clone(), Format::Binary, l);
+        (mb, wake)
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// Higher priority first, FIFO within a priority.
+    #[test]
+    fn priority_then_fifo() {
+        let l = limits(100, 100);
+        let (mb, _) = attached(&l);
+        for (t, p) in [
+            ("a0", 0),
+            ("b5", 5),
+            ("c0", 0),
+            ("d9", 9),
+            ("e5", 5),
+            ("f-1", -1),
+        ] {
+            mb.push(&msg(t, p, HOUR), &l, None).unwrap();
+        }
+        let (mut batch, mut expired) = (Vec::new(), Vec::new());
+        mb.drain(7, &mut batch, &mut expired, 100, usize::MAX, &l);
+        assert_eq!(texts(&batch), ["d9", "b5", "e5", "a0", "c0", "f-1"]);
+        assert_eq!(mb.len(), (0, 0));
+    }
+
+    /// Only the attached connection drains; a detached mailbox buffers within
+    /// the offline limits and counts toward the pool-wide total.
+    #[test]
+    fn attach_detach_buffers() {
+        let l = limits(10, 2);
+        let (mb, _) = attached(&l);
+        assert_eq!(mb.push(&msg("1", 0, HOUR), &l, None), Ok(Delivery::Queued));
+        let mut trimmed = Vec::new();
+        assert!(mb.detach(7, &l, &mut trimmed));
+        assert!(trimmed.is_empty());
+        assert_eq!(
+            mb.push(&msg("2", 0, HOUR), &l, None),
+            Ok(Delivery::Buffered)
+        );
+        assert_eq!(mb.push(&msg("3", 0, HOUR), &l, None), Err(PushError::Full));
+        assert_eq!(
+            mb.push(&msg("x", 0, HOUR), &l, Some(7)),
+            Err(PushError::Closed)
+        );
+        let total = l.offline_bytes.load(Relaxed);
+        assert_eq!(total, mb.len().1);
+        let (mut batch, mut expired) = (Vec::new(), Vec::new());
+        assert_eq!(mb.drain(7, &mut batch, &mut expired, 10, usize::MAX, &l), 0);
+        mb.attach(8, Arc::new(Notify::new()), Format::Binary, &l);
+        assert_eq!(l.offline_bytes.load(Relaxed), 0);
+        mb.drain(8, &mut batch, &mut expired, 10, usize::MAX, &l);
+        assert_eq!(texts(&batch), ["1", "2"]);
+    }
+
+    /// Detaching trims the newest beyond the offline limits.
+    #[test]
+    fn detach_trims_newest() {
+        let l = limits(10, 2);
+        let (mb, _) = attached(&l);
+        for t in ["1", "2", "3", "4"] {
+            mb.push(&msg(t, 0, HOUR), &l, None).unwrap();
+        }
+        let mut trimmed = Vec::new();
+        mb.detach(7, &l, &mut trimmed);
+        let t: Vec<_> = trimmed.iter().map(|m| m.msg.msg.clone()).collect();
+        assert_eq!(t, ["4", "3"]);
+        assert_eq!(mb.len().0, 2);
+    }
+
+    /// Expired messages are removed by a sweep and skipped by a drain.
+    #[tokio::test(start_paused = true)]
+    async fn expiry() {
+        let l = limits(10, 10);
+        let (mb, _) = attached(&l);
+        mb.push(&msg("short", 0, Duration::from_secs(1)), &l, None)
+            .unwrap();
+        mb.push(&msg("long", 0, HOUR), &l, None).unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let mut out = Vec::new();
+        mb.expire(Instant::now(), &l, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].msg.msg, "short");
+        mb.push(&msg("short2", 0, Duration::from_secs(1)), &l, None)
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let (mut batch, mut expired) = (Vec::new(), Vec::new());
+        mb.drain(7, &mut batch, &mut expired, 10, usize::MAX, &l);
+        assert_eq!(texts(&batch), ["long"]);
+        assert_eq!(expired.len(), 1);
+    }
+
+    /// A refused push marks the queue full until it drains below half.
+    #[test]
+    fn full_since_hysteresis() {
+        let l = limits(4, 4);
+        let (mb, _) = attached(&l);
+        for _ in 0..4 {
+            mb.push(&msg("m", 0, HOUR), &l, None).unwrap();
+        }
+        assert!(mb.full_since().is_none());
+        assert_eq!(mb.push(&msg("m", 0, HOUR), &l, None), Err(PushError::Full));
+        assert!(mb.full_since().is_some());
+        let (mut batch, mut expired) = (Vec::new(), Vec::new());
+        mb.drain(7, &mut batch, &mut expired, 1, usize::MAX, &l);
+        assert!(mb.full_since().is_some(), "3 of 4 is not below half");
+        batch.clear();
+        mb.drain(7, &mut batch, &mut expired, 1, usize::MAX, &l);
+        assert!(mb.full_since().is_none());
+    }
+}
