@@ -46,6 +46,16 @@ pub struct Args {
     /// The most connections at once.
     #[arg(long, default_value_t = 100_000)]
     pub max_connections: usize,
+    /// A message not written within this many seconds expires (receipt 3).
+    #[arg(long, default_value_t = 60)]
+    pub message_ttl_secs: u64,
+    /// Keep a disconnected client's messages this many seconds for it to
+    /// reconnect (0: off).
+    #[arg(long, default_value_t = 120)]
+    pub offline_ttl_secs: u64,
+    /// Close with 4008 a client whose queue stays full this many seconds.
+    #[arg(long, default_value_t = 20)]
+    pub slow_client_timeout_secs: u64,
 }
 
 /// The pool the flags describe.
@@ -56,6 +66,9 @@ pub fn pool(args: &Args) -> WsPool {
         .queue_max_bytes(args.queue_bytes)
         .idle_timeout(Duration::from_secs(args.idle_timeout_secs))
         .max_connections(args.max_connections)
+        .message_ttl(Duration::from_secs(args.message_ttl_secs))
+        .offline_ttl(Duration::from_secs(args.offline_ttl_secs))
+        .slow_client_timeout(Duration::from_secs(args.slow_client_timeout_secs))
         .build()
 }
 
@@ -88,6 +101,9 @@ async fn main() -> std::io::Result<()> {
                     tracing::info!(%from, to = %msg.to_client_id, channels = ?msg.channel, "message")
                 }
                 PoolEvent::Error { id, error } => tracing::warn!(?id, %error, "error"),
+                PoolEvent::Undelivered { to, msg, reason } => {
+                    tracing::info!(%to, from = %msg.from_client_id, ?reason, "undelivered")
+                }
                 PoolEvent::Lagged(n) => tracing::warn!(n, "event log fell behind"),
                 _ => {}
             }

@@ -3,8 +3,8 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `POST /api/send`, body a `SendMsg` in proto3 JSON | `200 {"recipients": 1}`; 404 no such client; 400 bad body or no `toClientId`; 503 queue full |
-//! | `POST /api/broadcast` | `200 {"recipients": N}`; 400 bad body or no `channel` |
+//! | `POST /api/send`, body a `SendMsg` in proto3 JSON | `200 {"recipients": 1, "delivery": "queued"}` (or `"buffered"` while the client is away); 404 no such client; 400 bad body or no `toClientId`; 503 queue full |
+//! | `POST /api/broadcast` | `200 {"recipients": N}` (queued or buffered); 400 bad body or no `channel` |
 //! | `POST /api/broadcast_all` | `200 {"recipients": N}`; 400 bad body |
 //! | `GET /api/clients` | array of [`ClientInfo`](crate::ClientInfo) |
 //! | `GET /api/clients/{id}` | one, or 404 |
@@ -33,7 +33,7 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::{BroadcastError, JoinError, SendError, SendMsg, WsPool};
+use crate::{BroadcastError, Delivery, JoinError, SendError, SendMsg, WsPool};
 
 /// The admin routes under `/api`; the pool comes from
 /// [`WsPoolLayer`](crate::WsPoolLayer).
@@ -72,7 +72,13 @@ async fn send(pool: WsPool, body: Bytes) -> Response {
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     match pool.send(msg) {
-        Ok(_) => recipients(1),
+        Ok(delivery) => {
+            let how = match delivery {
+                Delivery::Queued => "queued",
+                Delivery::Buffered => "buffered",
+            };
+            Json(json!({ "recipients": 1, "delivery": how })).into_response()
+        }
         Err(e @ SendError::EmptyTarget) => error(StatusCode::BAD_REQUEST, e),
         Err(e @ SendError::NotConnected(_)) => error(StatusCode::NOT_FOUND, e),
         Err(e @ SendError::QueueFull(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e),

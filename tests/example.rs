@@ -56,6 +56,12 @@ async fn start_example(args: &[&str]) -> (WsPool, std::net::SocketAddr) {
 fn flags_configure_the_pool() {
     let args = chat::Args::parse_from([
         "chat",
+        "--message-ttl-secs",
+        "7",
+        "--offline-ttl-secs",
+        "0",
+        "--slow-client-timeout-secs",
+        "3",
         "--queue-len",
         "5",
         "--max-message-size",
@@ -72,6 +78,15 @@ fn flags_configure_the_pool() {
         (5, 999)
     );
     assert_eq!(args.addr.to_string(), "0.0.0.0:8080");
+    let c = pool.config();
+    assert_eq!(
+        (
+            c.message_ttl().as_secs(),
+            c.offline_ttl().as_secs(),
+            c.slow_client_timeout().as_secs()
+        ),
+        (7, 0, 3)
+    );
     assert_eq!(
         chat::Args::parse_from(["chat"]).addr.to_string(),
         "127.0.0.1:3000"
@@ -102,7 +117,10 @@ async fn api_send_and_broadcast() {
         r#"{"toClientId":"alice","msg":"hi from curl"}"#,
     )
     .await;
-    assert_eq!((s, v), (200, json!({"recipients": 1})));
+    assert_eq!(
+        (s, v),
+        (200, json!({"recipients": 1, "delivery": "queued"}))
+    );
     assert_eq!(alice.recv().await.msg, "hi from curl");
 
     let (s, v) = json_call(

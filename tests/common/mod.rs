@@ -170,6 +170,25 @@ impl Client {
         }
     }
 
+    /// Closes with a closing handshake: sends a close frame and reads until
+    /// the server's reply, returning the messages that arrived meanwhile.
+    pub async fn close_gracefully(mut self) -> Vec<SendMsg> {
+        self.ws.close(None).await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(WAIT, async {
+            while let Some(Ok(m)) = self.ws.next().await {
+                match m {
+                    Message::Binary(b) => got.push(SendMsg::decode(b).unwrap()),
+                    Message::Text(t) => got.push(serde_json::from_str(t.as_str()).unwrap()),
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("timed out closing");
+        got
+    }
+
     /// Reads until the server's close frame; returns its code.
     pub async fn close_code(&mut self) -> u16 {
         tokio::time::timeout(WAIT, async {
