@@ -22,7 +22,7 @@ use crate::{
     client::{epoch_ms, ClientState, CloseRequest},
     event::UndeliveredReason,
     mailbox::Mailbox,
-    message::{decode, now_ms, receipt, stamp, status},
+    message::{decode, now_ms, receipt, stamp, status, Encoded},
     registry::{Departure, Leave},
     stats::bump,
     sweeper, ClientConfig, ClientHandle, ClientId, DisconnectReason, DuplicatePolicy, PoolError,
@@ -297,7 +297,7 @@ impl Connection {
     async fn write_queued(
         &self,
         sink: &mut SplitSink<WebSocket, Message>,
-        batch: &mut Vec<Message>,
+        batch: &mut Vec<Arc<Encoded>>,
     ) -> Result<Option<CloseRequest>, PoolError> {
         let state = self.state();
         let close = state.close_request();
@@ -319,15 +319,25 @@ impl Connection {
             let frames = batch.len() as u64;
             let timeout = pool.config().write_timeout();
             let write = async {
-                for frame in batch.drain(..) {
-                    sink.feed(frame).await?;
+                for msg in batch.iter() {
+                    sink.feed(msg.frame(state.format).0).await?;
                 }
                 sink.flush().await
             };
-            match tokio::time::timeout(timeout, write).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(PoolError::Socket(e.to_string())),
-                Err(_) => return Err(PoolError::WriteTimeout(timeout)),
+            let failed = match tokio::time::timeout(timeout, write).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(PoolError::Socket(e.to_string())),
+                Err(_) => Some(PoolError::WriteTimeout(timeout)),
+            };
+            if let Some(error) = failed {
+                // Some of the batch may have reached the client; none is
+                // known to have: report it all rather than lose it silently.
+                pool.report_undelivered(
+                    &state.id,
+                    std::mem::take(batch),
+                    UndeliveredReason::WriteFailed,
+                );
+                return Err(error);
             }
             batch.clear();
             let counters = &pool.inner.counters;

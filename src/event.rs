@@ -103,20 +103,24 @@ pub enum UndeliveredReason {
     Disconnected,
     /// The pool shut down before it could be written.
     Shutdown,
+    /// It was in a write that failed or timed out: it may or may not have
+    /// reached the client (the one case where a report does not prove
+    /// non-delivery).
+    WriteFailed,
 }
 
 impl UndeliveredReason {
     /// The status of the receipt sent to the client a message was relayed
     /// from: 3 (expired) for `Expired` and `OfflineTimeout`, 5 (dropped)
     /// for `OfflineFull`, 4 (not connected) for `Disconnected`; none for
-    /// `Shutdown`.
+    /// `Shutdown` and `WriteFailed`.
     pub fn receipt_status(self) -> Option<i32> {
         use crate::status;
         match self {
             UndeliveredReason::Expired | UndeliveredReason::OfflineTimeout => Some(status::EXPIRED),
             UndeliveredReason::OfflineFull => Some(status::QUEUE_FULL),
             UndeliveredReason::Disconnected => Some(status::NOT_CONNECTED),
-            UndeliveredReason::Shutdown => None,
+            UndeliveredReason::Shutdown | UndeliveredReason::WriteFailed => None,
         }
     }
 
@@ -127,6 +131,7 @@ impl UndeliveredReason {
             UndeliveredReason::OfflineFull => "recipient's offline buffer full: dropped",
             UndeliveredReason::Disconnected => "recipient disconnected",
             UndeliveredReason::Shutdown => "server shutting down",
+            UndeliveredReason::WriteFailed => "the write to the recipient failed",
         }
     }
 }

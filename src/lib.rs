@@ -9,14 +9,15 @@
 //! ```no_run
 //! use axum::{routing::post, Router};
 //! use tokio_stream::StreamExt;
-//! use wspool::{PoolEvent, SendMsg, WsPool};
+//! use wspool::{Delivery, PoolEvent, SendMsg, WsPool};
 //!
 //! // Anywhere in the server: reach a client by id.
 //! async fn notify(pool: WsPool) -> String {
 //!     let msg = SendMsg { to_client_id: "alice".into(), msg: "hello".into(), ..Default::default() };
 //!     match pool.send(msg) {
-//!         Ok(()) => "sent".into(),
-//!         Err(e) => e.to_string(),
+//!         Ok(Delivery::Queued) => "sent".into(),
+//!         Ok(Delivery::Buffered) => "alice is away: kept for her".into(),
+//!         Err(e) => e.to_string(), // empty target, not connected, or queue full: never silent
 //!     }
 //! }
 //!

@@ -19,7 +19,6 @@ use std::{
     },
 };
 
-use axum::extract::ws::Message;
 use parking_lot::Mutex;
 use tokio::{sync::Notify, time::Instant};
 
@@ -155,14 +154,14 @@ impl Mailbox {
         Ok(delivery)
     }
 
-    /// Moves up to `max_frames` frames (about `max_bytes`) for connection
+    /// Moves up to `max_frames` messages (about `max_bytes`) for connection
     /// `conn_id` into `batch`, highest priority first, and expired messages
     /// into `expired`. Returns the payload bytes taken. Wakes the connection
     /// again if messages remain.
     pub(crate) fn drain(
         &self,
         conn_id: u64,
-        batch: &mut Vec<Message>,
+        batch: &mut Vec<Arc<Encoded>>,
         expired: &mut Vec<Arc<Encoded>>,
         max_frames: usize,
         max_bytes: usize,
@@ -178,7 +177,6 @@ impl Mailbox {
             return 0;
         };
         let now = Instant::now();
-        let format = s.format;
         let mut taken = 0;
         while batch.len() < max_frames && taken < max_bytes {
             let Some((msg, len)) = s.pop() else { break };
@@ -186,7 +184,7 @@ impl Mailbox {
                 expired.push(msg);
             } else {
                 taken += len;
-                batch.push(msg.frame(format).0);
+                batch.push(msg);
             }
         }
         if s.messages * 2 <= limits.queue_max_messages && s.bytes * 2 <= limits.queue_max_bytes {
@@ -404,15 +402,8 @@ mod tests {
         Encoded::new(Arc::new(m), None, ttl)
     }
 
-    fn texts(batch: &[Message]) -> Vec<String> {
-        use prost::Message as _;
-        batch
-            .iter()
-            .map(|f| match f {
-                Message::Binary(b) => SendMsg::decode(b.clone()).unwrap().msg,
-                _ => panic!(),
-            })
-            .collect()
+    fn texts(batch: &[Arc<Encoded>]) -> Vec<String> {
+        batch.iter().map(|m| m.msg.msg.clone()).collect()
     }
 
     fn attached(l: &MailLimits) -> (Mailbox, Arc<Notify>) {

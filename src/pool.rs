@@ -100,7 +100,7 @@ impl SendOptions {
 /// async fn notify(pool: WsPool) -> String {
 ///     let msg = SendMsg { to_client_id: "alice".into(), msg: "hello".into(), ..Default::default() };
 ///     match pool.send(msg) {
-///         Ok(()) => "queued".into(),
+///         Ok(_) => "queued".into(),
 ///         Err(e) => e.to_string(),
 ///     }
 /// }

@@ -57,4 +57,15 @@ async fn write_timeout_drops_stuck_client() {
         "{e:?}"
     );
     assert!(pool.client("stuck").is_none());
+    // Nothing silent: written + reported (the batch whose write failed) +
+    // still kept for the client (it went away, not kicked) = sent.
+    let stats = pool.stats();
+    assert!(stats.undelivered > 0, "the failed batch is reported");
+    let kept = pool.stats().offline_clients;
+    assert_eq!(kept, 1);
+    let written = stats.messages_out;
+    let buffered_bytes = stats.offline_bytes as u64;
+    let per_msg = prost::Message::encoded_len(&text_msg("stuck", &[], &big)) as u64;
+    assert_eq!(buffered_bytes % per_msg, 0);
+    assert_eq!(written + stats.undelivered + buffered_bytes / per_msg, 64);
 }
