@@ -157,6 +157,24 @@ async fn api_send_and_broadcast() {
         assert_eq!(s, 400, "{path} {body}");
         assert!(v["error"].is_string());
     }
+
+    // While bob is away, what is sent to him is buffered.
+    let mut events = pool.events();
+    bob.close_gracefully().await;
+    wait_event(&mut events, |e| matches!(e, PoolEvent::Disconnected { .. })).await;
+    let (s, v) = json_call(
+        addr,
+        "POST",
+        "/api/send",
+        r#"{"toClientId":"bob","msg":"later"}"#,
+    )
+    .await;
+    assert_eq!(
+        (s, v),
+        (200, json!({"recipients": 1, "delivery": "buffered"}))
+    );
+    let mut bob = connect(&pool, addr, "bob_room1").await;
+    assert_eq!(bob.recv().await.msg, "later");
 }
 
 /// Clients, one client, join, leave and disconnect over HTTP; stats too.
