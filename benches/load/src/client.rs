@@ -1,0 +1,211 @@
+//! The load generator's side of each server's protocol.
+
+use std::{sync::OnceLock, time::Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    tungstenite::{client::IntoClientRequest, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+use wspool::SendMsg;
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Payload size of every benchmark message.
+pub const PAYLOAD: usize = 128;
+
+static START: OnceLock<Instant> = OnceLock::new();
+
+/// Nanoseconds on this process's clock (publish and receive are timed in
+/// the same process).
+pub fn now_ns() -> u64 {
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// wspool's own: protobuf `SendMsg`, subprotocol `id_room`.
+    Wspool,
+    /// socket.io v4 over a raw WebSocket.
+    SocketIo,
+    /// `R<room> <payload>` / `D<id> <payload>` text frames (node-ws,
+    /// naive-axum, limit).
+    Simple,
+}
+
+impl Proto {
+    pub fn of(server: &str) -> Proto {
+        match server {
+            "wspool" => Proto::Wspool,
+            "socketioxide" => Proto::SocketIo,
+            _ => Proto::Simple,
+        }
+    }
+}
+
+/// A 128-byte payload carrying a sequence number and the send time.
+pub fn payload(seq: u64) -> String {
+    let mut s = format!("{seq:016}{:020}", now_ns());
+    s.extend(std::iter::repeat_n('x', PAYLOAD - s.len()));
+    s
+}
+
+/// (sequence number, send time in ns).
+pub fn parse_payload(p: &[u8]) -> Option<(u64, u64)> {
+    if p.len() < 36 {
+        return None;
+    }
+    let seq = std::str::from_utf8(&p[..16]).ok()?.parse().ok()?;
+    let ts = std::str::from_utf8(&p[16..36]).ok()?.parse().ok()?;
+    Some((seq, ts))
+}
+
+/// What arrived.
+pub enum Incoming<'a> {
+    Payload(&'a [u8]),
+    /// A socket.io ping: answer `pong()`.
+    Ping,
+    Other,
+}
+
+pub fn pong() -> Message {
+    Message::text("3")
+}
+
+pub async fn connect(proto: Proto, port: u16, id: &str, room: Option<&str>) -> Result<Ws, String> {
+    let url = match proto {
+        Proto::Wspool => format!("ws://127.0.0.1:{port}/ws"),
+        Proto::SocketIo => format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"),
+        Proto::Simple => match room {
+            Some(r) => format!("ws://127.0.0.1:{port}/?id={id}&room={r}"),
+            None => format!("ws://127.0.0.1:{port}/?id={id}"),
+        },
+    };
+    let mut req = url.into_client_request().map_err(|e| e.to_string())?;
+    if proto == Proto::Wspool {
+        let token = match room {
+            Some(r) => format!("{id}_{r}"),
+            None => id.to_owned(),
+        };
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            token.parse().map_err(|_| "token")?,
+        );
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .map_err(|e| e.to_string())?;
+    match proto {
+        Proto::Wspool => {
+            // Registered once a message to ourselves comes back.
+            let hello = SendMsg {
+                to_client_id: id.to_owned(),
+                cmd: 1,
+                ..Default::default()
+            };
+            ws.send(Message::binary(hello.encode_to_vec()))
+                .await
+                .map_err(|e| e.to_string())?;
+            wait_for(&mut ws, |m| matches!(m, Message::Binary(_))).await
+        }
+        Proto::SocketIo => {
+            wait_for(
+                &mut ws,
+                |m| matches!(m, Message::Text(t) if t.as_str().starts_with('0')),
+            )
+            .await?;
+            let hello = serde_json::json!({ "id": id, "room": room });
+            ws.send(Message::text(format!("40{hello}")))
+                .await
+                .map_err(|e| e.to_string())?;
+            wait_for(
+                &mut ws,
+                |m| matches!(m, Message::Text(t) if t.as_str().starts_with("42[\"ready\"")),
+            )
+            .await
+        }
+        Proto::Simple => {
+            wait_for(
+                &mut ws,
+                |m| matches!(m, Message::Text(t) if t.as_str() == "ready"),
+            )
+            .await
+        }
+    }
+    .map(|()| ws)
+}
+
+async fn wait_for(ws: &mut Ws, mut done: impl FnMut(&Message) -> bool) -> Result<(), String> {
+    loop {
+        match ws.next().await {
+            Some(Ok(m)) if done(&m) => return Ok(()),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("closed during handshake".into()),
+        }
+    }
+}
+
+/// A message to every member of `room`.
+pub fn publish(proto: Proto, room: &str, payload: &str) -> Message {
+    match proto {
+        Proto::Wspool => {
+            let m = SendMsg {
+                channel: vec![room.to_owned()],
+                cmd_data: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+                ..Default::default()
+            };
+            Message::binary(m.encode_to_vec())
+        }
+        Proto::SocketIo => Message::text(format!(r#"42["pub",{{"to":"{room}","p":"{payload}"}}]"#)),
+        Proto::Simple => Message::text(format!("R{room} {payload}")),
+    }
+}
+
+/// A message to client `to`.
+pub fn direct(proto: Proto, to: &str, payload: &str) -> Message {
+    match proto {
+        Proto::Wspool => {
+            let m = SendMsg {
+                to_client_id: to.to_owned(),
+                cmd_data: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+                ..Default::default()
+            };
+            Message::binary(m.encode_to_vec())
+        }
+        // A room per id is how socket.io reaches one client by name.
+        Proto::SocketIo => Message::text(format!(r#"42["pub",{{"to":"{to}","p":"{payload}"}}]"#)),
+        Proto::Simple => Message::text(format!("D{to} {payload}")),
+    }
+}
+
+/// Decodes what a client received. `scratch` holds a decoded protobuf.
+pub fn incoming<'a>(
+    proto: Proto,
+    msg: &'a Message,
+    scratch: &'a mut Option<SendMsg>,
+) -> Incoming<'a> {
+    match (proto, msg) {
+        (Proto::Wspool, Message::Binary(b)) => match SendMsg::decode(b.clone()) {
+            Ok(m) => {
+                let m = scratch.insert(m);
+                Incoming::Payload(&m.cmd_data)
+            }
+            Err(_) => Incoming::Other,
+        },
+        (Proto::SocketIo, Message::Text(t)) => {
+            let s = t.as_str();
+            if s == "2" {
+                return Incoming::Ping;
+            }
+            match s.strip_prefix(r#"42["m",""#) {
+                Some(rest) => Incoming::Payload(rest.as_bytes()),
+                None => Incoming::Other,
+            }
+        }
+        (Proto::Simple, Message::Text(t)) => Incoming::Payload(t.as_bytes()),
+        _ => Incoming::Other,
+    }
+}

@@ -1,0 +1,427 @@
+//! wspool's load benchmark: wspool and its peers, side by side, in one run.
+//!
+//! ```text
+//! cargo run --release -p wspool-bench -- all            # every server, every scenario, 3 rounds
+//! cargo run --release -p wspool-bench -- all --quick    # at most about 5 minutes
+//! ```
+//!
+//! Each run starts one server process pinned to core 0 (`taskset -c 0`)
+//! and one load-generator process pinned to core 1, both this binary (the
+//! Node server is `node/server.js`). Results: a table on stdout and
+//! `target/bench/results.json`. See BENCHMARKS.md.
+
+mod client;
+mod proc_stats;
+mod scenarios;
+mod servers;
+
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+const SERVERS: [&str; 5] = ["wspool", "socketioxide", "node-ws", "naive-axum", "limit"];
+const SCENARIOS: [&str; 5] = [
+    "fanout_1k",
+    "fanout_10k",
+    "direct_10k",
+    "idle_15k",
+    "connect_10k",
+];
+
+#[derive(Parser)]
+#[command(about = "wspool load benchmark: wspool and its peers side by side")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every scenario against every server, in rounds.
+    All {
+        /// Shorter scenarios and one round: at most about 5 minutes.
+        #[arg(long)]
+        quick: bool,
+        /// Rounds (default 3; 1 with --quick).
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Comma-separated servers (default all).
+        #[arg(long, value_delimiter = ',')]
+        servers: Option<Vec<String>>,
+        /// Comma-separated scenarios (default all).
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Option<Vec<String>>,
+    },
+    /// Run one server (used by `all`).
+    Serve { server: String, port: u16 },
+    /// Run one scenario against a running server; prints its metrics as JSON.
+    Load {
+        scenario: String,
+        server: String,
+        port: u16,
+        /// The server's process id, for its CPU time and memory.
+        pid: u32,
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Serve { server, port } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build();
+            let rt = rt.expect("runtime");
+            if let Err(e) = rt.block_on(servers::serve(&server, port)) {
+                eprintln!("server {server}: {e}");
+                std::process::exit(1);
+            }
+        }
+        Cmd::Load {
+            scenario,
+            server,
+            port,
+            pid,
+            quick,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let ctx = scenarios::Ctx {
+                proto: client::Proto::of(&server),
+                port,
+                server_pid: pid,
+                quick,
+            };
+            let result = rt.block_on(async {
+                match scenario.as_str() {
+                    "fanout_1k" => scenarios::fanout(&ctx, 1_000).await,
+                    "fanout_10k" => scenarios::fanout(&ctx, 10_000).await,
+                    "direct_10k" => scenarios::direct(&ctx, 10_000, 20_000).await,
+                    "idle_15k" => scenarios::idle(&ctx, 15_000).await,
+                    "connect_10k" => scenarios::connect_storm(&ctx, 10_000).await,
+                    other => Err(format!("unknown scenario {other}")),
+                }
+            });
+            match result {
+                Ok(m) => println!("{}", serde_json::to_string(&m).expect("json")),
+                Err(e) => {
+                    println!("{}", json!({ "error": e }));
+                    std::process::exit(1);
+                }
+            }
+            // Leave without closing thousands of sockets one by one.
+            std::process::exit(0);
+        }
+        Cmd::All {
+            quick,
+            rounds,
+            servers,
+            scenarios,
+        } => {
+            let rounds = rounds.unwrap_or(if quick { 1 } else { 3 });
+            let servers =
+                servers.unwrap_or_else(|| SERVERS.iter().map(|s| s.to_string()).collect());
+            let scenarios =
+                scenarios.unwrap_or_else(|| SCENARIOS.iter().map(|s| s.to_string()).collect());
+            run_all(quick, rounds, &servers, &scenarios);
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn start_server(server: &str, port: u16) -> Child {
+    let exe = std::env::current_exe().expect("exe");
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c").arg("0");
+    if server == "node-ws" {
+        let dir = workspace_root().join("benches/load/node");
+        cmd.arg("node")
+            .arg(dir.join("server.js"))
+            .arg(port.to_string());
+    } else {
+        cmd.arg(exe).arg("serve").arg(server).arg(port.to_string());
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start server");
+    // Ready when it accepts connections (startup, not a measurement).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{server} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn run_load(
+    scenario: &str,
+    server: &str,
+    port: u16,
+    pid: u32,
+    quick: bool,
+) -> Result<BTreeMap<String, f64>, String> {
+    let exe = std::env::current_exe().expect("exe");
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "1"]).arg(exe).args([
+        "load",
+        scenario,
+        server,
+        &port.to_string(),
+        &pid.to_string(),
+    ]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("bad output {line:?}: {e}"))?;
+    if let Some(e) = v.get("error") {
+        return Err(e.to_string());
+    }
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "kernel": kernel,
+        "node": node,
+        "pinning": "server on core 0, load generator on core 1 (taskset)",
+    })
+}
+
+/// The metric compared between servers, and whether higher is better.
+fn headline(scenario: &str) -> (&'static str, bool) {
+    match scenario {
+        s if s.starts_with("fanout") => ("deliveries_per_s", true),
+        "direct_10k" => ("p99_ms", false),
+        "idle_15k" => ("rss_kib_per_conn", false),
+        _ => ("handshakes_per_s", true),
+    }
+}
+
+fn run_all(quick: bool, rounds: usize, servers: &[String], scenarios: &[String]) {
+    let root = workspace_root();
+    if servers.iter().any(|s| s == "node-ws")
+        && !root.join("benches/load/node/node_modules").exists()
+    {
+        let ok = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(root.join("benches/load/node"))
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "npm ci failed in benches/load/node");
+    }
+    let mut raw = Vec::new();
+    // results[scenario][server][metric] = values over rounds
+    let mut results: BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<f64>>>> =
+        BTreeMap::new();
+    // ratios[scenario][peer] = wspool / peer (headline metric), per round
+    let mut ratios: BTreeMap<String, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    for round in 1..=rounds {
+        for scenario in scenarios {
+            let mut this_round = BTreeMap::new();
+            for server in servers {
+                eprintln!("round {round}/{rounds}  {scenario:12} {server}");
+                let port = free_port();
+                let mut child = start_server(server, port);
+                let result = run_load(scenario, server, port, child.id(), quick);
+                let _ = child.kill();
+                let _ = child.wait();
+                match result {
+                    Ok(metrics) => {
+                        raw.push(json!({ "round": round, "scenario": scenario, "server": server, "metrics": metrics }));
+                        for (k, v) in &metrics {
+                            results
+                                .entry(scenario.clone())
+                                .or_default()
+                                .entry(server.clone())
+                                .or_default()
+                                .entry(k.clone())
+                                .or_default()
+                                .push(*v);
+                        }
+                        this_round.insert(server.clone(), metrics);
+                    }
+                    Err(e) => {
+                        eprintln!("  failed: {e}");
+                        raw.push(json!({ "round": round, "scenario": scenario, "server": server, "error": e }));
+                    }
+                }
+                // Let sockets of the last run wind down before the next.
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            let (metric, _) = headline(scenario);
+            if let Some(ours) = this_round.get("wspool").and_then(|m| m.get(metric)) {
+                for (peer, m) in &this_round {
+                    if let (false, Some(theirs)) = (peer == "wspool", m.get(metric)) {
+                        ratios
+                            .entry(scenario.clone())
+                            .or_default()
+                            .entry(peer.clone())
+                            .or_default()
+                            .push(ours / theirs);
+                    }
+                }
+            }
+        }
+    }
+    let summary: BTreeMap<_, BTreeMap<_, BTreeMap<_, f64>>> = results
+        .iter()
+        .map(|(sc, by_server)| {
+            let s = by_server
+                .iter()
+                .map(|(srv, metrics)| {
+                    (
+                        srv.clone(),
+                        metrics
+                            .iter()
+                            .map(|(k, v)| (k.clone(), median(v.clone())))
+                            .collect(),
+                    )
+                })
+                .collect();
+            (sc.clone(), s)
+        })
+        .collect();
+    let ratio_summary: BTreeMap<_, BTreeMap<_, f64>> = ratios
+        .iter()
+        .map(|(sc, peers)| {
+            (
+                sc.clone(),
+                peers
+                    .iter()
+                    .map(|(p, v)| (p.clone(), median(v.clone())))
+                    .collect(),
+            )
+        })
+        .collect();
+    let doc = json!({
+        "machine": machine(),
+        "rounds": rounds,
+        "quick": quick,
+        "summary": summary,
+        "ratios": ratio_summary,
+        "ratio_metric": scenarios.iter().map(|s| (s.clone(), headline(s).0)).collect::<BTreeMap<_, _>>(),
+        "raw": raw,
+    });
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir).expect("target/bench");
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&doc).expect("json"),
+    )
+    .expect("write results");
+    print_table(&summary, &ratio_summary, servers);
+    eprintln!("\nwrote {}", dir.join("results.json").display());
+}
+
+fn print_table(
+    summary: &BTreeMap<String, BTreeMap<String, BTreeMap<String, f64>>>,
+    ratios: &BTreeMap<String, BTreeMap<String, f64>>,
+    servers: &[String],
+) {
+    let mut out = std::io::stdout().lock();
+    for (scenario, by_server) in summary {
+        let (metric, _) = headline(scenario);
+        let metrics: Vec<&String> = by_server
+            .values()
+            .flat_map(|m| m.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let _ = writeln!(out, "\n## {scenario} (medians; ratio = wspool / server on {metric}, median of per-round ratios)");
+        let _ = write!(out, "| server |");
+        for m in &metrics {
+            let _ = write!(out, " {m} |");
+        }
+        let _ = writeln!(out, " ratio |");
+        let _ = writeln!(out, "|{}", "---|".repeat(metrics.len() + 2));
+        for server in servers {
+            let Some(m) = by_server.get(server) else {
+                continue;
+            };
+            let _ = write!(out, "| {server} |");
+            for k in &metrics {
+                let _ = write!(out, " {} |", m.get(*k).map(|v| fmt(*v)).unwrap_or_default());
+            }
+            let ratio = ratios
+                .get(scenario)
+                .and_then(|r| r.get(server))
+                .map(|r| format!("{r:.2}x"))
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(out, " {ratio} |");
+        }
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}

@@ -1,0 +1,335 @@
+//! The scenarios, run by the load generator against one server.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{
+    client::{self, connect, incoming, now_ns, parse_payload, Incoming, Proto, Ws},
+    proc_stats::{cpu_secs, rss_kib},
+};
+
+pub type Metrics = BTreeMap<String, f64>;
+
+pub struct Ctx {
+    pub proto: Proto,
+    pub port: u16,
+    pub server_pid: u32,
+    pub quick: bool,
+}
+
+/// What subscribers record.
+struct Recorder {
+    hist: Mutex<Histogram<u64>>,
+    received: AtomicU64,
+    /// Per message, how many subscribers got it (fan-out flow control).
+    counts: Vec<AtomicU32>,
+    /// Woken when a message has reached every subscriber.
+    complete: Notify,
+    expected: u32,
+}
+
+impl Recorder {
+    fn new(slots: usize, expected: u32) -> Arc<Self> {
+        Arc::new(Recorder {
+            hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")),
+            received: AtomicU64::new(0),
+            counts: (0..slots).map(|_| AtomicU32::new(0)).collect(),
+            complete: Notify::new(),
+            expected,
+        })
+    }
+
+    fn record(&self, payload: &[u8]) {
+        let Some((seq, ts)) = parse_payload(payload) else {
+            return;
+        };
+        let micros = now_ns().saturating_sub(ts) / 1000;
+        let _ = self.hist.lock().record(micros.max(1));
+        self.received.fetch_add(1, Relaxed);
+        if let Some(c) = self.counts.get(seq as usize) {
+            if c.fetch_add(1, Relaxed) + 1 == self.expected {
+                self.complete.notify_one();
+            }
+        }
+    }
+
+    fn latency(&self, m: &mut Metrics) {
+        let h = self.hist.lock();
+        let ms = |us: u64| us as f64 / 1000.0;
+        m.insert("p50_ms".into(), ms(h.value_at_quantile(0.5)));
+        m.insert("p99_ms".into(), ms(h.value_at_quantile(0.99)));
+        m.insert("max_ms".into(), ms(h.max()));
+    }
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("  {msg:24} [{bar:30}] {pos}/{len}").expect("template"),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
+
+/// A client that records what it receives and sends what it is given.
+async fn run_client(
+    proto: Proto,
+    mut ws: Ws,
+    rec: Arc<Recorder>,
+    mut outgoing: Option<mpsc::UnboundedReceiver<Message>>,
+) {
+    let mut scratch = None;
+    loop {
+        tokio::select! {
+            m = ws.next() => {
+                let Some(Ok(m)) = m else { return };
+                match incoming(proto, &m, &mut scratch) {
+                    Incoming::Payload(p) => rec.record(p),
+                    Incoming::Ping => { let _ = ws.send(client::pong()).await; }
+                    Incoming::Other => {}
+                }
+            }
+            out = async { match &mut outgoing { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                match out {
+                    Some(msg) => if ws.send(msg).await.is_err() { return },
+                    None => outgoing = None,
+                }
+            }
+        }
+    }
+}
+
+/// Connects `n` clients (at most `parallel` handshakes at once).
+async fn connect_many(
+    ctx: &Ctx,
+    n: usize,
+    room: Option<&str>,
+    parallel: usize,
+    what: &str,
+) -> Result<Vec<Ws>, String> {
+    let pb = bar(n as u64, what);
+    let gate = Arc::new(Semaphore::new(parallel));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let gate = gate.clone();
+        let (proto, port, room) = (ctx.proto, ctx.port, room.map(str::to_owned));
+        let pb = pb.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await.map_err(|e| e.to_string())?;
+            let ws = connect(proto, port, &format!("c{i}"), room.as_deref()).await;
+            pb.inc(1);
+            ws
+        }));
+    }
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.map_err(|e| e.to_string())??);
+    }
+    pb.finish_and_clear();
+    Ok(out)
+}
+
+/// One publisher, `n` subscribers in one room, 128-byte payloads, at most
+/// `WINDOW` messages not yet at every subscriber.
+pub async fn fanout(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
+    const WINDOW: u64 = 16;
+    let duration = if ctx.quick {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(10)
+    };
+    let slots = 4_000_000;
+    let rec = Recorder::new(slots, n as u32);
+    let subs = connect_many(ctx, n, Some("room"), 256, "subscribers").await?;
+    for ws in subs {
+        tokio::spawn(run_client(ctx.proto, ws, rec.clone(), None));
+    }
+    let mut publisher = connect(ctx.proto, ctx.port, "publisher", None).await?;
+    let cpu0 = cpu_secs(ctx.server_pid);
+    let start = Instant::now();
+    let mut seq = 0u64;
+    let pb = bar(duration.as_secs(), "publishing (s)");
+    while start.elapsed() < duration && (seq as usize) < slots {
+        if seq >= WINDOW {
+            let old = &rec.counts[(seq - WINDOW) as usize];
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+            while old.load(Relaxed) < n as u32 {
+                if tokio::time::timeout_at(deadline, rec.complete.notified())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        let msg = client::publish(ctx.proto, "room", &client::payload(seq));
+        publisher.send(msg).await.map_err(|e| e.to_string())?;
+        seq += 1;
+        pb.set_position(start.elapsed().as_secs());
+        // Answer socket.io pings on the publisher, without blocking.
+        while let Some(Some(Ok(m))) = futures_util::FutureExt::now_or_never(publisher.next()) {
+            if ctx.proto == Proto::SocketIo && matches!(&m, Message::Text(t) if t.as_str() == "2") {
+                let _ = publisher.send(client::pong()).await;
+            }
+        }
+    }
+    pb.finish_and_clear();
+    // Drain: until every message reached every subscriber, or 2 s.
+    let expected = seq * n as u64;
+    let drain_deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while rec.received.load(Relaxed) < expected {
+        if tokio::time::timeout_at(drain_deadline, rec.complete.notified())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_secs(ctx.server_pid) - cpu0;
+    let received = rec.received.load(Relaxed);
+    let mut m = Metrics::new();
+    m.insert("deliveries_per_s".into(), received as f64 / elapsed);
+    m.insert("published".into(), seq as f64);
+    m.insert("lost".into(), expected.saturating_sub(received) as f64);
+    m.insert(
+        "cpu_s_per_million".into(),
+        cpu / (received.max(1) as f64 / 1e6),
+    );
+    rec.latency(&mut m);
+    Ok(m)
+}
+
+/// `n` clients, each sending to a random other, `rate` messages a second in all.
+pub async fn direct(ctx: &Ctx, n: usize, rate: u64) -> Result<Metrics, String> {
+    let duration = if ctx.quick {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(10)
+    };
+    let rec = Recorder::new(0, 1);
+    let clients = connect_many(ctx, n, None, 256, "clients").await?;
+    let mut senders = Vec::with_capacity(n);
+    for ws in clients {
+        let (tx, rx) = mpsc::unbounded_channel();
+        senders.push(tx);
+        tokio::spawn(run_client(ctx.proto, ws, rec.clone(), Some(rx)));
+    }
+    let cpu0 = cpu_secs(ctx.server_pid);
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = 0u64;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    while start.elapsed() < duration {
+        tick.tick().await;
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due {
+            let from = (next() % n as u64) as usize;
+            let mut to = (next() % n as u64) as usize;
+            if to == from {
+                to = (to + 1) % n;
+            }
+            let msg = client::direct(ctx.proto, &format!("c{to}"), &client::payload(sent));
+            let _ = senders[from].send(msg);
+            sent += 1;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while rec.received.load(Relaxed) < sent && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cpu = cpu_secs(ctx.server_pid) - cpu0;
+    let received = rec.received.load(Relaxed);
+    let mut m = Metrics::new();
+    m.insert("sent_per_s".into(), sent as f64 / duration.as_secs_f64());
+    m.insert("lost".into(), sent.saturating_sub(received) as f64);
+    m.insert(
+        "cpu_s_per_million".into(),
+        cpu / (received.max(1) as f64 / 1e6),
+    );
+    rec.latency(&mut m);
+    Ok(m)
+}
+
+/// `n` idle connections: server memory per connection.
+pub async fn idle(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
+    let rss0 = rss_kib(ctx.server_pid);
+    let cpu0 = cpu_secs(ctx.server_pid);
+    let rec = Recorder::new(0, 1);
+    let clients = connect_many(ctx, n, Some("idle"), 256, "idle clients").await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for ws in clients {
+        tokio::spawn(run_client(ctx.proto, ws, rec.clone(), None));
+    }
+    // Let the server settle (buffers released after the handshakes).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss1 = rss_kib(ctx.server_pid);
+    let cpu = cpu_secs(ctx.server_pid) - cpu0;
+    stop.store(true, Relaxed);
+    let mut m = Metrics::new();
+    m.insert(
+        "rss_kib_per_conn".into(),
+        (rss1.saturating_sub(rss0)) as f64 / n as f64,
+    );
+    m.insert("rss_mib_total".into(), rss1 as f64 / 1024.0);
+    m.insert("cpu_s_per_million".into(), cpu / (n as f64 / 1e6));
+    Ok(m)
+}
+
+/// `n` clients connecting at once.
+pub async fn connect_storm(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
+    let cpu0 = cpu_secs(ctx.server_pid);
+    let start = Instant::now();
+    let pb = bar(n as u64, "handshakes");
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let (proto, port) = (ctx.proto, ctx.port);
+        let pb = pb.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = tokio::time::timeout(
+                Duration::from_secs(30),
+                connect(proto, port, &format!("c{i}"), None),
+            )
+            .await;
+            pb.inc(1);
+            matches!(r, Ok(Ok(_))).then(|| r.ok().and_then(Result::ok))
+        }));
+    }
+    let mut ok = 0u64;
+    let mut keep = Vec::new();
+    for t in tasks {
+        if let Ok(Some(ws)) = t.await {
+            ok += 1;
+            keep.push(ws);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let cpu = cpu_secs(ctx.server_pid) - cpu0;
+    let mut m = Metrics::new();
+    m.insert("handshakes_per_s".into(), ok as f64 / elapsed);
+    m.insert("failed".into(), (n as u64 - ok) as f64);
+    m.insert("cpu_s_per_million".into(), cpu / (ok.max(1) as f64 / 1e6));
+    drop(keep);
+    Ok(m)
+}

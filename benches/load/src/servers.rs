@@ -1,0 +1,312 @@
+//! The servers under test, each a minimal "pub/sub by room, direct by id"
+//! server built the way its users would build it. The Node `ws` server is
+//! in `node/server.js`.
+//!
+//! Every server sends each client a first message once it is registered
+//! (wspool: the client's own message echoed back; the others: `ready`), so
+//! the load generator never publishes to a client the server does not know
+//! yet.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    extract::{
+        ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+        Query,
+    },
+    response::Response,
+    routing::get,
+    Router,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{tcp::OwnedWriteHalf, TcpListener},
+    sync::{broadcast, mpsc},
+};
+
+pub async fn serve(kind: &str, port: u16) -> std::io::Result<()> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    match kind {
+        "wspool" => axum::serve(listener, wspool_app()).await,
+        "socketioxide" => axum::serve(listener, socketio_app()).await,
+        "naive-axum" => axum::serve(listener, naive_app()).await,
+        "limit" => limit(listener).await,
+        other => Err(std::io::Error::other(format!("unknown server {other}"))),
+    }
+}
+
+// ----- wspool: the crate's public API only -----
+
+fn wspool_app() -> Router {
+    let pool = wspool::WsPool::new();
+    Router::new().merge(wspool::route()).layer(pool.layer())
+}
+
+// ----- socketioxide -----
+
+#[derive(Deserialize)]
+struct Hello {
+    id: String,
+    room: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Publish {
+    to: String,
+    p: String,
+}
+
+fn socketio_app() -> Router {
+    use socketioxide::{
+        extract::{Data, SocketRef},
+        SocketIo,
+    };
+    let (layer, io) = SocketIo::new_layer();
+    io.ns("/", async |s: SocketRef, Data(hello): Data<Hello>| {
+        s.join(hello.id);
+        if let Some(room) = hello.room {
+            s.join(room);
+        }
+        // Rooms and direct messages are the same operation here: a room per id.
+        s.on("pub", async |s: SocketRef, Data(msg): Data<Publish>| {
+            let _ = s.broadcast().to(msg.to).emit("m", &msg.p).await;
+        });
+        let _ = s.emit("ready", &());
+    });
+    Router::new().layer(layer)
+}
+
+// ----- naive-axum: the axum chat-example pattern -----
+
+#[derive(Deserialize)]
+struct Who {
+    id: String,
+    room: Option<String>,
+}
+
+#[derive(Default)]
+struct Naive {
+    rooms: std::sync::Mutex<HashMap<String, broadcast::Sender<Utf8Bytes>>>,
+    users: std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<Utf8Bytes>>>,
+}
+
+fn naive_app() -> Router {
+    let state = Arc::new(Naive::default());
+    Router::new().route(
+        "/",
+        get(move |ws: WebSocketUpgrade, Query(who): Query<Who>| {
+            let state = state.clone();
+            async move { ws.on_upgrade(move |socket| naive_socket(socket, who, state)) as Response }
+        }),
+    )
+}
+
+async fn naive_socket(socket: WebSocket, who: Who, state: Arc<Naive>) {
+    let (mut sender, mut receiver) = socket.split();
+    let mut room_rx = who.room.as_ref().map(|room| {
+        let mut rooms = state.rooms.lock().unwrap();
+        rooms
+            .entry(room.clone())
+            .or_insert_with(|| broadcast::channel(1024).0)
+            .subscribe()
+    });
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    state.users.lock().unwrap().insert(who.id.clone(), tx);
+    let _ = sender.send(Message::text("ready")).await;
+    let mut send_task = tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                m = async { match &mut room_rx { Some(r) => r.recv().await, None => std::future::pending().await } } => match m {
+                    Ok(m) => m,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                },
+                m = rx.recv() => match m { Some(m) => m, None => break },
+            };
+            if sender.send(Message::Text(msg)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let recv_state = state.clone();
+    let mut recv_task = tokio::spawn(async move {
+        while let Some(Ok(Message::Text(text))) = receiver.next().await {
+            let Some((target, payload)) = text.as_str().split_once(' ') else {
+                continue;
+            };
+            let payload = Utf8Bytes::from(payload);
+            match target.split_at(1) {
+                ("R", room) => {
+                    if let Some(tx) = recv_state.rooms.lock().unwrap().get(room) {
+                        let _ = tx.send(payload);
+                    }
+                }
+                (_, id) => {
+                    if let Some(tx) = recv_state.users.lock().unwrap().get(id) {
+                        let _ = tx.send(payload);
+                    }
+                }
+            }
+        }
+    });
+    tokio::select! {
+        _ = &mut send_task => recv_task.abort(),
+        _ = &mut recv_task => send_task.abort(),
+    }
+    state.users.lock().unwrap().remove(&who.id);
+}
+
+// ----- limit: a minimal handshake, then pre-encoded frames straight to TCP -----
+
+type Writer = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
+
+#[derive(Default)]
+struct Limit {
+    rooms: std::sync::Mutex<HashMap<String, Vec<Writer>>>,
+    users: std::sync::Mutex<HashMap<String, Writer>>,
+}
+
+async fn limit(listener: TcpListener) -> std::io::Result<()> {
+    let state = Arc::new(Limit::default());
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _ = limit_conn(stream, state).await;
+        });
+    }
+}
+
+fn query_param<'a>(path: &'a str, key: &str) -> Option<&'a str> {
+    let query = path.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// An unmasked server text frame.
+pub fn server_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(payload.len() + 10);
+    f.push(0x81);
+    match payload.len() {
+        n if n < 126 => f.push(n as u8),
+        n if n < 65536 => {
+            f.push(126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+async fn limit_conn(stream: tokio::net::TcpStream, state: Arc<Limit>) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (read, write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let mut line = String::new();
+    read.read_line(&mut line).await?;
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let mut key = None;
+    loop {
+        line.clear();
+        read.read_line(&mut line).await?;
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("sec-websocket-key") {
+                key = Some(value.trim().to_owned());
+            }
+        }
+    }
+    let accept = tungstenite::handshake::derive_accept_key(key.unwrap_or_default().as_bytes());
+    let writer: Writer = Arc::new(tokio::sync::Mutex::new(write));
+    {
+        let mut w = writer.lock().await;
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        w.write_all(head.as_bytes()).await?;
+        w.write_all(&server_frame(b"ready")).await?;
+    }
+    let id = query_param(&path, "id").unwrap_or_default().to_owned();
+    if let Some(room) = query_param(&path, "room") {
+        state
+            .rooms
+            .lock()
+            .unwrap()
+            .entry(room.to_owned())
+            .or_default()
+            .push(writer.clone());
+    }
+    state
+        .users
+        .lock()
+        .unwrap()
+        .insert(id.clone(), writer.clone());
+    // Read masked client frames; route text frames.
+    loop {
+        let mut head = [0u8; 2];
+        read.read_exact(&mut head).await?;
+        let opcode = head[0] & 0x0f;
+        let mut len = (head[1] & 0x7f) as usize;
+        if len == 126 {
+            let mut b = [0u8; 2];
+            read.read_exact(&mut b).await?;
+            len = u16::from_be_bytes(b) as usize;
+        } else if len == 127 {
+            let mut b = [0u8; 8];
+            read.read_exact(&mut b).await?;
+            len = u64::from_be_bytes(b) as usize;
+        }
+        let mut mask = [0u8; 4];
+        if head[1] & 0x80 != 0 {
+            read.read_exact(&mut mask).await?;
+        }
+        let mut payload = vec![0u8; len];
+        read.read_exact(&mut payload).await?;
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+        if opcode == 0x8 {
+            break;
+        }
+        if opcode != 0x1 {
+            continue;
+        }
+        let Some(sp) = payload.iter().position(|&b| b == b' ') else {
+            continue;
+        };
+        let frame = server_frame(&payload[sp + 1..]);
+        let target = String::from_utf8_lossy(&payload[1..sp]).into_owned();
+        let recipients: Vec<Writer> = if payload[0] == b'R' {
+            state
+                .rooms
+                .lock()
+                .unwrap()
+                .get(&target)
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            state
+                .users
+                .lock()
+                .unwrap()
+                .get(&target)
+                .cloned()
+                .into_iter()
+                .collect()
+        };
+        for w in recipients {
+            let _ = w.lock().await.write_all(&frame).await;
+        }
+    }
+    state.users.lock().unwrap().remove(&id);
+    Ok(())
+}
