@@ -15,8 +15,8 @@
 //! | [`duplicate_policy`](WsPoolBuilder::duplicate_policy) | [`Replace`](DuplicatePolicy::Replace) | the old connection is closed with 4001; with `Refuse` the newcomer gets HTTP 409 |
 //! | [`relay_policy`](WsPoolBuilder::relay_policy) | [`Targeted`](RelayPolicy::Targeted) | what the provided route relays of what clients send |
 //! | [`event_buffer`](WsPoolBuilder::event_buffer) | 1024 | a consumer of [`WsPool::events`](crate::WsPool::events) or [`WsPool::subscribe`](crate::WsPool::subscribe) that falls further behind gets a `Lagged(n)` item |
-//! | [`read_buffer_size`](WsPoolBuilder::read_buffer_size) | 16 KiB | per-socket read buffer |
-//! | [`write_buffer_size`](WsPoolBuilder::write_buffer_size) | 16 KiB | per-socket write buffer: frames are collected up to this size before a write |
+//! | [`read_buffer_size`](WsPoolBuilder::read_buffer_size) | 4 KiB | per-socket read buffer (allocated per connection: the largest part of an idle connection's memory) |
+//! | [`write_buffer_size`](WsPoolBuilder::write_buffer_size) | 4 KiB | per-socket write buffer: frames are collected up to this size before a write |
 //! | [`message_ttl`](WsPoolBuilder::message_ttl) | 60 s | a message not written within it is reported [`Undelivered`](crate::PoolEvent::Undelivered) (`Expired`), receipt 3 to a relaying client |
 //! | [`offline_ttl`](WsPoolBuilder::offline_ttl) | 120 s | a client away this long is forgotten; what was buffered is reported undelivered (`OfflineTimeout`), receipt 3. Zero turns offline buffering off |
 //! | [`offline_max_messages`](WsPoolBuilder::offline_max_messages) | 1024 | per client away: more is refused (`send`: `QueueFull`; broadcast: skipped; relay: receipt 5) |
@@ -112,8 +112,8 @@ impl Default for Config {
             duplicate_policy: DuplicatePolicy::Replace,
             relay_policy: RelayPolicy::Targeted,
             event_buffer: 1024,
-            read_buffer_size: 16 * 1024,
-            write_buffer_size: 16 * 1024,
+            read_buffer_size: 4 * 1024,
+            write_buffer_size: 4 * 1024,
             shutdown_timeout: Duration::from_secs(5),
             message_ttl: Duration::from_secs(60),
             offline_ttl: Duration::from_secs(120),
@@ -201,9 +201,9 @@ knobs! {
     relay_policy: RelayPolicy;
     /// Capacity of the event stream and of each subscription (default 1024).
     event_buffer: usize;
-    /// Per-socket read buffer in bytes (default 16 KiB).
+    /// Per-socket read buffer in bytes (default 4 KiB; allocated per connection).
     read_buffer_size: usize;
-    /// Per-socket write buffer in bytes (default 16 KiB).
+    /// Per-socket write buffer in bytes (default 4 KiB).
     write_buffer_size: usize;
     /// How long [`WsPool::shutdown`] waits for queues to flush (default 5 s).
     shutdown_timeout: Duration;

@@ -246,10 +246,13 @@ impl Connection {
     ) -> DisconnectReason {
         let config = self.pool().config();
         let (idle_timeout, ping_interval) = (config.idle_timeout(), config.ping_interval());
-        let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let idle = tokio::time::sleep(idle_timeout);
-        tokio::pin!(idle);
+        // One timer serves both the pings and the idle timeout. A frame only
+        // moves `idle_at` later; the timer is not touched on the per-frame
+        // path, and when it fires early it is simply set again.
+        let mut next_ping = Instant::now() + ping_interval;
+        let mut idle_at = Instant::now() + idle_timeout;
+        let timer = tokio::time::sleep_until(next_ping.min(idle_at));
+        tokio::pin!(timer);
         let mut batch = Vec::new();
         loop {
             tokio::select! {
@@ -259,7 +262,7 @@ impl Connection {
                         Some(Err(e)) => return read_error(e),
                         None => return DisconnectReason::ConnectionLost,
                     };
-                    idle.as_mut().reset(Instant::now() + idle_timeout);
+                    idle_at = Instant::now() + idle_timeout;
                     self.state().last_received_ms.store(now_ms() as u64, Relaxed);
                     match frame {
                         Message::Binary(_) | Message::Text(_) => self.inbound(frame),
@@ -278,15 +281,22 @@ impl Connection {
                         }
                     }
                 }
-                _ = ping.tick() => {
-                    let timeout = config.write_timeout();
-                    match tokio::time::timeout(timeout, sink.send(Message::Ping(Default::default()))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return DisconnectReason::Error(PoolError::Socket(e.to_string())),
-                        Err(_) => return DisconnectReason::Error(PoolError::WriteTimeout(timeout)),
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= idle_at {
+                        return DisconnectReason::IdleTimeout;
                     }
+                    if now >= next_ping {
+                        next_ping = now + ping_interval;
+                        let timeout = config.write_timeout();
+                        match tokio::time::timeout(timeout, sink.send(Message::Ping(Default::default()))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => return DisconnectReason::Error(PoolError::Socket(e.to_string())),
+                            Err(_) => return DisconnectReason::Error(PoolError::WriteTimeout(timeout)),
+                        }
+                    }
+                    timer.as_mut().reset(next_ping.min(idle_at));
                 }
-                () = &mut idle => return DisconnectReason::IdleTimeout,
             }
         }
     }

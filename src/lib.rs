@@ -93,6 +93,8 @@
 #![warn(clippy::await_holding_lock)]
 
 pub mod admin;
+#[doc(hidden)]
+pub mod bench_support;
 pub mod callbacks;
 pub mod client;
 mod client_id;

@@ -91,12 +91,11 @@ async fn run_client(
     rec: Arc<Recorder>,
     mut outgoing: Option<mpsc::UnboundedReceiver<Message>>,
 ) {
-    let mut scratch = None;
     loop {
         tokio::select! {
             m = ws.next() => {
                 let Some(Ok(m)) = m else { return };
-                match incoming(proto, &m, &mut scratch) {
+                match incoming(proto, &m) {
                     Incoming::Payload(p) => rec.record(p),
                     Incoming::Ping => { let _ = ws.send(client::pong()).await; }
                     Incoming::Other => {}
