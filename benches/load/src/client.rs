@@ -94,7 +94,11 @@ pub async fn connect(proto: Proto, port: u16, id: &str, room: Option<&str>) -> R
             token.parse().map_err(|_| "token")?,
         );
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+    // Nagle off: the clients send small frames and want them sent now. A
+    // small read buffer: tungstenite zero-fills it on every read, and at the
+    // default 128 KiB that alone saturated the load generator.
+    let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
         .await
         .map_err(|e| e.to_string())?;
     match proto {

@@ -27,11 +27,18 @@ use tokio::{
 };
 
 pub async fn serve(kind: &str, port: u16) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    // Every server sends small frames at once: Nagle off, as node's ws does.
+    let nodelay = |l: TcpListener| {
+        l.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    };
     match kind {
-        "wspool" => axum::serve(listener, wspool_app()).await,
-        "socketioxide" => axum::serve(listener, socketio_app()).await,
-        "naive-axum" => axum::serve(listener, naive_app()).await,
+        "wspool" => axum::serve(nodelay(listener), wspool_app()).await,
+        "socketioxide" => axum::serve(nodelay(listener), socketio_app()).await,
+        "naive-axum" => axum::serve(nodelay(listener), naive_app()).await,
         "limit" => limit(listener).await,
         other => Err(std::io::Error::other(format!("unknown server {other}"))),
     }
