@@ -108,17 +108,7 @@ fn main() {
                 match scenario.as_str() {
                     "fanout_1k" => scenarios::fanout(&ctx, 1_000).await,
                     "fanout_10k" => scenarios::fanout(&ctx, 10_000).await,
-                    "direct_10k" => {
-                        scenarios::direct(
-                            &ctx,
-                            std::env::var("BENCH_N")
-                                .ok()
-                                .and_then(|v| v.parse().ok())
-                                .unwrap_or(10_000),
-                            20_000,
-                        )
-                        .await
-                    }
+                    "direct_10k" => scenarios::direct(&ctx, 10_000, 20_000).await,
                     "idle_15k" => scenarios::idle(&ctx, 15_000).await,
                     "connect_10k" => scenarios::connect_storm(&ctx, 10_000).await,
                     other => Err(format!("unknown scenario {other}")),
