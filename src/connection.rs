@@ -83,6 +83,9 @@ pub(crate) async fn serve(
                 return;
             }
         };
+        // The registered state has what it needs; free the rest now rather
+        // than hold it for the connection's life.
+        drop(config);
         Connection {
             client: ClientHandle { pool, state },
         }
