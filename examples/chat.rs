@@ -19,7 +19,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use axum::{response::Html, routing::get, Router};
+use axum::{response::Html, routing::get, serve::ListenerExt, Router};
 use clap::Parser;
 use tokio_stream::StreamExt;
 use wspool::{PoolEvent, WsPool};
@@ -112,6 +112,10 @@ async fn main() -> std::io::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     tracing::info!("chat on http://{}", listener.local_addr()?);
+    // Small frames should leave at once: turn Nagle's algorithm off.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let shutdown_pool = pool.clone();
     axum::serve(
         listener,

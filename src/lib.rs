@@ -7,7 +7,7 @@
 //! ## Quick start
 //!
 //! ```no_run
-//! use axum::{routing::post, Router};
+//! use axum::{routing::post, serve::ListenerExt, Router};
 //! use tokio_stream::StreamExt;
 //! use wspool::{Delivery, PoolEvent, SendMsg, WsPool};
 //!
@@ -39,7 +39,11 @@
 //!         .merge(wspool::route()) // GET /ws: clients connect with the subprotocol "alice_room1_room2"
 //!         .route("/notify", post(notify))
 //!         .layer(pool.layer());
+//!     // Small frames should leave at once: Nagle's algorithm off.
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     let listener = listener.tap_io(|tcp| {
+//!         let _ = tcp.set_nodelay(true);
+//!     });
 //!     axum::serve(listener, app)
 //!         .with_graceful_shutdown(async move {
 //!             let _ = tokio::signal::ctrl_c().await;

@@ -76,29 +76,39 @@ impl Encoded {
     }
 
     /// The payload length in `format` (encoding it if not done yet).
+    /// Counted on every push: the length only, no clone of the bytes.
     pub(crate) fn encoded_len(&self, format: Format) -> usize {
-        self.frame(format).1
+        match format {
+            Format::Binary => self.binary().len(),
+            Format::Json => self.json().len(),
+        }
     }
 
     /// The frame for `format` and its payload length.
     pub(crate) fn frame(&self, format: Format) -> (Message, usize) {
         match format {
             Format::Binary => {
-                let b = self
-                    .binary
-                    .get_or_init(|| Bytes::from(self.msg.encode_to_vec()));
+                let b = self.binary();
                 (Message::Binary(b.clone()), b.len())
             }
             Format::Json => {
-                let t = self.json.get_or_init(|| {
-                    // Serializing plain strings, numbers and bytes into a
-                    // String cannot fail.
-                    let s = serde_json::to_string(&*self.msg).unwrap_or_default();
-                    Utf8Bytes::from(s)
-                });
+                let t = self.json();
                 (Message::Text(t.clone()), t.len())
             }
         }
+    }
+
+    fn binary(&self) -> &Bytes {
+        self.binary
+            .get_or_init(|| Bytes::from(self.msg.encode_to_vec()))
+    }
+
+    fn json(&self) -> &Utf8Bytes {
+        self.json.get_or_init(|| {
+            // Serializing plain strings, numbers and bytes into a String
+            // cannot fail.
+            Utf8Bytes::from(serde_json::to_string(&*self.msg).unwrap_or_default())
+        })
     }
 }
 
