@@ -12,7 +12,9 @@ use crate::{
 /// `room`, and the writers' side of their mailboxes.
 pub struct Fanout {
     pool: WsPool,
+    /// The members of `room` first, then the others.
     states: Vec<Arc<ClientState>>,
+    members: usize,
     batch: Vec<Arc<Encoded>>,
     expired: Vec<Arc<Encoded>>,
 }
@@ -50,6 +52,7 @@ impl Fanout {
         Fanout {
             pool,
             states,
+            members,
             batch: Vec::new(),
             expired: Vec::new(),
         }
@@ -66,7 +69,7 @@ impl Fanout {
             ..Default::default()
         };
         let n = self.pool.broadcast(msg).unwrap_or(0);
-        for state in &self.states {
+        for state in &self.states[..self.members] {
             state.mailbox.drain(
                 state.conn_id,
                 &mut self.batch,
