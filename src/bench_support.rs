@@ -70,14 +70,7 @@ impl Fanout {
         };
         let n = self.pool.broadcast(msg).unwrap_or(0);
         for state in &self.states[..self.members] {
-            state.mailbox.drain(
-                state.conn_id,
-                &mut self.batch,
-                &mut self.expired,
-                64,
-                1 << 20,
-                &self.pool.inner.limits,
-            );
+            drain(&self.pool, state, &mut self.batch, &mut self.expired);
             for m in self.batch.drain(..) {
                 std::hint::black_box(m.frame(state.format));
             }
@@ -85,8 +78,8 @@ impl Fanout {
         n
     }
 
-    /// Queues `count` messages with the given priorities for one client,
-    /// then drains them: the cost of the priority lanes.
+    /// Queues one message per given priority for one client, then drains
+    /// them: the cost of the priority lanes.
     pub fn queue_and_drain_one(&mut self, priorities: &[i32]) -> usize {
         let state = &self.states[0];
         for &priority in priorities {
@@ -99,14 +92,7 @@ impl Fanout {
         }
         let mut taken = 0;
         loop {
-            state.mailbox.drain(
-                state.conn_id,
-                &mut self.batch,
-                &mut self.expired,
-                64,
-                1 << 20,
-                &self.pool.inner.limits,
-            );
+            drain(&self.pool, state, &mut self.batch, &mut self.expired);
             if self.batch.is_empty() {
                 return taken;
             }
@@ -119,4 +105,21 @@ impl Fanout {
     pub fn pool(&self) -> &WsPool {
         &self.pool
     }
+}
+
+/// One writer's drain: up to 64 messages.
+fn drain(
+    pool: &WsPool,
+    state: &ClientState,
+    batch: &mut Vec<Arc<Encoded>>,
+    expired: &mut Vec<Arc<Encoded>>,
+) {
+    state.mailbox.drain(
+        state.conn_id,
+        batch,
+        expired,
+        64,
+        1 << 20,
+        &pool.inner.limits,
+    );
 }
