@@ -21,7 +21,7 @@ use axum::{
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncReadExt, BufReader},
     net::{tcp::OwnedWriteHalf, TcpListener},
     sync::{broadcast, mpsc},
 };
@@ -167,7 +167,21 @@ async fn naive_socket(socket: WebSocket, who: Who, state: Arc<Naive>) {
 
 // ----- limit: a minimal handshake, then pre-encoded frames straight to TCP -----
 
-type Writer = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
+/// Written to without a lock: `try_write` takes `&self`, and only the
+/// publisher's task writes data frames.
+type Writer = Arc<OwnedWriteHalf>;
+
+/// Writes all of `buf`: straight to the socket, waiting only if it is full.
+async fn write_now(w: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match w.try_write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => w.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
 
 #[derive(Default)]
 struct Limit {
@@ -233,15 +247,12 @@ async fn limit_conn(stream: tokio::net::TcpStream, state: Arc<Limit>) -> std::io
         }
     }
     let accept = tungstenite::handshake::derive_accept_key(key.unwrap_or_default().as_bytes());
-    let writer: Writer = Arc::new(tokio::sync::Mutex::new(write));
-    {
-        let mut w = writer.lock().await;
-        let head = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-        );
-        w.write_all(head.as_bytes()).await?;
-        w.write_all(&server_frame(b"ready")).await?;
-    }
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    write_now(&write, head.as_bytes()).await?;
+    write_now(&write, &server_frame(b"ready")).await?;
+    let writer: Writer = Arc::new(write);
     let id = query_param(&path, "id").unwrap_or_default().to_owned();
     if let Some(room) = query_param(&path, "room") {
         state
@@ -311,7 +322,7 @@ async fn limit_conn(stream: tokio::net::TcpStream, state: Arc<Limit>) -> std::io
                 .collect()
         };
         for w in recipients {
-            let _ = w.lock().await.write_all(&frame).await;
+            let _ = write_now(&w, &frame).await;
         }
     }
     state.users.lock().unwrap().remove(&id);
