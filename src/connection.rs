@@ -22,7 +22,7 @@ use crate::{
     client::{epoch_ms, ClientState, CloseRequest},
     event::UndeliveredReason,
     mailbox::Mailbox,
-    message::{decode, now_ms, receipt, stamp, status, Encoded},
+    message::{after, decode, now_ms, receipt, stamp, status, Encoded},
     registry::{Departure, Leave},
     stats::bump,
     sweeper, ClientConfig, ClientHandle, ClientId, DisconnectReason, DuplicatePolicy, PoolError,
@@ -252,8 +252,8 @@ impl Connection {
         // One timer serves both the pings and the idle timeout. A frame only
         // moves `idle_at` later; the timer is not touched on the per-frame
         // path, and when it fires early it is simply set again.
-        let mut next_ping = Instant::now() + ping_interval;
-        let mut idle_at = Instant::now() + idle_timeout;
+        let mut next_ping = after(ping_interval);
+        let mut idle_at = after(idle_timeout);
         let timer = tokio::time::sleep_until(next_ping.min(idle_at));
         tokio::pin!(timer);
         let mut batch = Vec::new();
@@ -265,7 +265,7 @@ impl Connection {
                         Some(Err(e)) => return read_error(e),
                         None => return DisconnectReason::ConnectionLost,
                     };
-                    idle_at = Instant::now() + idle_timeout;
+                    idle_at = after(idle_timeout);
                     self.state().last_received_ms.store(now_ms() as u64, Relaxed);
                     match frame {
                         Message::Binary(_) | Message::Text(_) => self.inbound(frame),
@@ -290,7 +290,7 @@ impl Connection {
                         return DisconnectReason::IdleTimeout;
                     }
                     if now >= next_ping {
-                        next_ping = now + ping_interval;
+                        next_ping = after(ping_interval);
                         let timeout = config.write_timeout();
                         match tokio::time::timeout(timeout, sink.send(Message::Ping(Default::default()))).await {
                             Ok(Ok(())) => {}

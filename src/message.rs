@@ -57,11 +57,7 @@ pub(crate) struct Encoded {
 
 impl Encoded {
     pub(crate) fn new(msg: Arc<SendMsg>, origin: Option<ClientId>, ttl: Duration) -> Arc<Self> {
-        let now = Instant::now();
-        // A TTL too large for the clock means "never expires" in practice.
-        let expires_at = now
-            .checked_add(ttl)
-            .unwrap_or(now + Duration::from_secs(86_400 * 365 * 30));
+        let expires_at = after(ttl);
         Arc::new(Encoded {
             msg,
             origin,
@@ -110,6 +106,14 @@ impl Encoded {
             Utf8Bytes::from(serde_json::to_string(&*self.msg).unwrap_or_default())
         })
     }
+}
+
+/// `d` from now; a duration too large for the clock (a configured
+/// `Duration::MAX`, say) means about a century: never, in practice.
+pub(crate) fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or(now + Duration::from_secs(86_400 * 365 * 100))
 }
 
 /// Decodes an inbound data frame.

@@ -179,7 +179,7 @@ impl Registry {
             if self.offline < max_offline {
                 if let Some(entry) = self.clients.get_mut(&*state.id) {
                     entry.conn = None;
-                    entry.offline_until = Some(Instant::now() + ttl);
+                    entry.offline_until = Some(crate::message::after(ttl));
                     self.offline += 1;
                     let mut trimmed = Vec::new();
                     entry.mailbox.detach(state.conn_id, limits, &mut trimmed);

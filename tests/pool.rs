@@ -477,3 +477,29 @@ async fn callbacks_and_panics() {
     own.send(&text_msg("own", &[], "hi")).await;
     assert_eq!(own.recv().await.msg, "hi!");
 }
+
+/// Durations too large for the clock (e.g. `Duration::MAX` to mean "never")
+/// are accepted and behave as "never"; nothing panics.
+#[tokio::test]
+async fn huge_durations_mean_never() {
+    let never = Duration::MAX;
+    let pool = WsPool::builder()
+        .ping_interval(never)
+        .idle_timeout(never)
+        .message_ttl(never)
+        .offline_ttl(never)
+        .slow_client_timeout(never)
+        .build();
+    let addr = start(&pool).await;
+    let mut a = connect(&pool, addr, "a").await;
+    let b = connect(&pool, addr, "b").await;
+    let mut events = pool.events();
+    b.close_gracefully().await;
+    wait_event(&mut events, |e| matches!(e, PoolEvent::Disconnected { .. })).await;
+    assert_eq!(
+        pool.send(text_msg("b", &[], "kept")),
+        Ok(wspool::Delivery::Buffered)
+    );
+    a.send(&text_msg("a", &[], "still alive")).await;
+    assert_eq!(a.recv().await.msg, "still alive");
+}
