@@ -590,3 +590,31 @@ async fn churn_every_message_accounted() {
         c.abort();
     }
 }
+
+/// The offline buffer's limits hold: past `offline_max_clients` a client
+/// that goes away is forgotten at once (its queue reported), and past
+/// `offline_max_messages` `send` to a client away answers `QueueFull`.
+#[tokio::test]
+async fn offline_limits_are_enforced() {
+    let pool = WsPool::builder()
+        .offline_max_clients(1)
+        .offline_max_messages(2)
+        .build();
+    let addr = start(&pool).await;
+    let a = connect(&pool, addr, "a").await;
+    let b = connect(&pool, addr, "b").await;
+    go_away(&pool, a).await;
+    for want in [
+        Ok(Delivery::Buffered),
+        Ok(Delivery::Buffered),
+        Err(wspool::SendError::QueueFull("a".into())),
+    ] {
+        assert_eq!(pool.send(text_msg("a", &[], "x")), want);
+    }
+    go_away(&pool, b).await;
+    assert_eq!(pool.stats().offline_clients, 1);
+    assert_eq!(
+        pool.send(text_msg("b", &[], "x")),
+        Err(wspool::SendError::NotConnected("b".into()))
+    );
+}
