@@ -308,7 +308,9 @@ impl WsPoolBuilder {
         self
     }
 
-    /// Build the pool. Zero-sized limits are raised to 1.
+    /// Build the pool. Zero queue, connection, name, event and message-size
+    /// limits are raised to 1; the offline limits may be zero (nothing is
+    /// buffered for a client that is away).
     pub fn build(mut self) -> WsPool {
         let c = &mut self.config;
         for v in [

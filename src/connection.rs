@@ -19,7 +19,7 @@ use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 use tracing::Instrument;
 
 use crate::{
-    client::{epoch_ms, ClientState, CloseRequest},
+    client::{ClientState, CloseRequest},
     event::UndeliveredReason,
     mailbox::Mailbox,
     message::{after, decode, now_ms, receipt, stamp, status, Encoded},
@@ -358,9 +358,7 @@ impl Connection {
             bump(&counters.bytes_out, bytes as u64);
             bump(&state.messages_out, frames);
             bump(&state.bytes_out, bytes as u64);
-            state
-                .last_sent_ms
-                .store(epoch_ms(std::time::SystemTime::now()), Relaxed);
+            state.last_sent_ms.store(now_ms() as u64, Relaxed);
             tracing::trace!(frames, bytes, "wrote batch");
         }
         if close.is_some() && state.mailbox.len().0 == 0 {

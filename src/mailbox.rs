@@ -168,14 +168,9 @@ impl Mailbox {
         limits: &MailLimits,
     ) -> usize {
         let mut s = self.state.lock();
-        let Some(wake) = s
-            .attached
-            .as_ref()
-            .filter(|a| a.conn_id == conn_id)
-            .map(|a| a.wake.clone())
-        else {
+        if s.attached.as_ref().map(|a| a.conn_id) != Some(conn_id) {
             return 0;
-        };
+        }
         let now = Instant::now();
         let mut taken = 0;
         while batch.len() < max_frames && taken < max_bytes {
@@ -191,7 +186,9 @@ impl Mailbox {
             s.full_since = None;
         }
         if s.messages > 0 {
-            wake.notify_one();
+            if let Some(a) = &s.attached {
+                a.wake.notify_one();
+            }
         }
         taken
     }

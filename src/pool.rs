@@ -49,7 +49,7 @@ use crate::{
     mailbox::{Delivery, MailLimits, Mailbox, PushError},
     message::{receipt, status, Encoded},
     registry::{JoinRefused, Member, Registry},
-    stats::{bump, Counters},
+    stats::{bump, Counters, Gauges},
     BroadcastError, ClientHandle, ClientId, ClientInfo, DisconnectReason, JoinError, PoolEvent,
     SendError, SendMsg, Stats, Subscription, WsPoolLayer,
 };
@@ -307,11 +307,7 @@ impl WsPool {
         let mut reached = 0;
         let mut dropped = Vec::new();
         for state in self.inner.registry.read().online() {
-            match self.push(&state.mailbox, encoded, None) {
-                Ok(_) => reached += 1,
-                Err(PushError::Full) => dropped.push(state.id.clone()),
-                Err(PushError::Closed) => {}
-            }
+            self.push_member(&state.mailbox, encoded, &mut reached, &mut dropped);
         }
         self.report_dropped(dropped, encoded);
         reached
@@ -332,6 +328,22 @@ impl WsPool {
             _ => {}
         }
         result
+    }
+
+    /// Pushes for one recipient of a broadcast: counted as reached, or noted
+    /// as skipped (full) for `report_dropped`.
+    fn push_member(
+        &self,
+        mailbox: &Mailbox,
+        encoded: &Arc<Encoded>,
+        reached: &mut usize,
+        dropped: &mut Vec<ClientId>,
+    ) {
+        match self.push(mailbox, encoded, None) {
+            Ok(_) => *reached += 1,
+            Err(PushError::Full) => dropped.push(mailbox.client.clone()),
+            Err(PushError::Closed) => {}
+        }
     }
 
     fn deliver(&self, mailbox: &Mailbox, encoded: &Arc<Encoded>) -> Result<Delivery, SendError> {
@@ -367,11 +379,9 @@ impl WsPool {
                 channels,
                 dedupe.then_some(&mut seen),
                 |member| match member {
-                    Member::Client(mailbox) => match self.push(mailbox, encoded, None) {
-                        Ok(_) => out.recipients += 1,
-                        Err(PushError::Full) => dropped.push(mailbox.client.clone()),
-                        Err(PushError::Closed) => {}
-                    },
+                    Member::Client(mailbox) => {
+                        self.push_member(mailbox, encoded, &mut out.recipients, &mut dropped)
+                    }
                     Member::Subscriber(sub) => {
                         // No receiver left means the subscription is being
                         // dropped; it unregisters itself.
@@ -499,13 +509,12 @@ impl WsPool {
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> Stats {
         let registry = self.inner.registry.read();
-        let mut stats = self
-            .inner
-            .counters
-            .snapshot(registry.online_count(), registry.channel_count());
-        stats.offline_clients = registry.offline_count();
-        stats.offline_bytes = self.inner.limits.offline_bytes.load(Ordering::Relaxed);
-        stats
+        self.inner.counters.snapshot(Gauges {
+            connections: registry.online_count(),
+            channels: registry.channel_count(),
+            offline_clients: registry.offline_count(),
+            offline_bytes: self.inner.limits.offline_bytes.load(Ordering::Relaxed),
+        })
     }
 
     pub(crate) fn join(&self, state: &ClientState, channel: &str) -> Result<bool, JoinError> {

@@ -112,9 +112,15 @@ impl Registry {
         self.clients.get(id).and_then(|e| e.conn.as_ref())
     }
 
+    /// The entry of `state`'s id, if `state` is still its connection.
+    fn current(&self, state: &ClientState) -> Option<&Entry> {
+        self.clients
+            .get(&*state.id)
+            .filter(|e| e.conn.as_ref().is_some_and(|c| c.conn_id == state.conn_id))
+    }
+
     pub(crate) fn is_current(&self, state: &ClientState) -> bool {
-        self.conn(&state.id)
-            .is_some_and(|c| c.conn_id == state.conn_id)
+        self.current(state).is_some()
     }
 
     pub(crate) fn online(&self) -> impl Iterator<Item = &Arc<ClientState>> {
@@ -291,12 +297,9 @@ impl Registry {
     }
 
     pub(crate) fn channels_of(&self, state: &ClientState) -> Vec<String> {
-        match self.clients.get(&*state.id) {
-            Some(e) if e.conn.as_ref().is_some_and(|c| c.conn_id == state.conn_id) => {
-                e.channels.iter().map(|c| c.to_string()).collect()
-            }
-            _ => Vec::new(),
-        }
+        self.current(state)
+            .map(|e| e.channels.iter().map(|c| c.to_string()).collect())
+            .unwrap_or_default()
     }
 
     /// The connected members of `channel`.

@@ -84,12 +84,22 @@ pub struct RefusedStats {
     pub shutting_down: u64,
 }
 
+/// The figures that are read off the registry rather than counted.
+pub(crate) struct Gauges {
+    pub(crate) connections: usize,
+    pub(crate) channels: usize,
+    pub(crate) offline_clients: usize,
+    pub(crate) offline_bytes: usize,
+}
+
 impl Counters {
-    pub(crate) fn snapshot(&self, connections: usize, channels: usize) -> Stats {
+    pub(crate) fn snapshot(&self, now: Gauges) -> Stats {
         let r = |c: &AtomicU64| c.load(Relaxed);
         Stats {
-            connections,
-            channels,
+            connections: now.connections,
+            channels: now.channels,
+            offline_clients: now.offline_clients,
+            offline_bytes: now.offline_bytes,
             connections_total: r(&self.connections_total),
             messages_in: r(&self.messages_in),
             bytes_in: r(&self.bytes_in),
@@ -98,8 +108,6 @@ impl Counters {
             dropped: r(&self.dropped),
             buffered: r(&self.buffered),
             undelivered: r(&self.undelivered),
-            offline_clients: 0,
-            offline_bytes: 0,
             decode_errors: r(&self.decode_errors),
             refused: RefusedStats {
                 bad_request: r(&self.refused_bad_request),
