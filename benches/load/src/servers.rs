@@ -166,27 +166,54 @@ async fn naive_socket(socket: WebSocket, who: Who, state: Arc<Naive>) {
 }
 
 // ----- limit: a minimal handshake, then pre-encoded frames straight to TCP -----
+//
+// The ceiling: no framework between a published frame and the sockets.
+// The publisher encodes a frame once and appends its bytes to each
+// recipient's pending buffer; each connection's writer task takes the whole
+// buffer and writes it with one syscall. Coalescing is what any fast server
+// does (wspool batches the same way), so this is the ceiling for the same
+// design, not for one-syscall-per-frame.
 
-/// Written to without a lock: `try_write` takes `&self`, and only the
-/// publisher's task writes data frames.
-type Writer = Arc<OwnedWriteHalf>;
+/// One connection's outbound side: bytes waiting for its writer task.
+#[derive(Default)]
+struct Outbox {
+    pending: std::sync::Mutex<Vec<u8>>,
+    ready: tokio::sync::Notify,
+}
 
-/// Writes all of `buf`: straight to the socket, waiting only if it is full.
-async fn write_now(w: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        match w.try_write(buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => w.writable().await?,
-            Err(e) => return Err(e),
+impl Outbox {
+    fn push(&self, frame: &[u8]) {
+        let mut pending = self.pending.lock().unwrap();
+        let was_empty = pending.is_empty();
+        pending.extend_from_slice(frame);
+        drop(pending);
+        if was_empty {
+            self.ready.notify_one();
         }
     }
-    Ok(())
+}
+
+/// Writes everything pushed to `outbox`, one syscall per batch.
+async fn limit_writer(mut write: OwnedWriteHalf, outbox: Arc<Outbox>) {
+    use tokio::io::AsyncWriteExt;
+    let mut batch = Vec::new();
+    loop {
+        outbox.ready.notified().await;
+        std::mem::swap(&mut batch, &mut *outbox.pending.lock().unwrap());
+        if batch.is_empty() {
+            continue;
+        }
+        if write.write_all(&batch).await.is_err() {
+            return;
+        }
+        batch.clear();
+    }
 }
 
 #[derive(Default)]
 struct Limit {
-    rooms: std::sync::Mutex<HashMap<String, Vec<Writer>>>,
-    users: std::sync::Mutex<HashMap<String, Writer>>,
+    rooms: std::sync::Mutex<HashMap<String, Vec<Arc<Outbox>>>>,
+    users: std::sync::Mutex<HashMap<String, Arc<Outbox>>>,
 }
 
 async fn limit(listener: TcpListener) -> std::io::Result<()> {
@@ -250,9 +277,11 @@ async fn limit_conn(stream: tokio::net::TcpStream, state: Arc<Limit>) -> std::io
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
-    write_now(&write, head.as_bytes()).await?;
-    write_now(&write, &server_frame(b"ready")).await?;
-    let writer: Writer = Arc::new(write);
+    let mut hello = head.into_bytes();
+    hello.extend_from_slice(&server_frame(b"ready"));
+    let outbox = Arc::new(Outbox::default());
+    outbox.push(&hello);
+    let writer = tokio::spawn(limit_writer(write, outbox.clone()));
     let id = query_param(&path, "id").unwrap_or_default().to_owned();
     if let Some(room) = query_param(&path, "room") {
         state
@@ -261,13 +290,13 @@ async fn limit_conn(stream: tokio::net::TcpStream, state: Arc<Limit>) -> std::io
             .unwrap()
             .entry(room.to_owned())
             .or_default()
-            .push(writer.clone());
+            .push(outbox.clone());
     }
     state
         .users
         .lock()
         .unwrap()
-        .insert(id.clone(), writer.clone());
+        .insert(id.clone(), outbox.clone());
     // Read masked client frames; route text frames.
     loop {
         let mut head = [0u8; 2];
@@ -303,28 +332,17 @@ async fn limit_conn(stream: tokio::net::TcpStream, state: Arc<Limit>) -> std::io
         };
         let frame = server_frame(&payload[sp + 1..]);
         let target = String::from_utf8_lossy(&payload[1..sp]).into_owned();
-        let recipients: Vec<Writer> = if payload[0] == b'R' {
-            state
-                .rooms
-                .lock()
-                .unwrap()
-                .get(&target)
-                .cloned()
-                .unwrap_or_default()
-        } else {
-            state
-                .users
-                .lock()
-                .unwrap()
-                .get(&target)
-                .cloned()
-                .into_iter()
-                .collect()
-        };
-        for w in recipients {
-            let _ = write_now(&w, &frame).await;
+        if payload[0] == b'R' {
+            if let Some(room) = state.rooms.lock().unwrap().get(&target) {
+                for outbox in room {
+                    outbox.push(&frame);
+                }
+            }
+        } else if let Some(outbox) = state.users.lock().unwrap().get(&target) {
+            outbox.push(&frame);
         }
     }
     state.users.lock().unwrap().remove(&id);
+    writer.abort();
     Ok(())
 }
