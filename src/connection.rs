@@ -8,13 +8,15 @@
 //! The task runs inside a `tracing` span `ws{id=.. conn=..}`; connects and
 //! disconnects are logged at debug, nothing per message above trace.
 
-use std::{sync::atomic::Ordering::Relaxed, sync::Arc};
+use std::{
+    future::{poll_fn, Future},
+    sync::atomic::{AtomicBool, Ordering::Relaxed},
+    sync::Arc,
+    task::{Context, Poll, Wake, Waker},
+};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::{
-    stream::{SplitSink, SplitStream},
-    SinkExt, StreamExt,
-};
+use futures_util::{task::AtomicWaker, SinkExt, StreamExt};
 use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 use tracing::Instrument;
 
@@ -164,8 +166,8 @@ impl Connection {
         let own = self.state().callbacks.clone();
         self.callback(|h| own.open(h));
 
-        let (mut sink, mut stream) = socket.split();
-        let reason = self.serve(&mut sink, &mut stream).await;
+        let mut socket = socket;
+        let reason = self.serve(&mut socket).await;
 
         // Unregister first, so nothing new is routed here while closing.
         self.depart(&reason);
@@ -179,10 +181,10 @@ impl Connection {
                 | DisconnectReason::Error(_)
         );
         if we_close {
-            let _ = tokio::time::timeout(write_timeout, sink.send(close_frame(&reason))).await;
+            let _ = tokio::time::timeout(write_timeout, socket.send(close_frame(&reason))).await;
         } else {
             // Sends tungstenite's reply to the client's close frame.
-            let _ = tokio::time::timeout(write_timeout, sink.flush()).await;
+            let _ = tokio::time::timeout(write_timeout, socket.flush()).await;
         }
         tracing::debug!(
             ?reason,
@@ -200,7 +202,7 @@ impl Connection {
         if we_close {
             // Wait (bounded) for the client's close reply, so it reads ours.
             let _ = tokio::time::timeout(write_timeout, async {
-                while let Some(Ok(_)) = stream.next().await {}
+                while let Some(Ok(_)) = socket.next().await {}
             })
             .await;
         }
@@ -242,11 +244,11 @@ impl Connection {
     }
 
     /// Reads, writes and keeps time until the connection must end.
-    async fn serve(
-        &self,
-        sink: &mut SplitSink<WebSocket, Message>,
-        stream: &mut SplitStream<WebSocket>,
-    ) -> DisconnectReason {
+    ///
+    /// One task owns the whole socket (no split halves and their lock): the
+    /// `select!` drops its futures before a branch's handler runs, so the
+    /// handlers may use the socket.
+    async fn serve(&self, socket: &mut WebSocket) -> DisconnectReason {
         let config = self.pool().config();
         let (idle_timeout, ping_interval) = (config.idle_timeout(), config.ping_interval());
         // One timer serves both the pings and the idle timeout. A frame only
@@ -257,9 +259,10 @@ impl Connection {
         let timer = tokio::time::sleep_until(next_ping.min(idle_at));
         tokio::pin!(timer);
         let mut batch = Vec::new();
+        let readable = ReadSignal::new();
         loop {
             tokio::select! {
-                frame = stream.next() => {
+                frame = readable.next_frame(socket) => {
                     let frame = match frame {
                         Some(Ok(frame)) => frame,
                         Some(Err(e)) => return read_error(e),
@@ -275,7 +278,7 @@ impl Connection {
                     }
                 }
                 () = self.state().wake.notified() => {
-                    match self.write_queued(sink, &mut batch).await {
+                    match self.write_queued(socket, &mut batch).await {
                         Ok(None) => {}
                         Ok(Some(close)) => return close.reason,
                         Err(e) => {
@@ -292,7 +295,7 @@ impl Connection {
                     if now >= next_ping {
                         next_ping = after(ping_interval);
                         let timeout = config.write_timeout();
-                        match tokio::time::timeout(timeout, sink.send(Message::Ping(Default::default()))).await {
+                        match tokio::time::timeout(timeout, socket.send(Message::Ping(Default::default()))).await {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => return DisconnectReason::Error(PoolError::Socket(e.to_string())),
                             Err(_) => return DisconnectReason::Error(PoolError::WriteTimeout(timeout)),
@@ -309,7 +312,7 @@ impl Connection {
     /// for a flushing close).
     async fn write_queued(
         &self,
-        sink: &mut SplitSink<WebSocket, Message>,
+        sink: &mut WebSocket,
         batch: &mut Vec<Arc<Encoded>>,
     ) -> Result<Option<CloseRequest>, PoolError> {
         let state = self.state();
@@ -443,6 +446,70 @@ impl Connection {
             id: Some(self.state().id.clone()),
             error,
         });
+    }
+}
+
+/// Polls the socket's read side only when it asked to be polled.
+///
+/// The connection task is woken for outbound work far more often than for
+/// inbound frames (a subscriber of a busy channel, every message). Polling
+/// the read side on each of those wakes costs a failed read attempt, and
+/// tungstenite zero-fills its read buffer before every attempt. So the read
+/// side is polled with a waker of its own that records "readable" before
+/// waking the task, and is polled again only once that was recorded (or
+/// after it produced a frame, as more may be buffered).
+struct ReadSignal {
+    flag: Arc<ReadFlag>,
+    waker: Waker,
+}
+
+struct ReadFlag {
+    /// The read side should be polled.
+    ready: AtomicBool,
+    /// The connection task, woken when `ready` is set.
+    task: AtomicWaker,
+}
+
+impl Wake for ReadFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl ReadSignal {
+    fn new() -> Self {
+        let flag = Arc::new(ReadFlag {
+            ready: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        let waker = Waker::from(flag.clone());
+        ReadSignal { flag, waker }
+    }
+
+    /// The next frame from the client, as `StreamExt::next` would give it.
+    fn next_frame<'a>(
+        &'a self,
+        socket: &'a mut WebSocket,
+    ) -> impl Future<Output = Option<Result<Message, axum::Error>>> + 'a {
+        use std::sync::atomic::Ordering::{AcqRel, Release};
+        poll_fn(move |cx| {
+            // Register before checking, so a wake in between is not lost.
+            self.flag.task.register(cx.waker());
+            if !self.flag.ready.swap(false, AcqRel) {
+                return Poll::Pending;
+            }
+            let polled = socket.poll_next_unpin(&mut Context::from_waker(&self.waker));
+            if polled.is_ready() {
+                // More frames may already be buffered: look again next time.
+                self.flag.ready.store(true, Release);
+            }
+            polled
+        })
     }
 }
 

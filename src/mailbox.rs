@@ -20,6 +20,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use tokio::{sync::Notify, time::Instant};
 
 use crate::{message::Encoded, ClientId, Format};
@@ -67,8 +68,10 @@ pub(crate) struct Mailbox {
 
 struct State {
     /// One lane per priority present, highest first. With one priority (the
-    /// usual case) this is a single `VecDeque`.
-    lanes: Vec<Lane>,
+    /// usual case) this is a single `VecDeque`, held inline: a broadcast
+    /// pushes to thousands of mailboxes, and one pointer fewer to follow is
+    /// one cache miss fewer per recipient.
+    lanes: SmallVec<[Lane; 1]>,
     messages: usize,
     bytes: usize,
     /// The format of the attached (or last attached) connection: what
@@ -98,7 +101,7 @@ impl Mailbox {
             key,
             client,
             state: Mutex::new(State {
-                lanes: Vec::new(),
+                lanes: SmallVec::new(),
                 messages: 0,
                 bytes: 0,
                 format,
