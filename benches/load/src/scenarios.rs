@@ -30,6 +30,10 @@ pub struct Ctx {
     pub quick: bool,
 }
 
+/// Sequence numbers from here on mark warm-up traffic, which is not
+/// recorded.
+const WARM_UP_SEQ: u64 = 9_000_000_000_000_000;
+
 /// What subscribers record.
 struct Recorder {
     hist: Mutex<Histogram<u64>>,
@@ -56,6 +60,9 @@ impl Recorder {
         let Some((seq, ts)) = parse_payload(payload) else {
             return;
         };
+        if seq >= WARM_UP_SEQ {
+            return;
+        }
         let micros = now_ns().saturating_sub(ts) / 1000;
         let _ = self.hist.lock().record(micros.max(1));
         self.received.fetch_add(1, Relaxed);
@@ -227,32 +234,41 @@ pub async fn direct(ctx: &Ctx, n: usize, rate: u64) -> Result<Metrics, String> {
         senders.push(tx);
         tokio::spawn(run_client(ctx.proto, ws, rec.clone(), Some(rx)));
     }
-    let cpu0 = cpu_secs(ctx.server_pid);
-    let start = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut sent = 0u64;
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
+    let mut next = move || {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
         rng
     };
-    while start.elapsed() < duration {
-        tick.tick().await;
-        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-        while sent < due {
-            let from = (next() % n as u64) as usize;
-            let mut to = (next() % n as u64) as usize;
-            if to == from {
-                to = (to + 1) % n;
+    // One second of the same traffic, not recorded, first: the 10,000
+    // client tasks were just spawned, and the first milliseconds of
+    // polling them all measure the load generator, not the server.
+    let mut send_for = async |length: Duration, first_seq: u64| {
+        let start = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut sent = 0u64;
+        while start.elapsed() < length {
+            tick.tick().await;
+            let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+            while sent < due {
+                let from = (next() % n as u64) as usize;
+                let mut to = (next() % n as u64) as usize;
+                if to == from {
+                    to = (to + 1) % n;
+                }
+                let payload = client::payload(first_seq + sent);
+                let msg = client::direct(ctx.proto, &format!("c{to}"), &payload);
+                let _ = senders[from].send(msg);
+                sent += 1;
             }
-            let msg = client::direct(ctx.proto, &format!("c{to}"), &client::payload(sent));
-            let _ = senders[from].send(msg);
-            sent += 1;
         }
-    }
+        sent
+    };
+    send_for(Duration::from_secs(1), WARM_UP_SEQ).await;
+    let cpu0 = cpu_secs(ctx.server_pid);
+    let sent = send_for(duration, 0).await;
     let deadline = Instant::now() + Duration::from_secs(3);
     while rec.received.load(Relaxed) < sent && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
