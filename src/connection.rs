@@ -10,7 +10,10 @@
 
 use std::{
     future::{poll_fn, Future},
-    sync::atomic::{AtomicBool, Ordering::Relaxed},
+    sync::atomic::{
+        AtomicBool,
+        Ordering::{AcqRel, Relaxed, Release},
+    },
     sync::Arc,
     task::{Context, Poll, Wake, Waker},
 };
@@ -154,7 +157,7 @@ impl Connection {
         &self.client.state
     }
 
-    async fn run(self, socket: WebSocket, permit: OwnedSemaphorePermit, live: LiveGuard) {
+    async fn run(self, mut socket: WebSocket, permit: OwnedSemaphorePermit, live: LiveGuard) {
         bump(&self.pool().inner.counters.connections_total, 1);
         tracing::debug!(remote = ?self.state().remote_addr, "connected");
         if self.pool().wants_events() {
@@ -166,7 +169,6 @@ impl Connection {
         let own = self.state().callbacks.clone();
         self.callback(|h| own.open(h));
 
-        let mut socket = socket;
         let reason = self.serve(&mut socket).await;
 
         // Unregister first, so nothing new is routed here while closing.
@@ -312,7 +314,7 @@ impl Connection {
     /// for a flushing close).
     async fn write_queued(
         &self,
-        sink: &mut WebSocket,
+        socket: &mut WebSocket,
         batch: &mut Vec<Arc<Encoded>>,
     ) -> Result<Option<CloseRequest>, PoolError> {
         let state = self.state();
@@ -336,9 +338,9 @@ impl Connection {
             let timeout = pool.config().write_timeout();
             let write = async {
                 for msg in batch.iter() {
-                    sink.feed(msg.frame(state.format).0).await?;
+                    socket.feed(msg.frame(state.format).0).await?;
                 }
-                sink.flush().await
+                socket.flush().await
             };
             let failed = match tokio::time::timeout(timeout, write).await {
                 Ok(Ok(())) => None,
@@ -476,7 +478,7 @@ impl Wake for ReadFlag {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.ready.store(true, std::sync::atomic::Ordering::Release);
+        self.ready.store(true, Release);
         self.task.wake();
     }
 }
@@ -496,7 +498,6 @@ impl ReadSignal {
         &'a self,
         socket: &'a mut WebSocket,
     ) -> impl Future<Output = Option<Result<Message, axum::Error>>> + 'a {
-        use std::sync::atomic::Ordering::{AcqRel, Release};
         poll_fn(move |cx| {
             // Register before checking, so a wake in between is not lost.
             self.flag.task.register(cx.waker());
