@@ -338,7 +338,7 @@ impl Connection {
             let timeout = pool.config().write_timeout();
             let write = async {
                 for msg in batch.iter() {
-                    socket.feed(msg.frame(state.format).0).await?;
+                    socket.feed(msg.frame(state.format)).await?;
                 }
                 socket.flush().await
             };

@@ -211,17 +211,12 @@ impl Mailbox {
         }
         if s.format != format {
             s.format = format;
-            s.bytes = s
-                .lanes
-                .iter()
-                .flat_map(|l| &l.entries)
-                .map(|(m, _)| m.encoded_len(format))
-                .sum();
-            for lane in &mut s.lanes {
-                for (m, len) in &mut lane.entries {
-                    *len = m.encoded_len(format);
-                }
+            let mut bytes = 0;
+            for (m, len) in s.lanes.iter_mut().flat_map(|l| &mut l.entries) {
+                *len = m.encoded_len(format);
+                bytes += *len;
             }
+            s.bytes = bytes;
         }
         s.full_since = None;
         if s.messages > 0 {
@@ -318,29 +313,16 @@ impl Mailbox {
 impl State {
     fn insert(&mut self, msg: Arc<Encoded>, len: usize) {
         let priority = msg.priority();
-        let pos = self.lanes.iter().position(|l| l.priority <= priority);
-        let lane = match pos {
-            Some(i) if self.lanes[i].priority == priority => &mut self.lanes[i],
-            Some(i) => {
-                self.lanes.insert(
-                    i,
-                    Lane {
-                        priority,
-                        entries: VecDeque::new(),
-                    },
-                );
-                &mut self.lanes[i]
-            }
-            None => {
-                self.lanes.push(Lane {
-                    priority,
-                    entries: VecDeque::new(),
-                });
-                let last = self.lanes.len() - 1;
-                &mut self.lanes[last]
-            }
-        };
-        lane.entries.push_back((msg, len));
+        // Lanes are sorted highest first: the first not above `priority` is
+        // its lane, or where its lane goes.
+        let i = (self.lanes.iter())
+            .position(|l| l.priority <= priority)
+            .unwrap_or(self.lanes.len());
+        if self.lanes.get(i).is_none_or(|l| l.priority != priority) {
+            let entries = VecDeque::new();
+            self.lanes.insert(i, Lane { priority, entries });
+        }
+        self.lanes[i].entries.push_back((msg, len));
         self.messages += 1;
         self.bytes += len;
     }

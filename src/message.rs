@@ -80,17 +80,12 @@ impl Encoded {
         }
     }
 
-    /// The frame for `format` and its payload length.
-    pub(crate) fn frame(&self, format: Format) -> (Message, usize) {
+    /// The frame for `format`: a reference to the shared encoding, not a
+    /// copy.
+    pub(crate) fn frame(&self, format: Format) -> Message {
         match format {
-            Format::Binary => {
-                let b = self.binary();
-                (Message::Binary(b.clone()), b.len())
-            }
-            Format::Json => {
-                let t = self.json();
-                (Message::Text(t.clone()), t.len())
-            }
+            Format::Binary => Message::Binary(self.binary().clone()),
+            Format::Json => Message::Text(self.json().clone()),
         }
     }
 
@@ -178,18 +173,18 @@ mod tests {
             ..Default::default()
         };
         let e = Encoded::new(Arc::new(msg), None, Duration::from_secs(1));
-        let (Message::Binary(a), _) = e.frame(Format::Binary) else {
+        let Message::Binary(a) = e.frame(Format::Binary) else {
             panic!()
         };
-        let (Message::Binary(b), _) = e.frame(Format::Binary) else {
+        let Message::Binary(b) = e.frame(Format::Binary) else {
             panic!()
         };
         assert_eq!(a.as_ptr(), b.as_ptr());
-        let (Message::Text(t), n) = e.frame(Format::Json) else {
+        let Message::Text(t) = e.frame(Format::Json) else {
             panic!()
         };
         assert_eq!(t.as_str(), r#"{"msg":"x"}"#);
-        assert_eq!(n, t.len());
+        assert_eq!(e.encoded_len(Format::Json), t.len());
     }
 
     /// Stamping overwrites a spoofed sender and fills a zero timestamp only.

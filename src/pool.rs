@@ -251,13 +251,7 @@ impl WsPool {
             return Err(SendError::EmptyTarget);
         }
         let encoded = Encoded::new(Arc::new(msg), None, self.ttl(options));
-        let mailbox = self
-            .inner
-            .registry
-            .read()
-            .get(&encoded.msg.to_client_id)
-            .map(|e| e.mailbox.clone());
-        match mailbox {
+        match self.mailbox_of(&encoded.msg.to_client_id) {
             Some(mailbox) => self.deliver(&mailbox, &encoded),
             None => Err(SendError::NotConnected(ClientId::from(
                 encoded.msg.to_client_id.as_str(),
@@ -311,6 +305,13 @@ impl WsPool {
         }
         self.report_dropped(dropped, encoded);
         reached
+    }
+
+    /// The mailbox of client `id` (connected or away), taken out of the
+    /// registry so the lock is not held while pushing.
+    fn mailbox_of(&self, id: &str) -> Option<Arc<Mailbox>> {
+        let registry = self.inner.registry.read();
+        registry.get(id).map(|e| e.mailbox.clone())
     }
 
     /// Pushes into one mailbox, counting a refusal for being full and a
@@ -464,13 +465,7 @@ impl WsPool {
     /// Queues a receipt for client `to` (buffered if it is away); one that
     /// does not fit is counted as dropped.
     pub(crate) fn send_receipt(&self, to: &str, receipt: SendMsg) {
-        let mailbox = self
-            .inner
-            .registry
-            .read()
-            .get(to)
-            .map(|e| e.mailbox.clone());
-        if let Some(mailbox) = mailbox {
+        if let Some(mailbox) = self.mailbox_of(to) {
             let encoded = Encoded::new(Arc::new(receipt), None, self.inner.config.message_ttl);
             let _ = self.push(&mailbox, &encoded, None);
         }
@@ -569,7 +564,7 @@ impl WsPool {
 
     /// Sends the event built by `make` if anyone is listening.
     pub(crate) fn emit(&self, make: impl FnOnce() -> PoolEvent) {
-        if self.inner.events.receiver_count() > 0 {
+        if self.wants_events() {
             let _ = self.inner.events.send(make());
         }
     }

@@ -253,14 +253,23 @@ fn machine() -> Value {
     })
 }
 
-/// The metric compared between servers, and whether higher is better.
-fn headline(scenario: &str) -> (&'static str, bool) {
+/// The metric compared between servers (the ratio is always wspool /
+/// peer: above 1 is better for throughputs, below 1 for latency and memory).
+fn headline(scenario: &str) -> &'static str {
     match scenario {
-        s if s.starts_with("fanout") => ("deliveries_per_s", true),
-        "direct_10k" => ("p99_ms", false),
-        "idle_15k" => ("rss_kib_per_conn", false),
-        _ => ("handshakes_per_s", true),
+        s if s.starts_with("fanout") => "deliveries_per_s",
+        "direct_10k" => "p99_ms",
+        "idle_15k" => "rss_kib_per_conn",
+        _ => "handshakes_per_s",
     }
+}
+
+/// The median of each list.
+fn medians(lists: &BTreeMap<String, Vec<f64>>) -> BTreeMap<String, f64> {
+    lists
+        .iter()
+        .map(|(k, v)| (k.clone(), median(v.clone())))
+        .collect()
 }
 
 fn run_all(quick: bool, rounds: usize, servers: &[String], scenarios: &[String]) {
@@ -314,7 +323,7 @@ fn run_all(quick: bool, rounds: usize, servers: &[String], scenarios: &[String])
                 // Let sockets of the last run wind down before the next.
                 std::thread::sleep(Duration::from_millis(500));
             }
-            let (metric, _) = headline(scenario);
+            let metric = headline(scenario);
             if let Some(ours) = this_round.get("wspool").and_then(|m| m.get(metric)) {
                 for (peer, m) in &this_round {
                     if let (false, Some(theirs)) = (peer == "wspool", m.get(metric)) {
@@ -329,35 +338,19 @@ fn run_all(quick: bool, rounds: usize, servers: &[String], scenarios: &[String])
             }
         }
     }
-    let summary: BTreeMap<_, BTreeMap<_, BTreeMap<_, f64>>> = results
+    let summary: BTreeMap<_, BTreeMap<_, _>> = results
         .iter()
         .map(|(sc, by_server)| {
             let s = by_server
                 .iter()
-                .map(|(srv, metrics)| {
-                    (
-                        srv.clone(),
-                        metrics
-                            .iter()
-                            .map(|(k, v)| (k.clone(), median(v.clone())))
-                            .collect(),
-                    )
-                })
+                .map(|(srv, metrics)| (srv.clone(), medians(metrics)))
                 .collect();
             (sc.clone(), s)
         })
         .collect();
-    let ratio_summary: BTreeMap<_, BTreeMap<_, f64>> = ratios
+    let ratio_summary: BTreeMap<_, _> = ratios
         .iter()
-        .map(|(sc, peers)| {
-            (
-                sc.clone(),
-                peers
-                    .iter()
-                    .map(|(p, v)| (p.clone(), median(v.clone())))
-                    .collect(),
-            )
-        })
+        .map(|(sc, peers)| (sc.clone(), medians(peers)))
         .collect();
     let doc = json!({
         "machine": machine(),
@@ -365,7 +358,7 @@ fn run_all(quick: bool, rounds: usize, servers: &[String], scenarios: &[String])
         "quick": quick,
         "summary": summary,
         "ratios": ratio_summary,
-        "ratio_metric": scenarios.iter().map(|s| (s.clone(), headline(s).0)).collect::<BTreeMap<_, _>>(),
+        "ratio_metric": scenarios.iter().map(|s| (s.clone(), headline(s))).collect::<BTreeMap<_, _>>(),
         "raw": raw,
     });
     let dir = root.join("target/bench");
@@ -386,7 +379,7 @@ fn print_table(
 ) {
     let mut out = std::io::stdout().lock();
     for (scenario, by_server) in summary {
-        let (metric, _) = headline(scenario);
+        let metric = headline(scenario);
         let metrics: Vec<&String> = by_server
             .values()
             .flat_map(|m| m.keys())

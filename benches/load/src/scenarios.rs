@@ -3,7 +3,7 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicU32, AtomicU64, Ordering::Relaxed},
         Arc,
     },
     time::{Duration, Instant},
@@ -80,6 +80,12 @@ impl Recorder {
         m.insert("p99_ms".into(), ms(h.value_at_quantile(0.99)));
         m.insert("max_ms".into(), ms(h.max()));
     }
+}
+
+/// Server CPU seconds per million of `count` (deliveries, connections,
+/// handshakes).
+fn per_million(cpu_s: f64, count: u64) -> f64 {
+    cpu_s / (count.max(1) as f64 / 1e6)
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {
@@ -211,10 +217,7 @@ pub async fn fanout(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
     m.insert("deliveries_per_s".into(), received as f64 / elapsed);
     m.insert("published".into(), seq as f64);
     m.insert("lost".into(), expected.saturating_sub(received) as f64);
-    m.insert(
-        "cpu_s_per_million".into(),
-        cpu / (received.max(1) as f64 / 1e6),
-    );
+    m.insert("cpu_s_per_million".into(), per_million(cpu, received));
     rec.latency(&mut m);
     Ok(m)
 }
@@ -278,10 +281,7 @@ pub async fn direct(ctx: &Ctx, n: usize, rate: u64) -> Result<Metrics, String> {
     let mut m = Metrics::new();
     m.insert("sent_per_s".into(), sent as f64 / duration.as_secs_f64());
     m.insert("lost".into(), sent.saturating_sub(received) as f64);
-    m.insert(
-        "cpu_s_per_million".into(),
-        cpu / (received.max(1) as f64 / 1e6),
-    );
+    m.insert("cpu_s_per_million".into(), per_million(cpu, received));
     rec.latency(&mut m);
     Ok(m)
 }
@@ -292,7 +292,6 @@ pub async fn idle(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
     let cpu0 = cpu_secs(ctx.server_pid);
     let rec = Recorder::new(0, 1);
     let clients = connect_many(ctx, n, Some("idle"), 256, "idle clients").await?;
-    let stop = Arc::new(AtomicBool::new(false));
     for ws in clients {
         tokio::spawn(run_client(ctx.proto, ws, rec.clone(), None));
     }
@@ -300,14 +299,13 @@ pub async fn idle(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss1 = rss_kib(ctx.server_pid);
     let cpu = cpu_secs(ctx.server_pid) - cpu0;
-    stop.store(true, Relaxed);
     let mut m = Metrics::new();
     m.insert(
         "rss_kib_per_conn".into(),
         (rss1.saturating_sub(rss0)) as f64 / n as f64,
     );
     m.insert("rss_mib_total".into(), rss1 as f64 / 1024.0);
-    m.insert("cpu_s_per_million".into(), cpu / (n as f64 / 1e6));
+    m.insert("cpu_s_per_million".into(), per_million(cpu, n as u64));
     Ok(m)
 }
 
@@ -327,24 +325,24 @@ pub async fn connect_storm(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
             )
             .await;
             pb.inc(1);
-            matches!(r, Ok(Ok(_))).then(|| r.ok().and_then(Result::ok))
+            r.ok().and_then(Result::ok)
         }));
     }
-    let mut ok = 0u64;
+    // Kept open until the figures are taken.
     let mut keep = Vec::new();
     for t in tasks {
         if let Ok(Some(ws)) = t.await {
-            ok += 1;
             keep.push(ws);
         }
     }
+    let ok = keep.len() as u64;
     let elapsed = start.elapsed().as_secs_f64();
     pb.finish_and_clear();
     let cpu = cpu_secs(ctx.server_pid) - cpu0;
     let mut m = Metrics::new();
     m.insert("handshakes_per_s".into(), ok as f64 / elapsed);
     m.insert("failed".into(), (n as u64 - ok) as f64);
-    m.insert("cpu_s_per_million".into(), cpu / (ok.max(1) as f64 / 1e6));
+    m.insert("cpu_s_per_million".into(), per_million(cpu, ok));
     drop(keep);
     Ok(m)
 }
