@@ -135,6 +135,9 @@ pub(crate) struct ClientState {
     /// A pending close request. A mutex because it is set from other tasks
     /// and read by the connection's; never held across an await.
     close: Mutex<Option<CloseRequest>>,
+    /// Signalled with every close request, for a connection task that is
+    /// inside a stalled write (so `wake`'s permits stay for the queue).
+    closing: Notify,
     pub(crate) callbacks: Callbacks,
     // Relaxed atomics: independent tallies, written by the connection task.
     pub(crate) last_received_ms: AtomicU64,
@@ -163,6 +166,7 @@ impl ClientState {
             mailbox,
             wake: Arc::new(Notify::new()),
             close: Mutex::new(None),
+            closing: Notify::new(),
             callbacks: config.callbacks.clone(),
             last_received_ms: AtomicU64::new(0),
             last_sent_ms: AtomicU64::new(0),
@@ -174,20 +178,40 @@ impl ClientState {
     }
 
     /// Asks the connection's task to close. The first request wins, unless
-    /// `force` (shutdown giving up on a flush).
-    pub(crate) fn request_close(&self, request: CloseRequest, force: bool) {
+    /// `force` (shutdown giving up on a flush). Returns whether this request
+    /// was taken.
+    pub(crate) fn request_close(&self, request: CloseRequest, force: bool) -> bool {
         {
             let mut close = self.close.lock();
             if close.is_some() && !force {
-                return;
+                return false;
             }
             *close = Some(request);
         }
         self.wake.notify_one();
+        self.closing.notify_one();
+        true
     }
 
     pub(crate) fn close_request(&self) -> Option<CloseRequest> {
         self.close.lock().clone()
+    }
+
+    /// Resolves once a close that does not wait for the queue is requested
+    /// (replace, kick, 4008, shutdown past its timeout): a write in
+    /// progress is abandoned for it.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the request stays recorded; only a wake-up is used.
+    pub(crate) async fn abrupt_close(&self) -> CloseRequest {
+        loop {
+            // Created before the check, so a request in between is not missed.
+            let signalled = self.closing.notified();
+            if let Some(close) = self.close_request().filter(|c| !c.flush) {
+                return close;
+            }
+            signalled.await;
+        }
     }
 
     pub(crate) fn info(&self, channels: Vec<String>) -> ClientInfo {

@@ -2,13 +2,18 @@
 //!
 //! | knob | default | what happens at the limit |
 //! |---|---|---|
-//! | [`ping_interval`](WsPoolBuilder::ping_interval) | 25 s | the server pings each connection this often |
-//! | [`idle_timeout`](WsPoolBuilder::idle_timeout) | 60 s | nothing received (not even a pong) for this long: the connection is closed |
+//! | [`ping_interval`](WsPoolBuilder::ping_interval) | 25 s, or half of a shorter `idle_timeout` | the server pings each connection this often; set explicitly, it must be shorter than `idle_timeout` ([`ConfigError`]) |
+//! | [`idle_timeout`](WsPoolBuilder::idle_timeout) | 60 s | nothing received (not even a pong) for this long: the connection is closed (1000) |
 //! | [`write_timeout`](WsPoolBuilder::write_timeout) | 10 s | a write (or the closing handshake) that takes longer: the connection is dropped |
 //! | [`max_message_size`](WsPoolBuilder::max_message_size) | 1 MiB | a bigger incoming frame closes the connection with 1009 |
 //! | [`queue_max_messages`](WsPoolBuilder::queue_max_messages) | 1024 | `send` returns [`SendError::QueueFull`](crate::SendError::QueueFull); a broadcast skips the client and emits [`PoolEvent::Dropped`](crate::PoolEvent::Dropped); a relayed direct message gets receipt 5 |
 //! | [`queue_max_bytes`](WsPoolBuilder::queue_max_bytes) | 8 MiB | as for `queue_max_messages` |
 //! | [`max_connections`](WsPoolBuilder::max_connections) | 100,000 | further handshakes get HTTP 503 |
+//! | [`max_connections_per_ip`](WsPoolBuilder::max_connections_per_ip) | 1,000 | further handshakes from that address get HTTP 429; the address is the peer's, or the one [`client_ip`](WsPoolBuilder::client_ip) reads from a trusted proxy's header |
+//! | [`max_handshakes_in_flight`](WsPoolBuilder::max_handshakes_in_flight) | 1,024 | handshakes being checked, authorised or upgraded at once; more get HTTP 503 |
+//! | [`max_inbound_messages_per_sec`](WsPoolBuilder::max_inbound_messages_per_sec) | 1,000 | per connection, burst of one second's worth: a data frame beyond it is refused with receipt 7; a client that keeps sending at more than twice the rate for about a second is closed with 1008 |
+//! | [`max_inbound_bytes_per_sec`](WsPoolBuilder::max_inbound_bytes_per_sec) | 4 MiB | as for `max_inbound_messages_per_sec`, in payload bytes (one `max_message_size` message always fits the burst) |
+//! | [`max_channels_per_message`](WsPoolBuilder::max_channels_per_message) | 64 | a relayed message naming more channels is not relayed: receipt 7 |
 //! | [`max_channels_per_client`](WsPoolBuilder::max_channels_per_client) | 64 | handshake: HTTP 400; `join`: [`JoinError::TooManyChannels`](crate::JoinError::TooManyChannels) |
 //! | [`max_id_len`](WsPoolBuilder::max_id_len) | 128 bytes | HTTP 400 |
 //! | [`max_channel_len`](WsPoolBuilder::max_channel_len) | 128 bytes | HTTP 400, or [`JoinError::InvalidChannel`](crate::JoinError::InvalidChannel) |
@@ -31,10 +36,39 @@
 use std::time::Duration;
 
 use crate::{
+    admission::ClientIp,
+    message::NEVER,
     callbacks::{Callbacks, Relay},
     route::{AuthFuture, Authorize, HandshakeRequest},
     ClientConfig, ClientHandle, DisconnectReason, PoolError, Rejection, SendMsg, WsPool,
 };
+
+/// The default [`ping_interval`](WsPoolBuilder::ping_interval).
+const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(25);
+
+/// A pool setting that cannot work, from [`WsPoolBuilder::try_build`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Clients would be dropped as idle before they are ever pinged.
+    #[error(
+        "ping_interval ({ping:?}) must be shorter than idle_timeout ({idle:?}), or a client that \
+         answers every ping is still closed as idle: shorten ping_interval, or leave it unset \
+         to follow idle_timeout"
+    )]
+    PingNotBeforeIdle {
+        /// The ping interval set.
+        ping: Duration,
+        /// The idle timeout set.
+        idle: Duration,
+    },
+    /// A zero `idle_timeout` would close every connection at once.
+    #[error("idle_timeout must be more than zero")]
+    ZeroIdleTimeout,
+    /// A zero `ping_interval` would ping without pause.
+    #[error("ping_interval must be more than zero")]
+    ZeroPingInterval,
+}
 use std::{future::Future, sync::Arc};
 
 /// What to do when a client connects with an id that is already connected.
@@ -75,6 +109,12 @@ pub struct Config {
     pub(crate) queue_max_messages: usize,
     pub(crate) queue_max_bytes: usize,
     pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_ip: usize,
+    pub(crate) max_handshakes_in_flight: usize,
+    pub(crate) max_inbound_messages_per_sec: u32,
+    pub(crate) max_inbound_bytes_per_sec: usize,
+    pub(crate) max_channels_per_message: usize,
+    pub(crate) client_ip: ClientIp,
     pub(crate) max_channels_per_client: usize,
     pub(crate) max_id_len: usize,
     pub(crate) max_channel_len: usize,
@@ -99,13 +139,19 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            ping_interval: Duration::from_secs(25),
+            ping_interval: DEFAULT_PING_INTERVAL,
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             max_message_size: 1024 * 1024,
             queue_max_messages: 1024,
             queue_max_bytes: 8 * 1024 * 1024,
             max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            max_handshakes_in_flight: 1_024,
+            max_inbound_messages_per_sec: 1_000,
+            max_inbound_bytes_per_sec: 4 * 1024 * 1024,
+            max_channels_per_message: 64,
+            client_ip: ClientIp::Peer,
             max_channels_per_client: 64,
             max_id_len: 128,
             max_channel_len: 128,
@@ -134,6 +180,16 @@ impl Config {
     pub fn allowed_origins(&self) -> Option<&[String]> {
         self.allowed_origins.as_deref()
     }
+
+    /// How often the server pings each connection.
+    pub fn ping_interval(&self) -> Duration {
+        self.ping_interval
+    }
+
+    /// Where a client's address is read from.
+    pub fn client_ip(&self) -> &ClientIp {
+        &self.client_ip
+    }
 }
 
 /// Builds a [`WsPool`]; see the [module docs](crate::config) for every knob
@@ -155,6 +211,8 @@ impl Config {
 #[must_use]
 pub struct WsPoolBuilder {
     config: Config,
+    /// `ping_interval` was set explicitly (else it follows `idle_timeout`).
+    ping_set: bool,
 }
 
 /// One list of the plain knobs: each gets a getter on [`Config`] and a
@@ -171,8 +229,6 @@ macro_rules! knobs {
 }
 
 knobs! {
-    /// How often the server pings each connection (default 25 s).
-    ping_interval: Duration;
     /// How long a connection may stay silent (no frame, no pong) before it
     /// is closed (default 60 s).
     idle_timeout: Duration;
@@ -188,6 +244,24 @@ knobs! {
     queue_max_bytes: usize;
     /// The most connections held at once; more get HTTP 503 (default 100,000).
     max_connections: usize;
+    /// The most connections from one client address at once; more get
+    /// HTTP 429 (default 1,000). Many users can share one address (carrier
+    /// NAT, an office): raise it rather than set it low.
+    max_connections_per_ip: usize;
+    /// The most handshakes being checked, authorised and upgraded at once;
+    /// more get HTTP 503 (default 1,024). Bounds the work a burst of
+    /// handshakes (or a slow authorisation hook) can pile up.
+    max_handshakes_in_flight: usize;
+    /// Per connection, data frames a second (burst: one second's worth).
+    /// Beyond: receipt 7; sustained at more than twice: closed with 1008
+    /// (default 1,000).
+    max_inbound_messages_per_sec: u32;
+    /// Per connection, payload bytes a second, as for
+    /// `max_inbound_messages_per_sec` (default 4 MiB).
+    max_inbound_bytes_per_sec: usize;
+    /// The most channels one relayed message may name; more: not relayed,
+    /// receipt 7 (default 64).
+    max_channels_per_message: usize;
     /// The most channels one client may be in (default 64).
     max_channels_per_client: usize;
     /// The longest id in bytes (default 128).
@@ -226,6 +300,27 @@ knobs! {
 }
 
 impl WsPoolBuilder {
+    /// How often the server pings each connection. Default: 25 s, or half
+    /// of `idle_timeout` when that is shorter than 50 s. Set explicitly, it
+    /// must be shorter than `idle_timeout` (see [`try_build`](Self::try_build)).
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.config.ping_interval = interval;
+        self.ping_set = true;
+        self
+    }
+
+    /// Where the pool reads a client's address (for
+    /// `max_connections_per_ip` and [`ClientInfo::remote_addr`](crate::ClientInfo::remote_addr)).
+    /// Default: the TCP peer. Behind a load balancer every peer is the
+    /// balancer: read the address it adds instead, e.g.
+    /// [`ClientIp::RightmostForwardedFor`]. Only do so when clients cannot
+    /// reach the server except through that proxy, or they choose their
+    /// own address.
+    pub fn client_ip(mut self, source: ClientIp) -> Self {
+        self.config.client_ip = source;
+        self
+    }
+
     /// Accept browser handshakes only from these origins (exact match on the
     /// `Origin` header, e.g. `https://example.com`). A request without an
     /// `Origin` header (not a browser) is not affected. Default: any origin.
@@ -308,15 +403,54 @@ impl WsPoolBuilder {
         self
     }
 
-    /// Build the pool. Zero queue, connection, name, event and message-size
-    /// limits are raised to 1; the offline limits may be zero (nothing is
-    /// buffered for a client that is away).
-    pub fn build(mut self) -> WsPool {
+    /// Build the pool; see [`try_build`](Self::try_build).
+    ///
+    /// # Panics
+    /// When the settings cannot work together ([`ConfigError`]): a
+    /// programming error, reported at start-up rather than as clients
+    /// dropped later.
+    pub fn build(self) -> WsPool {
+        match self.try_build() {
+            Ok(pool) => pool,
+            Err(e) => panic!("wspool: {e}"),
+        }
+    }
+
+    /// Build the pool, or say which settings cannot work together.
+    ///
+    /// Zero queue, connection, name, event, rate and message-size limits
+    /// are raised to 1; the offline limits may be zero (nothing is buffered
+    /// for a client that is away). A `ping_interval` left unset follows a
+    /// short `idle_timeout` (half of it).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use wspool::{config::ConfigError, WsPool};
+    ///
+    /// let quick = WsPool::builder().idle_timeout(Duration::from_secs(10)).build();
+    /// assert_eq!(quick.config().ping_interval(), Duration::from_secs(5));
+    ///
+    /// let broken = WsPool::builder()
+    ///     .idle_timeout(Duration::from_secs(10))
+    ///     .ping_interval(Duration::from_secs(25))
+    ///     .try_build();
+    /// assert!(matches!(broken, Err(ConfigError::PingNotBeforeIdle { .. })));
+    /// ```
+    ///
+    /// # Errors
+    /// [`ConfigError`] when an explicitly set `ping_interval` is zero or not
+    /// shorter than `idle_timeout` (unless that is a century or more:
+    /// never), or `idle_timeout` is zero.
+    pub fn try_build(mut self) -> Result<WsPool, ConfigError> {
         let c = &mut self.config;
         for v in [
             &mut c.queue_max_messages,
             &mut c.queue_max_bytes,
             &mut c.max_connections,
+            &mut c.max_connections_per_ip,
+            &mut c.max_handshakes_in_flight,
+            &mut c.max_inbound_bytes_per_sec,
+            &mut c.max_channels_per_message,
             &mut c.max_id_len,
             &mut c.max_channel_len,
             &mut c.event_buffer,
@@ -324,6 +458,20 @@ impl WsPoolBuilder {
         ] {
             *v = (*v).max(1);
         }
-        WsPool::from_config(self.config)
+        c.max_inbound_messages_per_sec = c.max_inbound_messages_per_sec.max(1);
+        if c.idle_timeout.is_zero() {
+            return Err(ConfigError::ZeroIdleTimeout);
+        }
+        if !self.ping_set {
+            c.ping_interval = DEFAULT_PING_INTERVAL.min(c.idle_timeout / 2);
+        } else if c.ping_interval.is_zero() {
+            return Err(ConfigError::ZeroPingInterval);
+        } else if c.ping_interval >= c.idle_timeout && c.idle_timeout < NEVER {
+            return Err(ConfigError::PingNotBeforeIdle {
+                ping: c.ping_interval,
+                idle: c.idle_timeout,
+            });
+        }
+        Ok(WsPool::from_config(self.config))
     }
 }

@@ -20,14 +20,16 @@ use std::{
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{task::AtomicWaker, SinkExt, StreamExt};
-use tokio::{sync::OwnedSemaphorePermit, time::Instant};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::{
+    admission::Ticket,
     client::{ClientState, CloseRequest},
     event::UndeliveredReason,
     mailbox::Mailbox,
-    message::{after, decode, now_ms, receipt, stamp, status, Encoded},
+    message::{after, close_code, decode, now_ms, receipt, stamp, status, Encoded},
+    rate_limit::{RateLimit, Verdict},
     registry::{Departure, Leave},
     stats::bump,
     sweeper, ClientConfig, ClientHandle, ClientId, DisconnectReason, DuplicatePolicy, PoolError,
@@ -38,6 +40,32 @@ use crate::{
 const BATCH_FRAMES: usize = 64;
 /// Most payload bytes written before one flush.
 const BATCH_BYTES: usize = 256 * 1024;
+
+/// Why a connection's loop ended, and whether its socket is stalled.
+struct Ended {
+    reason: DisconnectReason,
+    /// A write failed or was abandoned: report the end before trying the
+    /// socket again.
+    stalled: bool,
+}
+
+impl From<DisconnectReason> for Ended {
+    fn from(reason: DisconnectReason) -> Self {
+        Ended {
+            reason,
+            stalled: false,
+        }
+    }
+}
+
+/// Why a write did not complete.
+enum WriteStop {
+    /// It failed, or took longer than `write_timeout`.
+    Failed(PoolError),
+    /// A close that does not wait was requested meanwhile: the write was
+    /// abandoned for it.
+    Interrupted(CloseRequest),
+}
 
 /// Counts the connection in the pool's live connections until its side of
 /// the close is done (or the task ends, however it ends); `shutdown` waits
@@ -57,22 +85,26 @@ impl Drop for LiveGuard {
     }
 }
 
-/// Runs one upgraded connection to its end. `permit` is its
-/// `max_connections` slot, released as soon as it is unregistered.
+/// Runs one upgraded connection to its end. `ticket` is its hold on the
+/// pool's admission limits: the handshake's part is given back once
+/// registered, the rest as soon as it is unregistered.
 pub(crate) async fn serve(
     pool: WsPool,
     config: ClientConfig,
     mut socket: WebSocket,
-    permit: OwnedSemaphorePermit,
+    mut ticket: Ticket,
 ) {
     let live = LiveGuard::new(&pool);
     sweeper::ensure_started(&pool);
     let conn_id = pool.next_id();
     let span = tracing::debug_span!("ws", id = %config.id, conn = conn_id);
     async move {
-        let state = match register(&pool, conn_id, &config) {
+        let registered = register(&pool, conn_id, &config);
+        ticket.handshake_done();
+        let state = match registered {
             Ok(state) => state,
             Err(refusal) => {
+                drop(ticket);
                 let counters = &pool.inner.counters;
                 let counter = match refusal {
                     DisconnectReason::Shutdown => &counters.refused_shutting_down,
@@ -94,7 +126,7 @@ pub(crate) async fn serve(
         Connection {
             client: ClientHandle { pool, state },
         }
-        .run(socket, permit, live)
+        .run(socket, ticket, live)
         .await;
     }
     .instrument(span)
@@ -157,24 +189,28 @@ impl Connection {
         &self.client.state
     }
 
-    async fn run(self, mut socket: WebSocket, permit: OwnedSemaphorePermit, live: LiveGuard) {
+    async fn run(self, mut socket: WebSocket, ticket: Ticket, live: LiveGuard) {
         bump(&self.pool().inner.counters.connections_total, 1);
         tracing::debug!(remote = ?self.state().remote_addr, "connected");
         if self.pool().wants_events() {
             let info = self.client.info();
             self.pool().emit(|| PoolEvent::Connected(info));
         }
-        let pool_callbacks = self.pool().config().callbacks.clone();
+        let pool_callbacks = &self.pool().config().callbacks;
         self.callback(|h| pool_callbacks.open(h));
-        let own = self.state().callbacks.clone();
+        let own = &self.state().callbacks;
         self.callback(|h| own.open(h));
 
-        let reason = self.serve(&mut socket).await;
+        let Ended { reason, stalled } = self.serve(&mut socket).await;
 
         // Unregister first, so nothing new is routed here while closing.
         self.depart(&reason);
         // The slot is free as soon as the client is gone from the registry.
-        drop(permit);
+        drop(ticket);
+        if let DisconnectReason::ProtocolViolation { detail, .. } = &reason {
+            bump(&self.pool().inner.counters.protocol_errors, 1);
+            tracing::debug!(%detail, "protocol violation");
+        }
         let write_timeout = self.pool().config().write_timeout();
         let we_close = !matches!(
             reason,
@@ -182,23 +218,22 @@ impl Connection {
                 | DisconnectReason::ConnectionLost
                 | DisconnectReason::Error(_)
         );
+        if stalled {
+            // The socket is slow: the close takes effect (and is reported)
+            // now; the close frame follows on a best-effort basis.
+            self.ended(&reason);
+            if we_close {
+                let _ = tokio::time::timeout(write_timeout, socket.send(close_frame(&reason))).await;
+            }
+            return;
+        }
         if we_close {
             let _ = tokio::time::timeout(write_timeout, socket.send(close_frame(&reason))).await;
         } else {
             // Sends tungstenite's reply to the client's close frame.
             let _ = tokio::time::timeout(write_timeout, socket.flush()).await;
         }
-        tracing::debug!(
-            ?reason,
-            still_queued = self.state().mailbox.len().0,
-            "disconnected"
-        );
-        self.pool().emit(|| PoolEvent::Disconnected {
-            id: self.state().id.clone(),
-            reason: reason.clone(),
-        });
-        self.callback(|h| pool_callbacks.close(h, &reason));
-        self.callback(|h| own.close(h, &reason));
+        self.ended(&reason);
         // Our side is done: `shutdown` need not wait for the client's reply.
         drop(live);
         if we_close {
@@ -208,6 +243,23 @@ impl Connection {
             })
             .await;
         }
+    }
+
+    /// Reports the end of the connection: log, event, `on_close` callbacks.
+    fn ended(&self, reason: &DisconnectReason) {
+        tracing::debug!(
+            ?reason,
+            still_queued = self.state().mailbox.len().0,
+            "disconnected"
+        );
+        self.pool().emit(|| PoolEvent::Disconnected {
+            id: self.state().id.clone(),
+            reason: reason.clone(),
+        });
+        let pool_callbacks = &self.pool().config().callbacks;
+        self.callback(|h| pool_callbacks.close(h, reason));
+        let own = &self.state().callbacks;
+        self.callback(|h| own.close(h, reason));
     }
 
     /// Unregisters the connection. Its mailbox goes to the connection that
@@ -250,8 +302,13 @@ impl Connection {
     /// One task owns the whole socket (no split halves and their lock): the
     /// `select!` drops its futures before a branch's handler runs, so the
     /// handlers may use the socket.
-    async fn serve(&self, socket: &mut WebSocket) -> DisconnectReason {
+    async fn serve(&self, socket: &mut WebSocket) -> Ended {
         let config = self.pool().config();
+        let mut rate = RateLimit::new(
+            config.max_inbound_messages_per_sec(),
+            config.max_inbound_bytes_per_sec(),
+            config.max_message_size(),
+        );
         let (idle_timeout, ping_interval) = (config.idle_timeout(), config.ping_interval());
         // One timer serves both the pings and the idle timeout. A frame only
         // moves `idle_at` later; the timer is not touched on the per-frame
@@ -267,14 +324,18 @@ impl Connection {
                 frame = readable.next_frame(socket) => {
                     let frame = match frame {
                         Some(Ok(frame)) => frame,
-                        Some(Err(e)) => return read_error(e),
-                        None => return DisconnectReason::ConnectionLost,
+                        Some(Err(e)) => return read_error(e).into(),
+                        None => return DisconnectReason::ConnectionLost.into(),
                     };
                     idle_at = after(idle_timeout);
                     self.state().last_received_ms.store(now_ms() as u64, Relaxed);
                     match frame {
-                        Message::Binary(_) | Message::Text(_) => self.inbound(frame),
-                        Message::Close(frame) => return DisconnectReason::ClientClosed(frame.map(|f| f.code)),
+                        Message::Binary(_) | Message::Text(_) => {
+                            if let Some(reason) = self.inbound(frame, &mut rate) {
+                                return reason.into();
+                            }
+                        }
+                        Message::Close(frame) => return DisconnectReason::ClientClosed(frame.map(|f| f.code)).into(),
                         // Pongs only prove liveness; tungstenite answers pings.
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
@@ -282,30 +343,60 @@ impl Connection {
                 () = self.state().wake.notified() => {
                     match self.write_queued(socket, &mut batch).await {
                         Ok(None) => {}
-                        Ok(Some(close)) => return close.reason,
-                        Err(e) => {
-                            self.report(e.clone());
-                            return DisconnectReason::Error(e);
-                        }
+                        Ok(Some(close)) => return close.reason.into(),
+                        Err(stop) => return self.stopped(stop),
                     }
                 }
                 () = &mut timer => {
                     let now = Instant::now();
                     if now >= idle_at {
-                        return DisconnectReason::IdleTimeout;
+                        return DisconnectReason::IdleTimeout.into();
                     }
                     if now >= next_ping {
                         next_ping = after(ping_interval);
-                        let timeout = config.write_timeout();
-                        match tokio::time::timeout(timeout, socket.send(Message::Ping(Default::default()))).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => return DisconnectReason::Error(PoolError::Socket(e.to_string())),
-                            Err(_) => return DisconnectReason::Error(PoolError::WriteTimeout(timeout)),
+                        if let Err(stop) = self.write(socket.send(Message::Ping(Default::default()))).await {
+                            return self.stopped(stop);
                         }
                     }
                     timer.as_mut().reset(next_ping.min(idle_at));
                 }
             }
+        }
+    }
+
+    /// Runs `write`, bounded by `write_timeout` and abandoned as soon as a
+    /// close that does not wait is requested (a client that stopped
+    /// reading must not delay its own 4008, a kick, or a replacement).
+    async fn write(
+        &self,
+        write: impl Future<Output = Result<(), axum::Error>>,
+    ) -> Result<(), WriteStop> {
+        let timeout = self.pool().config().write_timeout();
+        tokio::select! {
+            // The write first: when it completes at once, the close watch
+            // is never polled (nothing locked, nothing registered).
+            biased;
+            written = tokio::time::timeout(timeout, write) => match written {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(WriteStop::Failed(PoolError::Socket(e.to_string()))),
+                Err(_) => Err(WriteStop::Failed(PoolError::WriteTimeout(timeout))),
+            },
+            close = self.state().abrupt_close() => Err(WriteStop::Interrupted(close)),
+        }
+    }
+
+    /// How the loop ends after a write did not complete.
+    fn stopped(&self, stop: WriteStop) -> Ended {
+        let reason = match stop {
+            WriteStop::Failed(e) => {
+                self.report(e.clone());
+                DisconnectReason::Error(e)
+            }
+            WriteStop::Interrupted(close) => close.reason,
+        };
+        Ended {
+            reason,
+            stalled: true,
         }
     }
 
@@ -316,7 +407,7 @@ impl Connection {
         &self,
         socket: &mut WebSocket,
         batch: &mut Vec<Arc<Encoded>>,
-    ) -> Result<Option<CloseRequest>, PoolError> {
+    ) -> Result<Option<CloseRequest>, WriteStop> {
         let state = self.state();
         let close = state.close_request();
         if close.as_ref().is_some_and(|c| !c.flush) {
@@ -335,19 +426,13 @@ impl Connection {
         pool.report_undelivered(&state.id, expired, UndeliveredReason::Expired);
         if !batch.is_empty() {
             let frames = batch.len() as u64;
-            let timeout = pool.config().write_timeout();
             let write = async {
                 for msg in batch.iter() {
                     socket.feed(msg.frame(state.format)).await?;
                 }
                 socket.flush().await
             };
-            let failed = match tokio::time::timeout(timeout, write).await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(PoolError::Socket(e.to_string())),
-                Err(_) => Some(PoolError::WriteTimeout(timeout)),
-            };
-            if let Some(error) = failed {
+            if let Err(stop) = self.write(write).await {
                 // Some of the batch may have reached the client; none is
                 // known to have: report it all rather than lose it silently.
                 pool.report_undelivered(
@@ -355,7 +440,7 @@ impl Connection {
                     std::mem::take(batch),
                     UndeliveredReason::WriteFailed,
                 );
-                return Err(error);
+                return Err(stop);
             }
             batch.clear();
             let counters = &pool.inner.counters;
@@ -372,9 +457,10 @@ impl Connection {
         Ok(None)
     }
 
-    /// Handles one data frame from the client: decode, stamp, callbacks,
-    /// event, relay.
-    fn inbound(&self, frame: Message) {
+    /// Handles one data frame from the client: rate limits, decode, stamp,
+    /// callbacks, event, relay. Returns a reason to close when the client
+    /// keeps flooding.
+    fn inbound(&self, frame: Message, rate: &mut RateLimit) -> Option<DisconnectReason> {
         let pool = self.pool();
         let state = self.state();
         let len = match &frame {
@@ -388,6 +474,24 @@ impl Connection {
         bump(&state.messages_in, 1);
         bump(&state.bytes_in, len);
         tracing::trace!(len, "frame in");
+        match rate.check(len as usize) {
+            Verdict::Accept => {}
+            Verdict::Refuse => {
+                bump(&counters.rate_limited, 1);
+                let refused = SendMsg {
+                    from_client_id: state.id.to_string(),
+                    ..Default::default()
+                };
+                let why = "rate limit: message refused, slow down";
+                pool.send_receipt(&state.id, receipt(&refused, status::REFUSED, why));
+                return None;
+            }
+            Verdict::Close => {
+                bump(&counters.rate_limited, 1);
+                tracing::debug!("inbound rate limit exceeded for too long: closing with 1008");
+                return Some(DisconnectReason::RateLimited);
+            }
+        }
 
         let mut msg = match decode(&frame) {
             Ok(msg) => msg,
@@ -400,7 +504,7 @@ impl Connection {
                     ..Default::default()
                 };
                 pool.send_receipt(&state.id, receipt(&original, status::UNDECODABLE, &reason));
-                return;
+                return None;
             }
         };
         stamp(&mut msg, &state.id);
@@ -423,6 +527,7 @@ impl Connection {
         if relay == Relay::Continue {
             pool.relay(state, msg);
         }
+        None
     }
 
     /// Runs a callback; a panic is reported as an error.
@@ -520,12 +625,20 @@ fn read_error(e: axum::Error) -> DisconnectReason {
     let inner = e.into_inner();
     match inner.downcast_ref::<Error>() {
         Some(Error::Capacity(_)) => DisconnectReason::MessageTooBig,
+        Some(Error::Utf8(detail)) => DisconnectReason::ProtocolViolation {
+            code: close_code::INVALID_PAYLOAD,
+            detail: detail.clone(),
+        },
         Some(
             Error::ConnectionClosed
             | Error::AlreadyClosed
             | Error::Io(_)
             | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake),
         ) => DisconnectReason::ConnectionLost,
+        Some(Error::Protocol(e)) => DisconnectReason::ProtocolViolation {
+            code: close_code::PROTOCOL,
+            detail: e.to_string(),
+        },
         _ => DisconnectReason::Error(PoolError::Socket(inner.to_string())),
     }
 }
@@ -539,13 +652,18 @@ fn close_text(reason: &DisconnectReason) -> &'static str {
         DisconnectReason::MessageTooBig => "message too big",
         DisconnectReason::TooSlow => "too slow",
         DisconnectReason::Refused => "id in use",
+        DisconnectReason::RateLimited => "rate limit exceeded",
+        DisconnectReason::ProtocolViolation { code, .. } if *code == close_code::INVALID_PAYLOAD => {
+            "invalid UTF-8"
+        }
+        DisconnectReason::ProtocolViolation { .. } => "protocol error",
         _ => "",
     }
 }
 
 fn close_frame(reason: &DisconnectReason) -> Message {
     Message::Close(Some(CloseFrame {
-        code: reason.code().unwrap_or(1000),
+        code: reason.code().unwrap_or(close_code::NORMAL),
         reason: close_text(reason).into(),
     }))
 }

@@ -159,6 +159,20 @@ pub enum DisconnectReason {
     /// Its id was taken while it connected and the duplicate policy is
     /// `Refuse` (1008).
     Refused,
+    /// The client broke the WebSocket protocol: closed with
+    /// [`PROTOCOL`](crate::close_code::PROTOCOL) (1002), or
+    /// [`INVALID_PAYLOAD`](crate::close_code::INVALID_PAYLOAD) (1007) for
+    /// text that is not UTF-8.
+    ProtocolViolation {
+        /// The close code sent.
+        code: u16,
+        /// What was wrong, as the WebSocket library put it.
+        detail: String,
+    },
+    /// It kept sending faster than the inbound rate limits allow
+    /// (`max_inbound_messages_per_sec`, `max_inbound_bytes_per_sec`): closed
+    /// with [`POLICY`](crate::close_code::POLICY) (1008).
+    RateLimited,
     /// A write timed out or the socket failed.
     Error(PoolError),
 }
@@ -166,16 +180,18 @@ pub enum DisconnectReason {
 impl DisconnectReason {
     /// The close code sent or received, if any.
     pub fn code(&self) -> Option<u16> {
+        use crate::close_code::*;
         match self {
             DisconnectReason::ClientClosed(code) => *code,
             DisconnectReason::ConnectionLost | DisconnectReason::Error(_) => None,
-            DisconnectReason::Replaced => Some(4001),
-            DisconnectReason::Kicked => Some(4002),
-            DisconnectReason::Shutdown => Some(1001),
-            DisconnectReason::IdleTimeout => Some(1000),
-            DisconnectReason::MessageTooBig => Some(1009),
-            DisconnectReason::TooSlow => Some(4008),
-            DisconnectReason::Refused => Some(1008),
+            DisconnectReason::Replaced => Some(REPLACED),
+            DisconnectReason::Kicked => Some(KICKED),
+            DisconnectReason::Shutdown => Some(GOING_AWAY),
+            DisconnectReason::IdleTimeout => Some(NORMAL),
+            DisconnectReason::MessageTooBig => Some(TOO_BIG),
+            DisconnectReason::TooSlow => Some(TOO_SLOW),
+            DisconnectReason::Refused | DisconnectReason::RateLimited => Some(POLICY),
+            DisconnectReason::ProtocolViolation { code, .. } => Some(*code),
         }
     }
 }

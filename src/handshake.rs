@@ -108,6 +108,30 @@ fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^`|~".contains(&b)
 }
 
+/// Is the request's `Sec-WebSocket-Key` the base64 of 16 bytes, as RFC 6455
+/// section 4.2.1 requires? (axum only checks that it is present.)
+///
+/// ```
+/// use http::HeaderMap;
+/// use wspool::handshake::valid_key;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap());
+/// assert!(valid_key(&headers));
+/// headers.insert("sec-websocket-key", "AAAA".parse().unwrap());
+/// assert!(!valid_key(&headers));
+/// ```
+pub fn valid_key(headers: &HeaderMap) -> bool {
+    use base64::Engine as _;
+    let mut keys = headers.get_all(http::header::SEC_WEBSOCKET_KEY).iter();
+    match (keys.next(), keys.next()) {
+        (Some(key), None) => base64::engine::general_purpose::STANDARD
+            .decode(key.as_bytes())
+            .is_ok_and(|k| k.len() == 16),
+        _ => false,
+    }
+}
+
 /// Checks one id or channel name.
 pub fn valid_name(name: &str, max_len: usize) -> bool {
     !name.is_empty() && name.len() <= max_len && name.bytes().all(is_name_byte)

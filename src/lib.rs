@@ -97,6 +97,7 @@
 #![warn(clippy::await_holding_lock)]
 
 pub mod admin;
+pub mod admission;
 #[doc(hidden)]
 pub mod bench_support;
 pub mod callbacks;
@@ -112,6 +113,7 @@ mod mailbox;
 pub mod message;
 pub mod pool;
 pub mod proto;
+mod rate_limit;
 mod registry;
 pub mod route;
 mod stats;
@@ -121,12 +123,13 @@ mod sweeper;
 pub use callbacks::{Callbacks, Relay};
 pub use client::{ClientConfig, ClientHandle, ClientInfo};
 pub use client_id::ClientId;
-pub use config::{Config, DuplicatePolicy, RelayPolicy, WsPoolBuilder};
+pub use admission::ClientIp;
+pub use config::{Config, ConfigError, DuplicatePolicy, RelayPolicy, WsPoolBuilder};
 pub use error::{BroadcastError, JoinError, PoolError, SendError};
 pub use event::{DisconnectReason, EventStream, PoolEvent, UndeliveredReason};
 pub use layer::{MissingWsPool, WsPoolLayer};
 pub use mailbox::Delivery;
-pub use message::{status, Format};
+pub use message::{close_code, status, Format};
 pub use pool::{SendOptions, WsPool};
 pub use proto::SendMsg;
 pub use route::{route, ws_handler, HandshakeRequest, Rejection};

@@ -28,6 +28,31 @@ pub mod status {
     pub const REFUSED: i32 = 7;
 }
 
+/// The close codes the pool sends and reports (PROTOCOL.md section 7,
+/// RFC 6455 section 7.4). One name per code, used everywhere.
+pub mod close_code {
+    /// Normal close; also an idle timeout.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket protocol (RFC 6455): a bad frame
+    /// header, an unmasked frame, a bad control frame or fragment sequence.
+    pub const PROTOCOL: u16 = 1002;
+    /// A text frame or close reason that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Policy violation: sustained flooding past the inbound rate limits,
+    /// or an id taken while connecting under `DuplicatePolicy::Refuse`.
+    pub const POLICY: u16 = 1008;
+    /// A message bigger than `max_message_size`.
+    pub const TOO_BIG: u16 = 1009;
+    /// Replaced by a newer connection with the same id.
+    pub const REPLACED: u16 = 4001;
+    /// Disconnected by the server application.
+    pub const KICKED: u16 = 4002;
+    /// Too slow: its queue stayed full for `slow_client_timeout`.
+    pub const TOO_SLOW: u16 = 4008;
+}
+
 /// How the server frames what it sends to one connection; chosen at the
 /// handshake (`?format=json`). Inbound, both are accepted on every
 /// connection.
@@ -103,12 +128,14 @@ impl Encoded {
     }
 }
 
+/// About a century: a duration at least this long means "never".
+pub(crate) const NEVER: Duration = Duration::from_secs(86_400 * 365 * 100);
+
 /// `d` from now; a duration too large for the clock (a configured
 /// `Duration::MAX`, say) means about a century: never, in practice.
 pub(crate) fn after(d: Duration) -> Instant {
     let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or(now + Duration::from_secs(86_400 * 365 * 100))
+    now.checked_add(d).unwrap_or(now + NEVER)
 }
 
 /// Decodes an inbound data frame.

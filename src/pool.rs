@@ -39,9 +39,10 @@ use std::{
 };
 
 use parking_lot::RwLock;
-use tokio::sync::{broadcast, watch, Semaphore};
+use tokio::sync::{broadcast, watch};
 
 use crate::{
+    admission::Admission,
     client::{ClientState, CloseRequest},
     config::{Config, RelayPolicy, WsPoolBuilder},
     event::{EventStream, UndeliveredReason},
@@ -128,9 +129,8 @@ pub(crate) struct Inner {
     pub(crate) counters: Counters,
     /// Queue and offline-buffer limits, shared by every mailbox.
     pub(crate) limits: MailLimits,
-    /// One permit per connection, including upgrades in flight: enforces
-    /// `max_connections` without taking the registry lock.
-    pub(crate) slots: Arc<Semaphore>,
+    /// Connection slots, per-address counts and handshakes in flight.
+    pub(crate) admission: Admission,
     /// How many connection tasks are running; `shutdown` waits for zero.
     pub(crate) live: watch::Sender<usize>,
     pub(crate) shutting_down: AtomicBool,
@@ -175,9 +175,7 @@ impl WsPool {
 
     pub(crate) fn from_config(config: Config) -> Self {
         let (events, _) = broadcast::channel(config.event_buffer);
-        let slots = Arc::new(Semaphore::new(
-            config.max_connections.min(Semaphore::MAX_PERMITS),
-        ));
+        let admission = Admission::new(&config);
         let limits = MailLimits {
             queue_max_messages: config.queue_max_messages,
             queue_max_bytes: config.queue_max_bytes,
@@ -193,7 +191,7 @@ impl WsPool {
                 events,
                 counters: Counters::default(),
                 limits,
-                slots,
+                admission,
                 live: watch::Sender::new(0),
                 shutting_down: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
@@ -443,6 +441,16 @@ impl WsPool {
             if policy == RelayPolicy::TargetedOrAll {
                 self.broadcast_all_encoded(&encoded);
             }
+            return;
+        }
+        let max_channels = self.inner.config.max_channels_per_message;
+        if msg.channel.len() > max_channels {
+            bump(&self.inner.counters.relays_refused, 1);
+            let why = format!(
+                "{} channels, more than the maximum of {max_channels} per message: not relayed",
+                msg.channel.len()
+            );
+            self.send_receipt(&sender.id, receipt(msg, status::REFUSED, &why));
             return;
         }
         let out = self.fan_out(&encoded, &msg.to_client_id, &msg.channel);

@@ -7,8 +7,11 @@
 //!
 //! | status | when |
 //! |---|---|
-//! | 503 | the pool is shutting down, or holds `max_connections` |
+//! | 400 | not a WebSocket handshake axum accepts, or a `Sec-WebSocket-Key` that is not the base64 of 16 bytes (RFC 6455 section 4.2.1) |
+//! | 503 | the pool is shutting down |
 //! | 403 | `allowed_origins` is set and the `Origin` header is not in it |
+//! | 503 | `max_handshakes_in_flight` handshakes in progress, or `max_connections` held |
+//! | 429 | `max_connections_per_ip` held from the client's address ([`ClientIp`](crate::ClientIp)) |
 //! | 400 | no usable token, a bad id or channel, too many channels (PROTOCOL.md section 1) |
 //! | 401 / 403 | the authorisation hook refused |
 //! | 409 | the id is connected and the duplicate policy is `Refuse` |
@@ -45,6 +48,7 @@ use axum::{
 };
 
 use crate::{
+    admission::{Refusal, Ticket},
     connection,
     handshake::{self, valid_name, Token, TokenError},
     stats::bump,
@@ -59,8 +63,10 @@ pub struct HandshakeRequest {
     pub headers: HeaderMap,
     /// The request URI, with its query.
     pub uri: Uri,
-    /// The peer's address, when the server was started with
-    /// `into_make_service_with_connect_info::<SocketAddr>()`.
+    /// The client's address: the peer's when the server was started with
+    /// [`wspool::serve`](crate::serve()) or
+    /// `into_make_service_with_connect_info::<SocketAddr>()`, or the one
+    /// read from a proxy's header ([`ClientIp`](crate::ClientIp)).
     pub remote_addr: Option<SocketAddr>,
     /// The token the client offered, parsed, or why none parsed.
     pub token: Result<Token, TokenError>,
@@ -147,6 +153,13 @@ pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
         Err(rejection) => return rejection.into_response(),
     };
     let counters = &pool.inner.counters;
+    if !handshake::valid_key(&parts.headers) {
+        bump(&counters.refused_bad_request, 1);
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key must be the base64 of 16 bytes (RFC 6455 section 4.2.1)",
+        );
+    }
     if pool.is_shutting_down() {
         bump(&counters.refused_shutting_down, 1);
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
@@ -159,11 +172,17 @@ pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
             return refuse(StatusCode::FORBIDDEN, "origin not allowed");
         }
     }
-    let token = handshake::parse_offers(&parts.headers, &pool.token_limits());
-    let remote_addr = parts
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    let remote_addr = pool.config().client_ip().resolve(&parts.headers, peer);
+    // Admitted before any costly work: the token, the hook, the upgrade.
+    let ticket = match pool.admit(remote_addr) {
+        Ok(ticket) => ticket,
+        Err(refused) => return refused,
+    };
+    let token = handshake::parse_offers(&parts.headers, &pool.token_limits());
     let json = parts
         .uri
         .query()
@@ -216,18 +235,68 @@ pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
     if json {
         config.format = Format::Json;
     }
-    pool.accept(upgrade, config)
+    pool.upgrade(upgrade, config, ticket)
 }
 
 impl WsPool {
     /// Upgrades the connection and registers it as `config` says: the way
     /// to write a handler of your own (see [the module docs](mod@crate::route)).
     ///
-    /// The id and channels are checked against the pool's limits (400), the
-    /// duplicate policy (409) and `max_connections` (503) before the
-    /// upgrade; the pool's socket settings (`max_message_size`, buffer
-    /// sizes) are applied to it.
-    pub fn accept(&self, upgrade: WebSocketUpgrade, mut config: ClientConfig) -> Response {
+    /// The handshake is admitted as by the provided route
+    /// (`max_handshakes_in_flight`, `max_connections`: 503;
+    /// `max_connections_per_ip` against `config`'s
+    /// [`remote_addr`](ClientConfig::remote_addr), when set: 429); the id
+    /// and channels are checked against the pool's limits (400) and the
+    /// duplicate policy (409) before the upgrade; the pool's socket
+    /// settings (`max_message_size`, buffer sizes) are applied to it.
+    ///
+    /// Unlike the provided route, this does not check `Sec-WebSocket-Key`
+    /// or the `Origin`: call [`handshake::valid_key`] and compare the
+    /// origin yourself when it matters.
+    pub fn accept(&self, upgrade: WebSocketUpgrade, config: ClientConfig) -> Response {
+        match self.admit(config.remote_addr) {
+            Ok(ticket) => self.upgrade(upgrade, config, ticket),
+            Err(refused) => refused,
+        }
+    }
+
+    /// Admits a handshake from `remote` or answers why not.
+    fn admit(&self, remote: Option<SocketAddr>) -> Result<Ticket, Response> {
+        let counters = &self.inner.counters;
+        self.inner
+            .admission
+            .admit(remote.map(|a| a.ip()))
+            .map_err(|refusal| {
+                let (counter, status, reason) = match refusal {
+                    Refusal::Busy => (
+                        &counters.refused_busy,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many handshakes in progress: retry shortly",
+                    ),
+                    Refusal::Capacity => (
+                        &counters.refused_capacity,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many connections",
+                    ),
+                    Refusal::PerIp => (
+                        &counters.refused_per_ip,
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too many connections from your address",
+                    ),
+                };
+                bump(counter, 1);
+                refuse(status, reason)
+            })
+    }
+
+    /// Checks an admitted handshake's id, channels and duplicate policy,
+    /// then upgrades it.
+    fn upgrade(
+        &self,
+        upgrade: WebSocketUpgrade,
+        mut config: ClientConfig,
+        ticket: Ticket,
+    ) -> Response {
         let c = self.config();
         let counters = &self.inner.counters;
         if let Err(reason) = self.check(&mut config) {
@@ -243,10 +312,6 @@ impl WsPool {
                 format!("id {} is already connected", config.id),
             );
         }
-        let Ok(permit) = self.inner.slots.clone().try_acquire_owned() else {
-            bump(&counters.refused_capacity, 1);
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
-        };
         let mut upgrade = upgrade
             .read_buffer_size(c.read_buffer_size())
             .write_buffer_size(c.write_buffer_size())
@@ -258,7 +323,7 @@ impl WsPool {
         let pool = self.clone();
         upgrade
             .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-            .on_upgrade(move |socket| connection::serve(pool, config, socket, permit))
+            .on_upgrade(move |socket| connection::serve(pool, config, socket, ticket))
     }
 
     /// Checks the id and channels of `config`, dropping repeated channels.

@@ -14,6 +14,9 @@ pub(crate) struct Counters {
     pub(crate) buffered: AtomicU64,
     pub(crate) undelivered: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) relays_refused: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
     pub(crate) connections_total: AtomicU64,
     pub(crate) refused_bad_request: AtomicU64,
     pub(crate) refused_unauthorized: AtomicU64,
@@ -21,6 +24,8 @@ pub(crate) struct Counters {
     pub(crate) refused_duplicate_id: AtomicU64,
     pub(crate) refused_capacity: AtomicU64,
     pub(crate) refused_shutting_down: AtomicU64,
+    pub(crate) refused_per_ip: AtomicU64,
+    pub(crate) refused_busy: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64, n: u64) {
@@ -61,6 +66,14 @@ pub struct Stats {
     pub offline_bytes: usize,
     /// Frames that did not decode.
     pub decode_errors: u64,
+    /// Data frames refused by the inbound rate limits (receipt 7), and
+    /// connections closed for flooding (1008).
+    pub rate_limited: u64,
+    /// Relays refused for naming more than `max_channels_per_message`
+    /// channels (receipt 7).
+    pub relays_refused: u64,
+    /// Connections closed for breaking the WebSocket protocol (1002, 1007).
+    pub protocol_errors: u64,
     /// Handshakes refused, by reason.
     pub refused: RefusedStats,
 }
@@ -82,6 +95,10 @@ pub struct RefusedStats {
     pub capacity: u64,
     /// 503: the pool is shutting down.
     pub shutting_down: u64,
+    /// 429: `max_connections_per_ip` reached for the client's address.
+    pub per_ip: u64,
+    /// 503: `max_handshakes_in_flight` handshakes in progress.
+    pub busy: u64,
 }
 
 /// The figures that are read off the registry rather than counted.
@@ -109,6 +126,9 @@ impl Counters {
             buffered: r(&self.buffered),
             undelivered: r(&self.undelivered),
             decode_errors: r(&self.decode_errors),
+            rate_limited: r(&self.rate_limited),
+            relays_refused: r(&self.relays_refused),
+            protocol_errors: r(&self.protocol_errors),
             refused: RefusedStats {
                 bad_request: r(&self.refused_bad_request),
                 unauthorized: r(&self.refused_unauthorized),
@@ -116,6 +136,8 @@ impl Counters {
                 duplicate_id: r(&self.refused_duplicate_id),
                 capacity: r(&self.refused_capacity),
                 shutting_down: r(&self.refused_shutting_down),
+                per_ip: r(&self.refused_per_ip),
+                busy: r(&self.refused_busy),
             },
         }
     }

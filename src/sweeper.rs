@@ -81,14 +81,13 @@ pub(crate) fn sweep(pool: &WsPool, now: Instant) {
         }
     }
     for conn in slow {
-        tracing::debug!(id = %conn.id, "queue stayed full: closing with 4008");
-        conn.request_close(
-            CloseRequest {
-                reason: DisconnectReason::TooSlow,
-                flush: false,
-            },
-            false,
-        );
+        let close = CloseRequest {
+            reason: DisconnectReason::TooSlow,
+            flush: false,
+        };
+        if conn.request_close(close, false) {
+            tracing::debug!(id = %conn.id, "queue stayed full: closing with 4008");
+        }
     }
     for (id, msgs) in expired {
         pool.report_undelivered(&id, msgs, UndeliveredReason::Expired);

@@ -403,6 +403,9 @@ async fn shutdown_reports_what_it_could_not_flush() {
     // Every report the counter shows comes as an event, for the right reason.
     let total = pool.stats().undelivered as usize;
     let mut reported = 0;
+    // The batch being written when the forced close came: it may or may
+    // not have reached the client (at most one batch, never silent).
+    let mut in_flight = 0;
     let mut away_reported = false;
     for _ in 0..total {
         let e = wait_event(&mut events, |e| {
@@ -412,11 +415,11 @@ async fn shutdown_reports_what_it_could_not_flush() {
         let PoolEvent::Undelivered { to, reason, .. } = e else {
             panic!("{e:?}")
         };
-        assert_eq!(reason, UndeliveredReason::Shutdown);
-        if to == "away" {
-            away_reported = true;
-        } else {
-            reported += 1;
+        match (to.as_str(), reason) {
+            ("away", UndeliveredReason::Shutdown) => away_reported = true,
+            ("c", UndeliveredReason::Shutdown) => reported += 1,
+            ("c", UndeliveredReason::WriteFailed) => in_flight += 1,
+            other => panic!("unexpected report {other:?}"),
         }
     }
     assert!(away_reported);
@@ -424,8 +427,12 @@ async fn shutdown_reports_what_it_could_not_flush() {
         reported > 0,
         "with no time to flush, something must be reported"
     );
-    assert_eq!(got + reported, n, "delivered {got} + reported {reported}");
-    assert_eq!(pool.stats().undelivered as usize, reported + 1);
+    assert!(in_flight <= 64, "more than one batch in flight: {in_flight}");
+    assert!(
+        got + reported <= n && n <= got + reported + in_flight,
+        "delivered {got} + reported {reported} (+ {in_flight} in flight) vs {n} sent"
+    );
+    assert_eq!(pool.stats().undelivered as usize, reported + in_flight + 1);
 }
 
 /// 200 clients reconnect at random (20 of them leave for good) while direct
