@@ -19,10 +19,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use axum::{response::Html, routing::get, serve::ListenerExt, Router};
+use axum::{response::Html, routing::get, Router};
 use clap::Parser;
 use tokio_stream::StreamExt;
-use wspool::{PoolEvent, WsPool};
+use wspool::{ConfigError, PoolEvent, WsPool};
 
 /// The chat example's flags.
 #[derive(Parser, Debug)]
@@ -56,20 +56,59 @@ pub struct Args {
     /// Close with 4008 a client whose queue stays full this many seconds.
     #[arg(long, default_value_t = 20)]
     pub slow_client_timeout_secs: u64,
+    /// Ping each client this often, in seconds (unset: the library's
+    /// default, 25 s or half a shorter idle timeout; must be shorter than
+    /// the idle timeout).
+    #[arg(long)]
+    pub ping_interval_secs: Option<u64>,
+    /// Drop a client when a write to it takes this many seconds (unset:
+    /// the library's default, 10 s).
+    #[arg(long)]
+    pub write_timeout_secs: Option<u64>,
+    /// The most connections from one client address (unset: the library's
+    /// default, 1,000).
+    #[arg(long)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Data frames a client may send a second (unset: the library's
+    /// default, 1,000); beyond: receipt 7, sustained: closed with 1008.
+    #[arg(long)]
+    pub max_inbound_messages_per_sec: Option<u32>,
+    /// Close a connection that has not sent a whole HTTP request head in
+    /// this many seconds (slowloris).
+    #[arg(long, default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
 }
 
-/// The pool the flags describe.
-pub fn pool(args: &Args) -> WsPool {
-    WsPool::builder()
+/// The pool the flags describe, or why they cannot work together.
+pub fn try_pool(args: &Args) -> Result<WsPool, ConfigError> {
+    let secs = Duration::from_secs;
+    let mut builder = WsPool::builder()
         .max_message_size(args.max_message_size)
         .queue_max_messages(args.queue_len)
         .queue_max_bytes(args.queue_bytes)
-        .idle_timeout(Duration::from_secs(args.idle_timeout_secs))
+        .idle_timeout(secs(args.idle_timeout_secs))
         .max_connections(args.max_connections)
-        .message_ttl(Duration::from_secs(args.message_ttl_secs))
-        .offline_ttl(Duration::from_secs(args.offline_ttl_secs))
-        .slow_client_timeout(Duration::from_secs(args.slow_client_timeout_secs))
-        .build()
+        .message_ttl(secs(args.message_ttl_secs))
+        .offline_ttl(secs(args.offline_ttl_secs))
+        .slow_client_timeout(secs(args.slow_client_timeout_secs));
+    if let Some(s) = args.ping_interval_secs {
+        builder = builder.ping_interval(secs(s));
+    }
+    if let Some(s) = args.write_timeout_secs {
+        builder = builder.write_timeout(secs(s));
+    }
+    if let Some(n) = args.max_connections_per_ip {
+        builder = builder.max_connections_per_ip(n);
+    }
+    if let Some(n) = args.max_inbound_messages_per_sec {
+        builder = builder.max_inbound_messages_per_sec(n);
+    }
+    builder.try_build()
+}
+
+/// The pool the flags describe; panics on flags that cannot work together.
+pub fn pool(args: &Args) -> WsPool {
+    try_pool(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The whole app: page, pool route, admin API.
@@ -90,7 +129,13 @@ async fn main() -> std::io::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let pool = pool(&args);
+    let pool = match try_pool(&args) {
+        Ok(pool) => pool,
+        Err(e) => {
+            eprintln!("chat: {e}");
+            std::process::exit(2);
+        }
+    };
 
     // Log what happens in the pool.
     let mut events = pool.events();
@@ -112,21 +157,11 @@ async fn main() -> std::io::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     tracing::info!("chat on http://{}", listener.local_addr()?);
-    // Small frames should leave at once: turn Nagle's algorithm off.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let shutdown_pool = pool.clone();
-    axum::serve(
-        listener,
-        app(&pool).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
-        shutdown_pool.shutdown().await;
-    })
-    .await
+    // Header read timeout, Nagle off, client addresses; Ctrl-C or SIGTERM
+    // flushes every queue and closes every client with 1001.
+    wspool::serve(listener, app(&pool), &pool)
+        .header_read_timeout(Duration::from_secs(args.header_read_timeout_secs))
+        .await
 }
 
 /// The chat page: plain HTML and JS, JSON frames, no build step.

@@ -13,7 +13,11 @@
 //! | `DELETE /api/clients/{id}` | closes it with 4002: `200 {"disconnected": id}`; 404 |
 //! | `GET /api/stats` | [`Stats`](crate::Stats) |
 //!
-//! Every error is `{"error": "..."}`.
+//! Every error is `{"error": "..."}` with its status, including the
+//! rejections axum would answer in plain text: a body over the limit
+//! (413; axum's default limit of 2 MB, change it with
+//! `axum::extract::DefaultBodyLimit`), a path segment that is not UTF-8
+//! (400), a method the route does not serve (405).
 //!
 //! ```
 //! use axum::Router;
@@ -25,12 +29,13 @@
 
 use axum::{
     body::Bytes,
-    extract::Path,
-    http::StatusCode,
+    extract::{FromRequest, FromRequestParts, Path, Request},
+    http::{request::Parts, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post, put},
     Json, Router,
 };
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::{BroadcastError, Delivery, JoinError, SendError, SendMsg, WsPool};
@@ -52,25 +57,66 @@ where
             put(join).delete(leave),
         )
         .route("/api/stats", get(stats))
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this path",
+            )
+        })
+}
+
+/// axum's rejection, with its status, as `{"error": ...}`.
+fn rejected(rejection: impl IntoResponse + std::fmt::Display) -> Response {
+    let message = rejection.to_string();
+    error(rejection.into_response().status(), message)
+}
+
+/// Path parameters; a rejection answers as a JSON error.
+struct Params<T>(T);
+
+impl<S, T> FromRequestParts<S> for Params<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(params)) => Ok(Params(params)),
+            Err(e) => Err(rejected(e)),
+        }
+    }
+}
+
+/// A body that is a `SendMsg` in proto3 JSON; a rejection (too large, not
+/// JSON) answers as a JSON error.
+struct MsgBody(SendMsg);
+
+impl<S: Send + Sync> FromRequest<S> for MsgBody {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let body = Bytes::from_request(req, state).await.map_err(rejected)?;
+        match serde_json::from_slice(&body) {
+            Ok(msg) => Ok(MsgBody(msg)),
+            Err(e) => Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("body is not a SendMsg in proto3 JSON: {e}"),
+            )),
+        }
+    }
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
 }
 
-fn parse(body: &[u8]) -> Result<SendMsg, String> {
-    serde_json::from_slice(body).map_err(|e| format!("body is not a SendMsg in proto3 JSON: {e}"))
-}
-
 fn recipients(n: usize) -> Response {
     Json(json!({ "recipients": n })).into_response()
 }
 
-async fn send(pool: WsPool, body: Bytes) -> Response {
-    let msg = match parse(&body) {
-        Ok(msg) => msg,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
+async fn send(pool: WsPool, MsgBody(msg): MsgBody) -> Response {
     match pool.send(msg) {
         Ok(delivery) => {
             let how = match delivery {
@@ -85,22 +131,15 @@ async fn send(pool: WsPool, body: Bytes) -> Response {
     }
 }
 
-async fn broadcast(pool: WsPool, body: Bytes) -> Response {
-    let msg = match parse(&body) {
-        Ok(msg) => msg,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
+async fn broadcast(pool: WsPool, MsgBody(msg): MsgBody) -> Response {
     match pool.broadcast(msg) {
         Ok(n) => recipients(n),
         Err(e @ BroadcastError::NoChannel) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
-async fn broadcast_all(pool: WsPool, body: Bytes) -> Response {
-    match parse(&body) {
-        Ok(msg) => recipients(pool.broadcast_all(msg)),
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
-    }
+async fn broadcast_all(pool: WsPool, MsgBody(msg): MsgBody) -> Response {
+    recipients(pool.broadcast_all(msg))
 }
 
 async fn clients(pool: WsPool) -> Response {
@@ -116,14 +155,14 @@ fn not_found(id: &str) -> Response {
     )
 }
 
-async fn client(pool: WsPool, Path(id): Path<String>) -> Response {
+async fn client(pool: WsPool, Params(id): Params<String>) -> Response {
     match pool.client(&id) {
         Some(client) => Json(client.info()).into_response(),
         None => not_found(&id),
     }
 }
 
-async fn disconnect(pool: WsPool, Path(id): Path<String>) -> Response {
+async fn disconnect(pool: WsPool, Params(id): Params<String>) -> Response {
     match pool.client(&id) {
         Some(client) => {
             client.disconnect();
@@ -133,7 +172,7 @@ async fn disconnect(pool: WsPool, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn join(pool: WsPool, Path((id, channel)): Path<(String, String)>) -> Response {
+async fn join(pool: WsPool, Params((id, channel)): Params<(String, String)>) -> Response {
     let Some(client) = pool.client(&id) else {
         return not_found(&id);
     };
@@ -144,7 +183,7 @@ async fn join(pool: WsPool, Path((id, channel)): Path<(String, String)>) -> Resp
     }
 }
 
-async fn leave(pool: WsPool, Path((id, channel)): Path<(String, String)>) -> Response {
+async fn leave(pool: WsPool, Params((id, channel)): Params<(String, String)>) -> Response {
     match pool.client(&id) {
         Some(client) => Json(json!({ "left": client.leave(&channel) })).into_response(),
         None => not_found(&id),

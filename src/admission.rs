@@ -1,7 +1,7 @@
 //! Who may start a connection now: connection slots, connections per client
 //! address, handshakes in flight, and where a client's address comes from.
 //!
-//! Every handshake takes a [`Ticket`] before any costly work (the token,
+//! Every handshake takes a ticket before any costly work (the token,
 //! the authorisation hook, the upgrade). It holds:
 //!
 //! - a handshake permit (`max_handshakes_in_flight`), given back once the
@@ -82,7 +82,10 @@ impl ClientIp {
 /// An address as proxies write it: `1.2.3.4`, `2001:db8::1`, `[2001:db8::1]`.
 fn parse_ip(s: &str) -> Option<IpAddr> {
     let s = s.trim();
-    let s = s.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(s);
+    let s = s
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(s);
     s.parse().ok()
 }
 
@@ -263,7 +266,10 @@ mod tests {
         assert_eq!(a.admit(None).err(), Some(Refusal::Busy));
         t.handshake_done();
         let _t2 = a.admit(None).unwrap();
-        assert_eq!(a.slots.available_permits(), Semaphore::MAX_PERMITS.min(100_000) - 2);
+        assert_eq!(
+            a.slots.available_permits(),
+            Semaphore::MAX_PERMITS.min(100_000) - 2
+        );
     }
 
     /// The proxy's address is the rightmost of X-Forwarded-For; a missing

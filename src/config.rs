@@ -37,8 +37,8 @@ use std::time::Duration;
 
 use crate::{
     admission::ClientIp,
-    message::NEVER,
     callbacks::{Callbacks, Relay},
+    message::NEVER,
     route::{AuthFuture, Authorize, HandshakeRequest},
     ClientConfig, ClientHandle, DisconnectReason, PoolError, Rejection, SendMsg, WsPool,
 };

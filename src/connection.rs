@@ -223,7 +223,8 @@ impl Connection {
             // now; the close frame follows on a best-effort basis.
             self.ended(&reason);
             if we_close {
-                let _ = tokio::time::timeout(write_timeout, socket.send(close_frame(&reason))).await;
+                let _ =
+                    tokio::time::timeout(write_timeout, socket.send(close_frame(&reason))).await;
             }
             return;
         }
@@ -653,7 +654,9 @@ fn close_text(reason: &DisconnectReason) -> &'static str {
         DisconnectReason::TooSlow => "too slow",
         DisconnectReason::Refused => "id in use",
         DisconnectReason::RateLimited => "rate limit exceeded",
-        DisconnectReason::ProtocolViolation { code, .. } if *code == close_code::INVALID_PAYLOAD => {
+        DisconnectReason::ProtocolViolation { code, .. }
+            if *code == close_code::INVALID_PAYLOAD =>
+        {
             "invalid UTF-8"
         }
         DisconnectReason::ProtocolViolation { .. } => "protocol error",

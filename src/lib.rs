@@ -7,7 +7,7 @@
 //! ## Quick start
 //!
 //! ```no_run
-//! use axum::{routing::post, serve::ListenerExt, Router};
+//! use axum::{routing::post, Router};
 //! use tokio_stream::StreamExt;
 //! use wspool::{Delivery, PoolEvent, SendMsg, WsPool};
 //!
@@ -39,17 +39,10 @@
 //!         .merge(wspool::route()) // GET /ws: clients connect with the subprotocol "alice_room1_room2"
 //!         .route("/notify", post(notify))
 //!         .layer(pool.layer());
-//!     // Small frames should leave at once: Nagle's algorithm off.
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//!     let listener = listener.tap_io(|tcp| {
-//!         let _ = tcp.set_nodelay(true);
-//!     });
-//!     axum::serve(listener, app)
-//!         .with_graceful_shutdown(async move {
-//!             let _ = tokio::signal::ctrl_c().await;
-//!             pool.shutdown().await;
-//!         })
-//!         .await
+//!     // Header read timeout, TCP_NODELAY, client addresses, and on Ctrl-C or
+//!     // SIGTERM a graceful shutdown that flushes and closes every client.
+//!     wspool::serve(listener, app, &pool).await
 //! }
 //! ```
 //!
@@ -116,14 +109,15 @@ pub mod proto;
 mod rate_limit;
 mod registry;
 pub mod route;
+pub mod serve;
 mod stats;
 pub mod subscribe;
 mod sweeper;
 
+pub use admission::ClientIp;
 pub use callbacks::{Callbacks, Relay};
 pub use client::{ClientConfig, ClientHandle, ClientInfo};
 pub use client_id::ClientId;
-pub use admission::ClientIp;
 pub use config::{Config, ConfigError, DuplicatePolicy, RelayPolicy, WsPoolBuilder};
 pub use error::{BroadcastError, JoinError, PoolError, SendError};
 pub use event::{DisconnectReason, EventStream, PoolEvent, UndeliveredReason};
@@ -133,5 +127,6 @@ pub use message::{close_code, status, Format};
 pub use pool::{SendOptions, WsPool};
 pub use proto::SendMsg;
 pub use route::{route, ws_handler, HandshakeRequest, Rejection};
+pub use serve::{serve, Serve};
 pub use stats::{RefusedStats, Stats};
 pub use subscribe::{Lagged, Subscription};

@@ -133,7 +133,10 @@ mod tests {
         let t0 = r.last;
         assert_eq!(r.check_at(500, t0), Verdict::Accept);
         assert_eq!(r.check_at(1, t0), Verdict::Refuse);
-        assert_eq!(r.check_at(100, t0 + Duration::from_secs(1)), Verdict::Accept);
+        assert_eq!(
+            r.check_at(100, t0 + Duration::from_secs(1)),
+            Verdict::Accept
+        );
     }
 
     /// Sending at twice the rate is refused but not closed; faster than

@@ -180,7 +180,7 @@ pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
     // Admitted before any costly work: the token, the hook, the upgrade.
     let ticket = match pool.admit(remote_addr) {
         Ok(ticket) => ticket,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let token = handshake::parse_offers(&parts.headers, &pool.token_limits());
     let json = parts
@@ -256,37 +256,36 @@ impl WsPool {
     pub fn accept(&self, upgrade: WebSocketUpgrade, config: ClientConfig) -> Response {
         match self.admit(config.remote_addr) {
             Ok(ticket) => self.upgrade(upgrade, config, ticket),
-            Err(refused) => refused,
+            Err(refused) => *refused,
         }
     }
 
-    /// Admits a handshake from `remote` or answers why not.
-    fn admit(&self, remote: Option<SocketAddr>) -> Result<Ticket, Response> {
+    /// Admits a handshake from `remote`, or answers why not.
+    fn admit(&self, remote: Option<SocketAddr>) -> Result<Ticket, Box<Response>> {
+        let refusal = match self.inner.admission.admit(remote.map(|a| a.ip())) {
+            Ok(ticket) => return Ok(ticket),
+            Err(refusal) => refusal,
+        };
         let counters = &self.inner.counters;
-        self.inner
-            .admission
-            .admit(remote.map(|a| a.ip()))
-            .map_err(|refusal| {
-                let (counter, status, reason) = match refusal {
-                    Refusal::Busy => (
-                        &counters.refused_busy,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "too many handshakes in progress: retry shortly",
-                    ),
-                    Refusal::Capacity => (
-                        &counters.refused_capacity,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "too many connections",
-                    ),
-                    Refusal::PerIp => (
-                        &counters.refused_per_ip,
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "too many connections from your address",
-                    ),
-                };
-                bump(counter, 1);
-                refuse(status, reason)
-            })
+        let (counter, status, reason) = match refusal {
+            Refusal::Busy => (
+                &counters.refused_busy,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many handshakes in progress: retry shortly",
+            ),
+            Refusal::Capacity => (
+                &counters.refused_capacity,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections",
+            ),
+            Refusal::PerIp => (
+                &counters.refused_per_ip,
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from your address",
+            ),
+        };
+        bump(counter, 1);
+        Err(Box::new(refuse(status, reason)))
     }
 
     /// Checks an admitted handshake's id, channels and duplicate policy,

@@ -427,7 +427,10 @@ async fn shutdown_reports_what_it_could_not_flush() {
         reported > 0,
         "with no time to flush, something must be reported"
     );
-    assert!(in_flight <= 64, "more than one batch in flight: {in_flight}");
+    assert!(
+        in_flight <= 64,
+        "more than one batch in flight: {in_flight}"
+    );
     assert!(
         got + reported <= n && n <= got + reported + in_flight,
         "delivered {got} + reported {reported} (+ {in_flight} in flight) vs {n} sent"

@@ -2,6 +2,8 @@
 //! tokio-tungstenite clients over TCP.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::{net::SocketAddr, time::Duration};
 
 use axum::Router;
@@ -31,6 +33,34 @@ pub async fn serve(app: Router) -> SocketAddr {
         .unwrap();
     });
     addr
+}
+
+/// Serves `app` with `wspool::serve` (header read timeout `header_timeout`)
+/// on an ephemeral port; the server shuts down when the sender is dropped
+/// or sent to.
+pub async fn serve_safe(
+    app: Router,
+    pool: &WsPool,
+    header_timeout: Duration,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = wspool::serve(listener, app, pool)
+        .header_read_timeout(header_timeout)
+        .with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        });
+    tokio::spawn(async move { server.await.unwrap() });
+    (addr, stop)
+}
+
+/// The provided route and the admin API for `pool`.
+pub fn app(pool: &WsPool) -> Router {
+    Router::new()
+        .merge(wspool::route())
+        .merge(wspool::admin::router())
+        .layer(pool.layer())
 }
 
 /// Serves the provided route and the admin API for `pool`.
