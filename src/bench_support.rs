@@ -1,12 +1,33 @@
-//! Hooks for the criterion micro-benchmarks (`benches/hot_paths.rs`): the
-//! routing hot path driven without sockets. Not part of the API.
+//! Hooks for the criterion micro-benchmarks (`benches/hot_paths.rs`) and
+//! the fuzz targets (`fuzz/`): the routing paths driven without sockets.
+//! Not part of the API.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
+
+use axum::extract::ws::Message;
 
 use crate::{
-    client::ClientState, mailbox::Mailbox, message::Encoded, ClientConfig, ClientId, Format,
-    SendMsg, WsPool,
+    client::ClientState,
+    mailbox::Mailbox,
+    message::{decode, receipt, stamp, status, Encoded},
+    ClientConfig, ClientId, Format, SendMsg, WsPool,
 };
+
+/// Registers a client without a socket.
+fn register(pool: &WsPool, id: &str, channels: &[String], format: Format) -> Arc<ClientState> {
+    let config = ClientConfig::new(id)
+        .channels(channels.iter().cloned())
+        .format(format);
+    let conn_id = pool.next_id();
+    let (state, _) = pool.inner.registry.write().attach(
+        id,
+        channels,
+        || Mailbox::new(pool.next_id(), ClientId::from(id), format),
+        |mailbox| ClientState::new(conn_id, &config, mailbox),
+        &pool.inner.limits,
+    );
+    state
+}
 
 /// A pool with `members` registered clients (without sockets) in channel
 /// `room`, and the writers' side of their mailboxes.
@@ -27,28 +48,16 @@ impl Fanout {
             .queue_max_messages(1 << 20)
             .queue_max_bytes(1 << 30)
             .build();
-        let mut states = Vec::new();
-        {
-            let mut registry = pool.inner.registry.write();
-            for i in 0..members + others {
-                let id = format!("c{i}");
+        let states = (0..members + others)
+            .map(|i| {
                 let channel = if i < members {
                     "room".to_owned()
                 } else {
                     format!("own{i}")
                 };
-                let config = ClientConfig::new(id.clone()).channels([channel.clone()]);
-                let conn_id = pool.next_id();
-                let (state, _) = registry.attach(
-                    &id,
-                    &[channel],
-                    || Mailbox::new(pool.next_id(), ClientId::from(id.as_str()), Format::Binary),
-                    |mailbox| ClientState::new(conn_id, &config, mailbox),
-                    &pool.inner.limits,
-                );
-                states.push(state);
-            }
-        }
+                register(&pool, &format!("c{i}"), &[channel], Format::Binary)
+            })
+            .collect();
         Fanout {
             pool,
             states,
@@ -122,4 +131,103 @@ fn drain(
         1 << 20,
         &pool.inner.limits,
     );
+}
+
+/// A pool of eight socketless clients (`c0`..`c7`, half binary, half
+/// JSON) in channels `r0`..`r2` and `all`, for fuzzing what a client's
+/// frame does: decode, stamp, relay, receipts.
+pub struct Relayer {
+    pool: WsPool,
+    states: Vec<Arc<ClientState>>,
+    batch: Vec<Arc<Encoded>>,
+    expired: Vec<Arc<Encoded>>,
+}
+
+impl Default for Relayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Relayer {
+    /// The pool and its eight clients.
+    pub fn new() -> Self {
+        let pool = WsPool::builder().max_channels_per_message(16).build();
+        let states = (0..8)
+            .map(|i| {
+                let channels = [format!("r{}", i % 3), "all".to_owned()];
+                let format = if i % 2 == 0 {
+                    Format::Binary
+                } else {
+                    Format::Json
+                };
+                register(&pool, &format!("c{i}"), &channels, format)
+            })
+            .collect();
+        Relayer {
+            pool,
+            states,
+            batch: Vec::new(),
+            expired: Vec::new(),
+        }
+    }
+
+    /// Handles `frame` as if client `from % 8` had sent it (binary, or text
+    /// when it is UTF-8 and `text`), then drains every mailbox and checks
+    /// the routing rules, panicking when one is broken: each recipient gets
+    /// at most one copy, stamped with the sender's id; receipts go to the
+    /// sender only, with a pool status. Returns the frames written.
+    pub fn relay_frame(&mut self, from: usize, frame: &[u8], text: bool) -> usize {
+        let sender = self.states[from % self.states.len()].clone();
+        let frame = match std::str::from_utf8(frame) {
+            Ok(t) if text => Message::Text(t.into()),
+            _ => Message::Binary(bytes::Bytes::copy_from_slice(frame)),
+        };
+        match decode(&frame) {
+            Ok(mut msg) => {
+                stamp(&mut msg, &sender.id);
+                self.pool.relay(&sender, Arc::new(msg));
+            }
+            Err(e) => {
+                let original = SendMsg {
+                    from_client_id: sender.id.to_string(),
+                    ..Default::default()
+                };
+                let r = receipt(&original, status::UNDECODABLE, &e.to_string());
+                self.pool.send_receipt(&sender.id, r);
+            }
+        }
+        let mut copies: HashMap<&str, usize> = HashMap::new();
+        let mut written = 0;
+        for state in &self.states {
+            loop {
+                drain(&self.pool, state, &mut self.batch, &mut self.expired);
+                if self.batch.is_empty() {
+                    break;
+                }
+                for m in self.batch.drain(..) {
+                    written += 1;
+                    let bytes = match m.frame(state.format) {
+                        Message::Binary(b) => b.to_vec(),
+                        Message::Text(t) => t.as_str().as_bytes().to_vec(),
+                        other => panic!("not a data frame: {other:?}"),
+                    };
+                    assert!(!bytes.is_empty() || m.msg.as_ref() == &SendMsg::default());
+                    if m.msg.from_client_id.is_empty() {
+                        assert_eq!(m.msg.to_client_id, sender.id.as_str(), "receipt to another");
+                        assert!((3..=7).contains(&m.msg.status), "receipt status");
+                    } else {
+                        assert_eq!(m.msg.from_client_id, sender.id.as_str(), "not stamped");
+                        *copies.entry(state.id.as_str()).or_default() += 1;
+                    }
+                }
+            }
+            assert!(self.expired.is_empty());
+        }
+        assert!(
+            copies.values().all(|&n| n == 1),
+            "duplicate copies: {copies:?}"
+        );
+        written
+    }
 }

@@ -14,6 +14,7 @@ mod client;
 mod proc_stats;
 mod scenarios;
 mod servers;
+mod soak;
 
 use std::{
     collections::BTreeMap,
@@ -59,6 +60,19 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         scenarios: Option<Vec<String>>,
     },
+    /// Hold thousands of connections for minutes with churn and steady
+    /// traffic, and account for every message (see SECURITY.md).
+    Soak {
+        /// Connections (1 in 50 are stable senders, the rest churn).
+        #[arg(long, default_value_t = 5_000)]
+        connections: usize,
+        /// How long, in minutes.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// The pool's offline window, in seconds.
+        #[arg(long, default_value_t = 15)]
+        offline_ttl_secs: u64,
+    },
     /// Run one server (used by `all`).
     Serve { server: String, port: u16 },
     /// Run one scenario against a running server; prints its metrics as JSON.
@@ -76,6 +90,40 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Soak {
+            connections,
+            minutes,
+            offline_ttl_secs,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let plan = soak::Plan {
+                connections,
+                duration: Duration::from_secs_f64(minutes * 60.0),
+                offline_ttl: Duration::from_secs(offline_ttl_secs),
+            };
+            let report = rt.block_on(soak::run(plan));
+            let out = workspace_root().join("target/bench/soak.json");
+            let _ = std::fs::create_dir_all(out.parent().expect("dir"));
+            let text = serde_json::to_string_pretty(&report).expect("json");
+            let _ = std::fs::write(&out, &text);
+            println!("{text}");
+            let clean = report["unaccounted"] == 0
+                && report["duplicates"] == 0
+                && report["events_lagged"] == 0
+                && report["unexpected_receipts"] == 0
+                && report["leaks"]["registered_after"] == 0
+                && report["leaks"]["offline_after"] == 0;
+            eprintln!(
+                "soak {}: report in {}",
+                if clean { "passed" } else { "FAILED" },
+                out.display()
+            );
+            std::process::exit(if clean { 0 } else { 1 });
+        }
         Cmd::Serve { server, port } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)

@@ -46,8 +46,21 @@ pub async fn serve(kind: &str, port: u16) -> std::io::Result<()> {
 
 // ----- wspool: the crate's public API only -----
 
+/// The pool with every default, except the limits meant for strangers on
+/// the internet: the load generator is one address (127.0.0.1) opening
+/// thousands of connections at once, and the fan-out publisher sends
+/// faster than a browser would. The peers have no such limits.
+pub fn wspool_pool() -> wspool::WsPool {
+    wspool::WsPool::builder()
+        .max_connections_per_ip(usize::MAX)
+        .max_handshakes_in_flight(usize::MAX)
+        .max_inbound_messages_per_sec(u32::MAX)
+        .max_inbound_bytes_per_sec(usize::MAX)
+        .build()
+}
+
 fn wspool_app() -> Router {
-    let pool = wspool::WsPool::new();
+    let pool = wspool_pool();
     Router::new().merge(wspool::route()).layer(pool.layer())
 }
 
