@@ -5,6 +5,13 @@
 //! (messages or a close request), and its ping and idle timers. Reads and
 //! writes never block other connections: routing only pushes into queues.
 //!
+//! A write waits at most `write_timeout`, and less when the server decides
+//! to close (replace, kick, 4008, a shutdown past its timeout): the write is
+//! abandoned, its messages reported `WriteFailed`, the connection
+//! unregistered and reported, and only then is the close frame tried. A
+//! client that breaks the protocol gets a close frame too (1002, 1007,
+//! 1009), and one that floods past the rate limits 1008.
+//!
 //! The task runs inside a `tracing` span `ws{id=.. conn=..}`; connects and
 //! disconnects are logged at debug, nothing per message above trace.
 

@@ -51,6 +51,8 @@
 //! | module | concept |
 //! |---|---|
 //! | [`layer`] | [`WsPoolLayer`] and the `WsPool` extractor |
+//! | [`serve`](mod@serve) | [`serve()`]: serving an app safely (header timeout, nodelay, graceful shutdown) |
+//! | [`admission`] | connection slots, per-address limits, handshakes in flight, [`ClientIp`] |
 //! | [`route`](mod@route) | the provided `/ws` handler, the authorisation hook, [`WsPool::accept`] |
 //! | [`handshake`] | reading id and channels from `Sec-WebSocket-Protocol` |
 //! | [`pool`] | [`WsPool`]: `send`, `broadcast`, `broadcast_all`, clients, channels |
@@ -72,9 +74,11 @@
 //! (`fromClientId` cannot be spoofed) and relayed to `toClientId` and to the
 //! members of `channel`, each recipient once. An undeliverable direct
 //! message earns the sender a receipt (status 4 not connected, 5 queue
-//! full, 6 undecodable). Close codes: 1001 shutdown, 1009 too big, 4001
-//! replaced, 4002 disconnected by the server. The whole contract is
-//! `PROTOCOL.md` in the repository.
+//! full, 6 undecodable, 7 refused by a limit). Close codes
+//! ([`close_code`]): 1001 shutdown, 1002 protocol error, 1007 bad UTF-8,
+//! 1008 flooding, 1009 too big, 4001 replaced, 4002 disconnected by the
+//! server, 4008 too slow. The whole contract is `PROTOCOL.md` in the
+//! repository; what a hostile client meets is `SECURITY.md`.
 //!
 //! ## Concurrency
 //!

@@ -66,6 +66,38 @@ async fn malformed_websocket_key_is_400() {
     assert!(pool.stats().refused.bad_request >= 5);
 }
 
+/// Requests that are not a complete WebSocket handshake are refused by
+/// axum's checks before the pool sees them; nothing is registered.
+#[tokio::test]
+async fn incomplete_upgrades_are_refused() {
+    let pool = WsPool::new();
+    let addr = start(&pool).await;
+    let token = "Sec-WebSocket-Protocol: a\r\n";
+    let full = upgrade_request(addr, "/ws", KEY, token);
+    let cases = [
+        (full.replacen("GET", "POST", 1), 405),
+        (full.replace("Upgrade: websocket\r\n", ""), 400),
+        (
+            full.replace("Connection: Upgrade\r\n", "Connection: keep-alive\r\n"),
+            400,
+        ),
+        (
+            full.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 12"),
+            400,
+        ),
+        (
+            full.replace(&format!("Sec-WebSocket-Key: {KEY}\r\n"), ""),
+            400,
+        ),
+    ];
+    for (head, want) in cases {
+        let mut raw = Raw::connect(addr).await;
+        let (status, resp) = raw.request(head.as_bytes()).await;
+        assert_eq!(status, want, "{head}\n{resp}");
+    }
+    assert_eq!(pool.stats().connections_total, 0);
+}
+
 /// Slowloris: connections that send their request head a byte at a time,
 /// or nothing at all, are closed at the header read timeout by
 /// `wspool::serve`, while others are served.
@@ -386,14 +418,44 @@ async fn garbage_payloads_get_receipt_6() {
         data(TEXT, b"{\"toClientId\": 5"),
         data(TEXT, b"[1,2,3]"),
         data(TEXT, b"{\"timestamp\": \"not a number\"}"),
+        data(TEXT, b"{\"unknownField\": 1}"),
+        data(TEXT, b"{\"priority\": 99999999999}"),
+        data(
+            TEXT,
+            &[b"{\"msg\":".repeat(200), b"1".to_vec(), b"}".repeat(200)].concat(),
+        ),
+        data(TEXT, &[b"[".repeat(10_000), b"]".repeat(10_000)].concat()),
     ] {
         raw.send(&bytes).await;
         let receipt = raw.recv().await;
         assert_eq!(receipt.status, status::UNDECODABLE, "{bytes:02x?}");
         assert_eq!(receipt.from_client_id, "");
     }
-    assert_eq!(pool.stats().decode_errors, 5);
+    assert_eq!(pool.stats().decode_errors, 9);
     still_serving(&pool, addr).await;
+}
+
+/// The query string is read for `format=json` only: anything else in it,
+/// malformed escapes included, is ignored.
+#[tokio::test]
+async fn query_is_read_for_format_only() {
+    let pool = WsPool::new();
+    let addr = start(&pool).await;
+    for (path, format) in [
+        ("/ws?x=%ZZ&format=json&format=binary", wspool::Format::Json),
+        ("/ws?format=JSON", wspool::Format::Binary),
+        ("/ws?%00%ff=&&&=", wspool::Format::Binary),
+    ] {
+        let mut raw = Raw::connect(addr).await;
+        let head = upgrade_request(addr, path, KEY, "Sec-WebSocket-Protocol: q\r\n");
+        let mut events = pool.events();
+        assert_eq!(raw.request(head.as_bytes()).await.0, 101, "{path}");
+        let e = wait_event(&mut events, |e| matches!(e, PoolEvent::Connected(_))).await;
+        let PoolEvent::Connected(info) = e else {
+            unreachable!()
+        };
+        assert_eq!(info.format, format, "{path}");
+    }
 }
 
 // ----- what one message may ask for -----
