@@ -93,6 +93,50 @@ fn flags_configure_the_pool() {
     );
 }
 
+/// `--ping-interval-secs` and `--write-timeout-secs` set their knobs; unset,
+/// the library's defaults hold (the ping following a short idle timeout);
+/// a ping interval not shorter than the idle timeout is refused.
+#[test]
+fn ping_and_write_timeout_flags() {
+    let parse =
+        |args: &[&str]| chat::Args::parse_from(std::iter::once("chat").chain(args.iter().copied()));
+    let c = chat::pool(&parse(&[
+        "--ping-interval-secs",
+        "7",
+        "--write-timeout-secs",
+        "3",
+    ]));
+    assert_eq!(
+        (
+            c.config().ping_interval().as_secs(),
+            c.config().write_timeout().as_secs()
+        ),
+        (7, 3)
+    );
+    let defaults = WsPool::new();
+    let c = chat::pool(&parse(&[]));
+    assert_eq!(
+        c.config().ping_interval(),
+        defaults.config().ping_interval()
+    );
+    assert_eq!(
+        c.config().write_timeout(),
+        defaults.config().write_timeout()
+    );
+    let c = chat::pool(&parse(&["--idle-timeout-secs", "10"]));
+    assert_eq!(c.config().ping_interval().as_secs(), 5);
+    let refused = chat::try_pool(&parse(&[
+        "--idle-timeout-secs",
+        "10",
+        "--ping-interval-secs",
+        "25",
+    ]));
+    assert!(matches!(
+        refused,
+        Err(wspool::ConfigError::PingNotBeforeIdle { .. })
+    ));
+}
+
 /// `/` serves the chat page, which speaks JSON frames to /ws.
 #[tokio::test]
 async fn serves_the_page() {
