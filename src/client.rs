@@ -86,7 +86,9 @@ impl ClientConfig {
         self
     }
 
-    /// The peer's address, for [`ClientInfo::remote_addr`].
+    /// The client's address, for [`ClientInfo::remote_addr`] and, in
+    /// [`WsPool::accept`](crate::WsPool::accept), for
+    /// `max_connections_per_ip`.
     pub fn remote_addr(mut self, addr: SocketAddr) -> Self {
         self.remote_addr = Some(addr);
         self

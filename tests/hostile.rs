@@ -26,12 +26,7 @@ async fn still_serving(pool: &WsPool, addr: std::net::SocketAddr) {
 async fn open(pool: &WsPool, addr: std::net::SocketAddr, token: &str) -> Raw {
     let mut events = pool.events();
     let raw = Raw::open(addr, token).await;
-    let id = token.split('_').next().unwrap().to_owned();
-    wait_event(
-        &mut events,
-        |e| matches!(e, PoolEvent::Connected(i) if i.id == *id.as_str()),
-    )
-    .await;
+    wait_connected(&mut events, token).await;
     raw
 }
 
@@ -213,38 +208,23 @@ async fn per_ip_limit_reads_the_proxy_header() {
         .client_ip(ClientIp::RightmostForwardedFor)
         .build();
     let (addr, _stop) = serve_safe(app(&pool), &pool, Duration::from_secs(5)).await;
-    let via_proxy = |token: &str, xff: &str| {
-        upgrade_request(
-            addr,
-            "/ws",
-            KEY,
-            &format!("Sec-WebSocket-Protocol: {token}\r\nX-Forwarded-For: {xff}\r\n"),
-        )
-    };
-    let mut one = Raw::connect(addr).await;
-    assert_eq!(
-        one.request(via_proxy("u1", "6.6.6.6, 203.0.113.1").as_bytes())
-            .await
-            .0,
-        101
-    );
-    // Same peer (127.0.0.1), another client address: admitted.
-    let mut two = Raw::connect(addr).await;
-    assert_eq!(
-        two.request(via_proxy("u2", "203.0.113.2").as_bytes())
-            .await
-            .0,
-        101
-    );
-    // A spoofed first entry does not help: the proxy's entry is the same.
-    let mut three = Raw::connect(addr).await;
-    assert_eq!(
-        three
-            .request(via_proxy("u3", "1.1.1.1, 203.0.113.1").as_bytes())
-            .await
-            .0,
-        429
-    );
+    // Each connection stays open (held in `open`) so that it counts.
+    let mut open = Vec::new();
+    for (token, xff, want) in [
+        ("u1", "6.6.6.6, 203.0.113.1", 101),
+        // Same peer (127.0.0.1), another client address: admitted.
+        ("u2", "203.0.113.2", 101),
+        // A spoofed first entry does not help: the proxy's entry is the same.
+        ("u3", "1.1.1.1, 203.0.113.1", 429),
+    ] {
+        let extra = format!("Sec-WebSocket-Protocol: {token}\r\nX-Forwarded-For: {xff}\r\n");
+        let mut raw = Raw::connect(addr).await;
+        let (status, head) = raw
+            .request(upgrade_request(addr, "/ws", KEY, &extra).as_bytes())
+            .await;
+        assert_eq!(status, want, "{token}: {head}");
+        open.push(raw);
+    }
     let info = pool.client("u2").unwrap().info();
     assert_eq!(info.remote_addr, Some("203.0.113.2:0".parse().unwrap()));
 }

@@ -126,13 +126,21 @@ pub async fn connect_path(pool: &WsPool, addr: SocketAddr, path: &str, token: &s
     let client = try_connect(addr, path, Some(token))
         .await
         .expect("handshake refused");
-    let id = token.split('_').next().unwrap().to_owned();
+    wait_connected(&mut events, token).await;
+    client
+}
+
+/// Waits until the client that offered `token` is registered.
+pub async fn wait_connected<S>(events: &mut S, token: &str)
+where
+    S: Stream<Item = PoolEvent> + Unpin,
+{
+    let id = token.split('_').next().unwrap();
     wait_event(
-        &mut events,
-        |e| matches!(e, PoolEvent::Connected(info) if info.id == *id.as_str()),
+        events,
+        |e| matches!(e, PoolEvent::Connected(info) if info.id == *id),
     )
     .await;
-    client
 }
 
 /// Waits for the first event matching `pred`, failing after `WAIT`.
