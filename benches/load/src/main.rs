@@ -112,6 +112,7 @@ fn main() {
             let _ = std::fs::write(&out, &text);
             println!("{text}");
             let clean = report["unaccounted"] == 0
+                && report["relays_settled"] == true
                 && report["duplicates"] == 0
                 && report["events_lagged"] == 0
                 && report["unexpected_receipts"] == 0

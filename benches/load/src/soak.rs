@@ -26,7 +26,7 @@
 //! it is counted, not hidden. No copy may be read twice.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     future::IntoFuture,
     net::SocketAddr,
     sync::{
@@ -61,6 +61,7 @@ struct Ledger {
     sent_ok: AtomicU64,
     broadcast_copies: AtomicU64,
     relays_sent: AtomicU64,
+    senders_quiet: AtomicU64,
     // what clients read
     read: AtomicU64,
     read_receipts: AtomicU64,
@@ -80,6 +81,11 @@ struct Ledger {
     /// Server sends accepted, and reports, by (msg_id, recipient).
     sends: Mutex<HashSet<(u64, u32)>>,
     reported: Mutex<HashSet<(u64, u32)>>,
+    /// Per message id: copies a broadcast said it reached; reports of it
+    /// (undelivered, or a relay dropped or refused at once); relays sent.
+    broadcasts: Mutex<HashMap<u64, u64>>,
+    reports_by_id: Mutex<HashMap<u64, u64>>,
+    relays: Mutex<HashSet<u64>>,
     // churn
     connects: AtomicU64,
     refused_handshakes: AtomicU64,
@@ -131,6 +137,9 @@ pub async fn run(plan: Plan) -> serde_json::Value {
         seen: Mutex::new(HashSet::with_capacity(secs * 3_000)),
         sends: Mutex::new(HashSet::with_capacity(secs * 2_000)),
         reported: Mutex::new(HashSet::with_capacity(secs * 500)),
+        broadcasts: Mutex::new(HashMap::with_capacity(secs * 10)),
+        reports_by_id: Mutex::new(HashMap::with_capacity(secs * 500)),
+        relays: Mutex::new(HashSet::with_capacity(secs * 400)),
         ..Ledger::default()
     });
     let events = tokio::spawn(tally_events(pool.events(), ledger.clone()));
@@ -212,9 +221,12 @@ pub async fn run(plan: Plan) -> serde_json::Value {
     // Stop the traffic, then let every relay the senders sent arrive.
     stop.store(true, Relaxed);
     server_side.await.expect("server side");
-    // Senders stop sending but keep reading until the pool closes them.
+    // Senders stop sending (and say so) but keep reading until the pool
+    // closes them; then every relay they sent must have arrived.
     let relays_settled = tokio::time::timeout(Duration::from_secs(30), async {
-        while ledger.received_relays.load(Relaxed) < ledger.relays_sent.load(Relaxed) {
+        while ledger.senders_quiet.load(Relaxed) < senders as u64
+            || ledger.received_relays.load(Relaxed) < ledger.relays_sent.load(Relaxed)
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
@@ -253,6 +265,38 @@ pub async fn run(plan: Plan) -> serde_json::Value {
             .iter()
             .filter(|key| !seen.contains(key) && !reported.contains(key))
             .count()
+    };
+    // Per message, for broadcasts and relays: copies read + reports against
+    // what was accepted.
+    let (broadcast_short, broadcast_over, relays_unseen) = {
+        let mut reads: HashMap<u64, u64> = HashMap::new();
+        for (id, _) in l.seen.lock().iter() {
+            *reads.entry(*id).or_default() += 1;
+        }
+        let reports = l.reports_by_id.lock();
+        let got =
+            |id: &u64| reads.get(id).copied().unwrap_or(0) + reports.get(id).copied().unwrap_or(0);
+        let (mut short, mut over) = (0u64, 0u64);
+        for (id, n) in l.broadcasts.lock().iter() {
+            let g = got(id);
+            if g < *n {
+                short += n - g;
+                eprintln!("broadcast {id}: {n} accepted, {g} read or reported");
+            } else {
+                over += g - n;
+            }
+        }
+        let unseen: Vec<u64> = l
+            .relays
+            .lock()
+            .iter()
+            .copied()
+            .filter(|id| got(id) == 0)
+            .collect();
+        for id in unseen.iter().take(20) {
+            eprintln!("relay {id}: neither read nor reported");
+        }
+        (short, over, unseen.len())
     };
     let g = |c: &AtomicU64| c.load(Relaxed);
     // Copies of messages (receipts apart): every one the pool took is
@@ -300,6 +344,9 @@ pub async fn run(plan: Plan) -> serde_json::Value {
         "written_minus_read": final_stats.messages_out as i64 - read as i64,
         "duplicates": g(&l.duplicates),
         "sends_neither_read_nor_reported": sends_unseen,
+        "broadcast_copies_short": broadcast_short,
+        "broadcast_copies_over": broadcast_over,
+        "relays_neither_read_nor_reported": relays_unseen,
         "events_lagged": g(&l.lagged),
         "relays_settled": relays_settled,
         "dropped_at_push": final_stats.dropped,
@@ -356,9 +403,15 @@ async fn tally_events(mut events: wspool::EventStream, l: Arc<Ledger>) {
             PoolEvent::Message { .. } => bump(&l.received_relays),
             PoolEvent::Dropped { msg, .. } if !msg.from_client_id.is_empty() && msg.status == 0 => {
                 bump(&l.dropped_relays);
+                if let Ok(id) = msg.msg_id.parse::<u64>() {
+                    *l.reports_by_id.lock().entry(id).or_default() += 1;
+                }
             }
             PoolEvent::Undelivered { msg, reason, to } => {
                 bump(&l.undelivered_total);
+                if let (Ok(id), true) = (msg.msg_id.parse::<u64>(), msg.status == 0) {
+                    *l.reports_by_id.lock().entry(id).or_default() += 1;
+                }
                 if let (Ok(id), Some(Ok(k))) = (
                     msg.msg_id.parse::<u64>(),
                     to.strip_prefix('u').map(str::parse::<u32>),
@@ -417,14 +470,18 @@ async fn server_traffic(
         // 5 channel broadcasts a second.
         if n.is_multiple_of(20) {
             let ch = vec![format!("ch{}", fastrand::usize(..CHANNELS))];
-            if let Ok(k) = pool.broadcast(msg(ids.fetch_add(1, Relaxed), "", ch, 32)) {
+            let id = ids.fetch_add(1, Relaxed);
+            if let Ok(k) = pool.broadcast(msg(id, "", ch, 32)) {
                 l.broadcast_copies.fetch_add(k as u64, Relaxed);
+                l.broadcasts.lock().insert(id, k as u64);
             }
         }
         // Everyone every 30 s.
         if n.is_multiple_of(3000) {
-            let k = pool.broadcast_all(msg(ids.fetch_add(1, Relaxed), "", vec![], 32));
+            let id = ids.fetch_add(1, Relaxed);
+            let k = pool.broadcast_all(msg(id, "", vec![], 32));
             l.broadcast_copies.fetch_add(k as u64, Relaxed);
+            l.broadcasts.lock().insert(id, k as u64);
         }
     }
 }
@@ -434,17 +491,15 @@ async fn connect(addr: SocketAddr, token: &str, json: bool) -> Option<Ws> {
     let mut req = format!("ws://{addr}{path}").into_client_request().ok()?;
     req.headers_mut()
         .insert("sec-websocket-protocol", token.parse().ok()?);
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Some(ws),
-        Err(e) => {
-            eprintln!("connect {token}: {e}");
-            None
-        }
-    }
+    tokio_tungstenite::connect_async(req)
+        .await
+        .ok()
+        .map(|(ws, _)| ws)
 }
 
-/// Records one frame a client read; returns the receipt's status if it was one.
-fn record(frame: &Message, me: u32, l: &Ledger) -> Option<(i32, String)> {
+/// Records one frame a client read; returns the receipt's status, text and
+/// message id if it was one.
+fn record(frame: &Message, me: u32, l: &Ledger) -> Option<(i32, String, u64)> {
     let m = match frame {
         Message::Binary(b) => SendMsg::decode(b.clone()).ok()?,
         Message::Text(t) => serde_json::from_str::<SendMsg>(t.as_str()).ok()?,
@@ -453,7 +508,7 @@ fn record(frame: &Message, me: u32, l: &Ledger) -> Option<(i32, String)> {
     bump(&l.read);
     if m.from_client_id.is_empty() && m.status != 0 {
         bump(&l.read_receipts);
-        return Some((m.status, m.callback_msg));
+        return Some((m.status, m.callback_msg, m.msg_id.parse().unwrap_or(0)));
     }
     let id: u64 = m.msg_id.parse().unwrap_or(0);
     if !l.seen.lock().insert((id, me)) {
@@ -619,15 +674,24 @@ async fn sender(
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut sending = true;
     loop {
+        // Once stopped, say so and never send again: the end waits for
+        // every sender to be quiet before it counts the relays in flight.
+        if sending && stop.load(Relaxed) {
+            sending = false;
+            bump(&l.senders_quiet);
+        }
         tokio::select! {
-            _ = tick.tick(), if !stop.load(Relaxed) => {
+            _ = tick.tick(), if sending => {
                 let to = format!("u{}", fastrand::usize(..churners));
-                let m = msg(ids.fetch_add(1, Relaxed), &to, vec![], 32);
+                let id = ids.fetch_add(1, Relaxed);
+                let m = msg(id, &to, vec![], 32);
                 if ws.send(Message::binary(m.encode_to_vec())).await.is_err() {
                     return;
                 }
                 bump(&l.relays_sent);
+                l.relays.lock().insert(id);
             }
             frame = ws.next() => {
                 let Some(Ok(frame)) = frame else { return };
@@ -635,10 +699,11 @@ async fn sender(
                     return;
                 }
                 match record(&frame, me, &l) {
-                    Some((4, text)) if text == "recipient not connected" => {
-                        bump(&l.receipts_not_connected)
+                    Some((4, text, id)) if text == "recipient not connected" => {
+                        bump(&l.receipts_not_connected);
+                        *l.reports_by_id.lock().entry(id).or_default() += 1;
                     }
-                    Some((3..=5, _)) | None => {}
+                    Some((3..=5, _, _)) | None => {}
                     Some(_) => bump(&l.receipts_other),
                 }
             }
