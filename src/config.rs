@@ -33,7 +33,7 @@
 //! | [`allowed_origins`](WsPoolBuilder::allowed_origins) | any | a browser handshake from another `Origin` gets HTTP 403 |
 //! | [`authorize`](WsPoolBuilder::authorize) | none (trust the token) | the hook may answer 401 or 403 |
 
-use std::time::Duration;
+use std::{future::Future, sync::Arc, time::Duration};
 
 use crate::{
     admission::ClientIp,
@@ -69,7 +69,6 @@ pub enum ConfigError {
     #[error("ping_interval must be more than zero")]
     ZeroPingInterval,
 }
-use std::{future::Future, sync::Arc};
 
 /// What to do when a client connects with an id that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
