@@ -367,8 +367,8 @@ async fn protocol_violations_get_close_codes() {
     still_serving(&pool, addr).await;
 }
 
-/// A flood of pings is answered and does not stop the connection from
-/// relaying or starve anyone else.
+/// A flood of pings is answered, a flood of unsolicited pongs ignored, and
+/// neither stops the connection from relaying or starves anyone else.
 #[tokio::test]
 async fn ping_flood_is_harmless() {
     let pool = WsPool::builder().max_inbound_messages_per_sec(10).build();
@@ -377,6 +377,9 @@ async fn ping_flood_is_harmless() {
     let mut other = connect(&pool, addr, "other").await;
     let ping = frame(true, 0, PING, true, b"p");
     flooder.send(&ping.repeat(20_000)).await;
+    // Unsolicited pongs are allowed (RFC 6455 5.5.3) and ignored.
+    let pong = frame(true, 0, PONG, true, b"unasked");
+    flooder.send(&pong.repeat(5_000)).await;
     // Control frames are not data: the rate limit does not count them.
     let msg = text_msg("other", &[], "after the flood").encode_to_vec();
     flooder.send(&data(BINARY, &msg)).await;
