@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
-use crate::ClientId;
+use crate::{handshake::TokenError, ClientId};
 
 /// Why [`WsPool::send`](crate::WsPool::send) or
 /// [`ClientHandle::send`](crate::ClientHandle::send) did not queue a message.
 /// A message is either queued for the socket or one of these comes back:
 /// never a silent drop, never a wait.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// `toClientId` was empty: set it to the id of the recipient.
     #[error("the message has no toClientId: set it to the recipient's id")]
@@ -25,6 +26,7 @@ pub enum SendError {
 
 /// Why [`WsPool::broadcast`](crate::WsPool::broadcast) sent nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BroadcastError {
     /// `channel` was empty: list the channels to broadcast to, or use
     /// `broadcast_all`.
@@ -34,11 +36,13 @@ pub enum BroadcastError {
 
 /// Why [`ClientHandle::join`](crate::ClientHandle::join) did not add a channel.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum JoinError {
     /// The channel name is empty, too long or has a character outside the
-    /// RFC 7230 token set (or `_`).
-    #[error("invalid channel name {0:?}: 1 to max_channel_len token characters, no '_'")]
-    InvalidChannel(String),
+    /// RFC 7230 token set (or `_`): the same rule, and the same words, as
+    /// for a channel in a handshake token.
+    #[error("{0}")]
+    InvalidChannel(TokenError),
     /// The client is already in `max_channels_per_client` channels.
     #[error("client is already in the maximum of {0} channels")]
     TooManyChannels(usize),

@@ -137,6 +137,37 @@ pub fn valid_name(name: &str, max_len: usize) -> bool {
     !name.is_empty() && name.len() <= max_len && name.bytes().all(is_name_byte)
 }
 
+/// Checks an id: the one rule (and wording) for ids, wherever they come
+/// from (a token, [`WsPool::accept`](crate::WsPool::accept)).
+pub fn check_id(id: &str, max_len: usize) -> Result<(), TokenError> {
+    if id.len() > max_len {
+        return Err(TokenError::IdTooLong {
+            len: id.len(),
+            max: max_len,
+        });
+    }
+    if id.is_empty() || !id.bytes().all(is_name_byte) {
+        return Err(TokenError::InvalidId(cut(id, 64)));
+    }
+    Ok(())
+}
+
+/// Checks a channel name: the one rule (and wording) for channels,
+/// wherever they come from (a token, `accept`, `join`).
+pub fn check_channel(channel: &str, max_len: usize) -> Result<(), TokenError> {
+    if channel.len() > max_len {
+        return Err(TokenError::ChannelTooLong {
+            name: cut(channel, 64),
+            len: channel.len(),
+            max: max_len,
+        });
+    }
+    if channel.is_empty() || !channel.bytes().all(is_name_byte) {
+        return Err(TokenError::InvalidChannel(cut(channel, 64)));
+    }
+    Ok(())
+}
+
 fn cut(s: &str, max: usize) -> String {
     let mut end = max.min(s.len());
     while !s.is_char_boundary(end) {
@@ -152,27 +183,10 @@ pub fn parse_token(offer: &str, limits: &TokenLimits) -> Result<Token, TokenErro
     if id.is_empty() {
         return Err(TokenError::EmptyId(cut(offer, 64)));
     }
-    if id.len() > limits.max_id_len {
-        return Err(TokenError::IdTooLong {
-            len: id.len(),
-            max: limits.max_id_len,
-        });
-    }
-    if !id.bytes().all(is_name_byte) {
-        return Err(TokenError::InvalidId(cut(id, 64)));
-    }
+    check_id(id, limits.max_id_len)?;
     let mut channels: Vec<String> = Vec::new();
     for ch in parts.filter(|c| !c.is_empty()) {
-        if ch.len() > limits.max_channel_len {
-            return Err(TokenError::ChannelTooLong {
-                name: cut(ch, 64),
-                len: ch.len(),
-                max: limits.max_channel_len,
-            });
-        }
-        if !ch.bytes().all(is_name_byte) {
-            return Err(TokenError::InvalidChannel(cut(ch, 64)));
-        }
+        check_channel(ch, limits.max_channel_len)?;
         if !channels.iter().any(|c| c == ch) {
             if channels.len() == limits.max_channels {
                 let count = channels.len() + 1;

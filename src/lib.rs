@@ -15,8 +15,8 @@
 //! async fn notify(pool: WsPool) -> String {
 //!     let msg = SendMsg { to_client_id: "alice".into(), msg: "hello".into(), ..Default::default() };
 //!     match pool.send(msg) {
-//!         Ok(Delivery::Queued) => "sent".into(),
 //!         Ok(Delivery::Buffered) => "alice is away: kept for her".into(),
+//!         Ok(_) => "sent".into(),
 //!         Err(e) => e.to_string(), // empty target, not connected, or queue full: never silent
 //!     }
 //! }
@@ -95,6 +95,7 @@
 
 pub mod admin;
 pub mod admission;
+#[cfg(feature = "__bench")]
 #[doc(hidden)]
 pub mod bench_support;
 pub mod callbacks;

@@ -27,6 +27,7 @@ use crate::{message::Encoded, ClientId, Format};
 
 /// Where a message went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Delivery {
     /// Queued for a connected client.
     Queued,

@@ -46,7 +46,7 @@ use crate::{
     client::{ClientState, CloseRequest},
     config::{Config, RelayPolicy, WsPoolBuilder},
     event::{EventStream, UndeliveredReason},
-    handshake::{valid_name, TokenLimits},
+    handshake::{check_channel, TokenLimits},
     mailbox::{Delivery, MailLimits, Mailbox, PushError},
     message::{receipt, status, Encoded},
     registry::{JoinRefused, Member, Registry},
@@ -522,9 +522,7 @@ impl WsPool {
 
     pub(crate) fn join(&self, state: &ClientState, channel: &str) -> Result<bool, JoinError> {
         let c = &self.inner.config;
-        if !valid_name(channel, c.max_channel_len) {
-            return Err(JoinError::InvalidChannel(channel.to_owned()));
-        }
+        check_channel(channel, c.max_channel_len).map_err(JoinError::InvalidChannel)?;
         self.inner
             .registry
             .write()

@@ -50,7 +50,7 @@ use axum::{
 use crate::{
     admission::{Refusal, Ticket},
     connection,
-    handshake::{self, valid_name, Token, TokenError},
+    handshake::{self, Token, TokenError},
     stats::bump,
     ClientConfig, DuplicatePolicy, Format, WsPool,
 };
@@ -300,7 +300,7 @@ impl WsPool {
         let counters = &self.inner.counters;
         if let Err(reason) = self.check(&mut config) {
             bump(&counters.refused_bad_request, 1);
-            return refuse(StatusCode::BAD_REQUEST, reason);
+            return refuse(StatusCode::BAD_REQUEST, reason.to_string());
         }
         if c.duplicate_policy() == DuplicatePolicy::Refuse
             && self.inner.registry.read().conn(&config.id).is_some()
@@ -325,33 +325,23 @@ impl WsPool {
             .on_upgrade(move |socket| connection::serve(pool, config, socket, ticket))
     }
 
-    /// Checks the id and channels of `config`, dropping repeated channels.
-    fn check(&self, config: &mut ClientConfig) -> Result<(), String> {
+    /// Checks the id and channels of `config` (the token's rules and
+    /// wording), dropping repeated channels.
+    fn check(&self, config: &mut ClientConfig) -> Result<(), TokenError> {
         let limits = self.token_limits();
-        if !valid_name(&config.id, limits.max_id_len) {
-            return Err(format!(
-                "invalid id {:?}: 1 to {} RFC 7230 token characters, no '_'",
-                config.id, limits.max_id_len
-            ));
-        }
+        handshake::check_id(&config.id, limits.max_id_len)?;
         let mut seen: Vec<String> = Vec::with_capacity(config.channels.len());
         for ch in config.channels.drain(..) {
-            if !valid_name(&ch, limits.max_channel_len) {
-                return Err(format!(
-                    "invalid channel {ch:?}: 1 to {} RFC 7230 token characters, no '_'",
-                    limits.max_channel_len
-                ));
-            }
+            handshake::check_channel(&ch, limits.max_channel_len)?;
             if !seen.contains(&ch) {
                 seen.push(ch);
             }
         }
         if seen.len() > limits.max_channels {
-            return Err(format!(
-                "{} channels, more than the maximum of {}",
-                seen.len(),
-                limits.max_channels
-            ));
+            return Err(TokenError::TooManyChannels {
+                count: seen.len(),
+                max: limits.max_channels,
+            });
         }
         config.channels = seen;
         Ok(())

@@ -7,7 +7,10 @@ use std::time::Duration;
 use common::*;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
-use wspool::{BroadcastError, DisconnectReason, JoinError, PoolEvent, SendError, WsPool};
+use wspool::{
+    handshake::TokenError, BroadcastError, DisconnectReason, JoinError, PoolEvent, SendError,
+    WsPool,
+};
 
 /// send, broadcast and broadcast_all reach whom they should and say how many.
 #[tokio::test]
@@ -133,11 +136,19 @@ async fn join_and_leave_at_run_time() {
     assert_eq!(a.recv().await.msg, "n1");
     assert_eq!(
         handle.join("bad_name"),
-        Err(JoinError::InvalidChannel("bad_name".into()))
+        Err(JoinError::InvalidChannel(TokenError::InvalidChannel(
+            "bad_name".into()
+        )))
     );
-    assert_eq!(
-        handle.join("waytoolongname"),
-        Err(JoinError::InvalidChannel("waytoolongname".into()))
+    let too_long = handle.join("waytoolongname").unwrap_err();
+    assert!(matches!(
+        too_long,
+        JoinError::InvalidChannel(TokenError::ChannelTooLong { len: 14, .. })
+    ));
+    // One rule, one wording: the handshake's.
+    assert!(
+        too_long.to_string().contains("more than the maximum"),
+        "{too_long}"
     );
     assert_eq!(handle.join("two"), Ok(true));
     assert_eq!(handle.join("three"), Err(JoinError::TooManyChannels(2)));
