@@ -4,12 +4,17 @@
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{
+            AtomicBool, AtomicU64,
+            Ordering::{Acquire, Relaxed, Release},
+        },
         Arc,
     },
+    task::Context,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -137,9 +142,15 @@ pub(crate) struct ClientState {
     /// A pending close request. A mutex because it is set from other tasks
     /// and read by the connection's; never held across an await.
     close: Mutex<Option<CloseRequest>>,
-    /// Signalled with every close request, for a connection task that is
-    /// inside a stalled write (so `wake`'s permits stay for the queue).
-    closing: Notify,
+    /// Set with a close request that does not wait for the queue (replace,
+    /// kick, 4008, shutdown past its timeout): a write in progress is
+    /// abandoned for it. An atomic, so a write that is pending checks it
+    /// with one load.
+    pub(crate) close_now: AtomicBool,
+    /// The connection task while it waits on a pending write, woken by such
+    /// a request. An `AtomicWaker`: registering is a compare-and-swap, no
+    /// lock and no waiter list on the write path.
+    pub(crate) close_waker: AtomicWaker,
     pub(crate) callbacks: Callbacks,
     // Relaxed atomics: independent tallies, written by the connection task.
     pub(crate) last_received_ms: AtomicU64,
@@ -168,7 +179,8 @@ impl ClientState {
             mailbox,
             wake: Arc::new(Notify::new()),
             close: Mutex::new(None),
-            closing: Notify::new(),
+            close_now: AtomicBool::new(false),
+            close_waker: AtomicWaker::new(),
             callbacks: config.callbacks.clone(),
             last_received_ms: AtomicU64::new(0),
             last_sent_ms: AtomicU64::new(0),
@@ -183,6 +195,7 @@ impl ClientState {
     /// `force` (shutdown giving up on a flush). Returns whether this request
     /// was taken.
     pub(crate) fn request_close(&self, request: CloseRequest, force: bool) -> bool {
+        let now = !request.flush;
         {
             let mut close = self.close.lock();
             if close.is_some() && !force {
@@ -191,7 +204,10 @@ impl ClientState {
             *close = Some(request);
         }
         self.wake.notify_one();
-        self.closing.notify_one();
+        if now {
+            self.close_now.store(true, Release);
+            self.close_waker.wake();
+        }
         true
     }
 
@@ -199,21 +215,14 @@ impl ClientState {
         self.close.lock().clone()
     }
 
-    /// Resolves once a close that does not wait for the queue is requested
-    /// (replace, kick, 4008, shutdown past its timeout): a write in
-    /// progress is abandoned for it.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: the request stays recorded; only a wake-up is used.
-    pub(crate) async fn abrupt_close(&self) -> CloseRequest {
-        loop {
-            // Created before the check, so a request in between is not missed.
-            let signalled = self.closing.notified();
-            if let Some(close) = self.close_request().filter(|c| !c.flush) {
-                return close;
-            }
-            signalled.await;
+    /// The close request to act on at once, if one was made: registers
+    /// `cx`'s waker first, so a request made after this check wakes it.
+    pub(crate) fn poll_close_now(&self, cx: &Context<'_>) -> Option<CloseRequest> {
+        self.close_waker.register(cx.waker());
+        if !self.close_now.load(Acquire) {
+            return None;
         }
+        self.close_request().filter(|c| !c.flush)
     }
 
     pub(crate) fn info(&self, channels: Vec<String>) -> ClientInfo {

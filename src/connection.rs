@@ -380,17 +380,25 @@ impl Connection {
         write: impl Future<Output = Result<(), axum::Error>>,
     ) -> Result<(), WriteStop> {
         let timeout = self.pool().config().write_timeout();
-        tokio::select! {
-            // The write first: when it completes at once, the close watch
-            // is never polled (nothing locked, nothing registered).
-            biased;
-            written = tokio::time::timeout(timeout, write) => match written {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(WriteStop::Failed(PoolError::Socket(e.to_string()))),
-                Err(_) => Err(WriteStop::Failed(PoolError::WriteTimeout(timeout))),
-            },
-            close = self.state().abrupt_close() => Err(WriteStop::Interrupted(close)),
-        }
+        let write = tokio::time::timeout(timeout, write);
+        tokio::pin!(write);
+        let state = self.state();
+        poll_fn(|cx| {
+            // The write first: when it completes at once, nothing else is
+            // touched; only a pending write watches for a close request.
+            if let Poll::Ready(written) = write.as_mut().poll(cx) {
+                return Poll::Ready(match written {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(WriteStop::Failed(PoolError::Socket(e.to_string()))),
+                    Err(_) => Err(WriteStop::Failed(PoolError::WriteTimeout(timeout))),
+                });
+            }
+            match state.poll_close_now(cx) {
+                Some(close) => Poll::Ready(Err(WriteStop::Interrupted(close))),
+                None => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// How the loop ends after a write did not complete.
