@@ -65,12 +65,6 @@ where
         })
 }
 
-/// axum's rejection, with its status, as `{"error": ...}`.
-fn rejected(rejection: impl IntoResponse + std::fmt::Display) -> Response {
-    let message = rejection.to_string();
-    error(rejection.into_response().status(), message)
-}
-
 /// Path parameters; a rejection answers as a JSON error.
 struct Params<T>(T);
 
@@ -84,7 +78,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(params)) => Ok(Params(params)),
-            Err(e) => Err(rejected(e)),
+            Err(e) => Err(error(e.status(), e.body_text())),
         }
     }
 }
@@ -97,7 +91,9 @@ impl<S: Send + Sync> FromRequest<S> for MsgBody {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
-        let body = Bytes::from_request(req, state).await.map_err(rejected)?;
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| error(e.status(), e.body_text()))?;
         match serde_json::from_slice(&body) {
             Ok(msg) => Ok(MsgBody(msg)),
             Err(e) => Err(error(

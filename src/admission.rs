@@ -157,14 +157,11 @@ impl Admission {
             Some(ip) => {
                 let key = ip_key(ip);
                 let mut map = self.per_ip.lock();
-                let count = map.entry(key).or_insert(0);
-                if *count >= self.max_per_ip {
-                    if *count == 0 {
-                        map.remove(&key);
-                    }
+                let count = map.get(&key).copied().unwrap_or(0);
+                if count >= self.max_per_ip {
                     return Err(Refusal::PerIp);
                 }
-                *count += 1;
+                map.insert(key, count + 1);
                 Some(IpCount {
                     map: self.per_ip.clone(),
                     key,
@@ -268,7 +265,7 @@ mod tests {
         let _t2 = a.admit(None).unwrap();
         assert_eq!(
             a.slots.available_permits(),
-            Semaphore::MAX_PERMITS.min(100_000) - 2
+            Config::default().max_connections - 2
         );
     }
 
@@ -293,6 +290,18 @@ mod tests {
         assert_eq!(real.resolve(&h, Some(peer)), Some(peer));
         h.insert("x-real-ip", "not an address".parse().unwrap());
         assert_eq!(real.resolve(&h, Some(peer)), Some(peer));
+        h.insert(
+            "x-real-ip",
+            http::HeaderValue::from_bytes(b"1.2.3.4\xff").unwrap(),
+        );
+        assert_eq!(real.resolve(&h, Some(peer)), Some(peer));
+        let mut bad = HeaderMap::new();
+        bad.insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\xfe, \xff").unwrap(),
+        );
+        assert_eq!(xff.resolve(&bad, Some(peer)), Some(peer));
+        assert_eq!(xff.resolve(&HeaderMap::new(), None), None);
         h.insert("x-real-ip", "198.51.100.3".parse().unwrap());
         assert_eq!(
             real.resolve(&h, None),

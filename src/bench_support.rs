@@ -9,7 +9,7 @@ use axum::extract::ws::Message;
 use crate::{
     client::ClientState,
     mailbox::Mailbox,
-    message::{decode, receipt, stamp, status, Encoded},
+    message::{decode, stamp, status, Encoded},
     ClientConfig, ClientId, Format, SendMsg, WsPool,
 };
 
@@ -189,12 +189,8 @@ impl Relayer {
                 self.pool.relay(&sender, Arc::new(msg));
             }
             Err(e) => {
-                let original = SendMsg {
-                    from_client_id: sender.id.to_string(),
-                    ..Default::default()
-                };
-                let r = receipt(&original, status::UNDECODABLE, &e.to_string());
-                self.pool.send_receipt(&sender.id, r);
+                self.pool
+                    .refuse_frame(&sender.id, status::UNDECODABLE, &e.to_string());
             }
         }
         let mut copies: HashMap<&str, usize> = HashMap::new();

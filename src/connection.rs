@@ -35,12 +35,12 @@ use crate::{
     client::{ClientState, CloseRequest},
     event::UndeliveredReason,
     mailbox::Mailbox,
-    message::{after, close_code, decode, now_ms, receipt, stamp, status, Encoded},
+    message::{after, after_from, close_code, decode, now_ms, stamp, status, Encoded},
     rate_limit::{RateLimit, Verdict},
     registry::{Departure, Leave},
     stats::bump,
     sweeper, ClientConfig, ClientHandle, ClientId, DisconnectReason, DuplicatePolicy, PoolError,
-    PoolEvent, Relay, SendMsg, WsPool,
+    PoolEvent, Relay, WsPool,
 };
 
 /// Most frames written before one flush.
@@ -335,11 +335,12 @@ impl Connection {
                         Some(Err(e)) => return read_error(e).into(),
                         None => return DisconnectReason::ConnectionLost.into(),
                     };
-                    idle_at = after(idle_timeout);
+                    let now = Instant::now();
+                    idle_at = after_from(now, idle_timeout);
                     self.state().last_received_ms.store(now_ms() as u64, Relaxed);
                     match frame {
                         Message::Binary(_) | Message::Text(_) => {
-                            if let Some(reason) = self.inbound(frame, &mut rate) {
+                            if let Some(reason) = self.inbound(frame, &mut rate, now) {
                                 return reason.into();
                             }
                         }
@@ -476,7 +477,12 @@ impl Connection {
     /// Handles one data frame from the client: rate limits, decode, stamp,
     /// callbacks, event, relay. Returns a reason to close when the client
     /// keeps flooding.
-    fn inbound(&self, frame: Message, rate: &mut RateLimit) -> Option<DisconnectReason> {
+    fn inbound(
+        &self,
+        frame: Message,
+        rate: &mut RateLimit,
+        now: Instant,
+    ) -> Option<DisconnectReason> {
         let pool = self.pool();
         let state = self.state();
         let len = match &frame {
@@ -490,16 +496,12 @@ impl Connection {
         bump(&state.messages_in, 1);
         bump(&state.bytes_in, len);
         tracing::trace!(len, "frame in");
-        match rate.check(len as usize) {
+        match rate.check(len as usize, now) {
             Verdict::Accept => {}
             Verdict::Refuse => {
                 bump(&counters.rate_limited, 1);
-                let refused = SendMsg {
-                    from_client_id: state.id.to_string(),
-                    ..Default::default()
-                };
                 let why = "rate limit: message refused, slow down";
-                pool.send_receipt(&state.id, receipt(&refused, status::REFUSED, why));
+                pool.refuse_frame(&state.id, status::REFUSED, why);
                 return None;
             }
             Verdict::Close => {
@@ -513,13 +515,8 @@ impl Connection {
             Ok(msg) => msg,
             Err(e) => {
                 bump(&counters.decode_errors, 1);
-                let reason = e.to_string();
+                pool.refuse_frame(&state.id, status::UNDECODABLE, &e.to_string());
                 self.report(e);
-                let original = SendMsg {
-                    from_client_id: state.id.to_string(),
-                    ..Default::default()
-                };
-                pool.send_receipt(&state.id, receipt(&original, status::UNDECODABLE, &reason));
                 return None;
             }
         };

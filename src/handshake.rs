@@ -132,40 +132,52 @@ pub fn valid_key(headers: &HeaderMap) -> bool {
     }
 }
 
+/// What is wrong with a name, by the one rule for ids and channels.
+enum NameFault {
+    TooLong,
+    Invalid,
+}
+
+fn name_fault(name: &str, max_len: usize) -> Option<NameFault> {
+    if name.len() > max_len {
+        Some(NameFault::TooLong)
+    } else if name.is_empty() || !name.bytes().all(is_name_byte) {
+        Some(NameFault::Invalid)
+    } else {
+        None
+    }
+}
+
 /// Checks one id or channel name.
 pub fn valid_name(name: &str, max_len: usize) -> bool {
-    !name.is_empty() && name.len() <= max_len && name.bytes().all(is_name_byte)
+    name_fault(name, max_len).is_none()
 }
 
 /// Checks an id: the one rule (and wording) for ids, wherever they come
 /// from (a token, [`WsPool::accept`](crate::WsPool::accept)).
 pub fn check_id(id: &str, max_len: usize) -> Result<(), TokenError> {
-    if id.len() > max_len {
-        return Err(TokenError::IdTooLong {
+    match name_fault(id, max_len) {
+        None => Ok(()),
+        Some(NameFault::TooLong) => Err(TokenError::IdTooLong {
             len: id.len(),
             max: max_len,
-        });
+        }),
+        Some(NameFault::Invalid) => Err(TokenError::InvalidId(cut(id, 64))),
     }
-    if id.is_empty() || !id.bytes().all(is_name_byte) {
-        return Err(TokenError::InvalidId(cut(id, 64)));
-    }
-    Ok(())
 }
 
 /// Checks a channel name: the one rule (and wording) for channels,
 /// wherever they come from (a token, `accept`, `join`).
 pub fn check_channel(channel: &str, max_len: usize) -> Result<(), TokenError> {
-    if channel.len() > max_len {
-        return Err(TokenError::ChannelTooLong {
+    match name_fault(channel, max_len) {
+        None => Ok(()),
+        Some(NameFault::TooLong) => Err(TokenError::ChannelTooLong {
             name: cut(channel, 64),
             len: channel.len(),
             max: max_len,
-        });
+        }),
+        Some(NameFault::Invalid) => Err(TokenError::InvalidChannel(cut(channel, 64))),
     }
-    if channel.is_empty() || !channel.bytes().all(is_name_byte) {
-        return Err(TokenError::InvalidChannel(cut(channel, 64)));
-    }
-    Ok(())
 }
 
 fn cut(s: &str, max: usize) -> String {

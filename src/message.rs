@@ -134,7 +134,11 @@ pub(crate) const NEVER: Duration = Duration::from_secs(86_400 * 365 * 100);
 /// `d` from now; a duration too large for the clock (a configured
 /// `Duration::MAX`, say) means about a century: never, in practice.
 pub(crate) fn after(d: Duration) -> Instant {
-    let now = Instant::now();
+    after_from(Instant::now(), d)
+}
+
+/// `d` after `now`, as [`after`].
+pub(crate) fn after_from(now: Instant, d: Duration) -> Instant {
     now.checked_add(d).unwrap_or(now + NEVER)
 }
 

@@ -435,14 +435,6 @@ impl WsPool {
         if policy == RelayPolicy::Disabled {
             return;
         }
-        let encoded = Encoded::new(msg, Some(sender.id.clone()), self.inner.config.message_ttl);
-        let msg = &encoded.msg;
-        if msg.to_client_id.is_empty() && msg.channel.is_empty() {
-            if policy == RelayPolicy::TargetedOrAll {
-                self.broadcast_all_encoded(&encoded);
-            }
-            return;
-        }
         let max_channels = self.inner.config.max_channels_per_message;
         if msg.channel.len() > max_channels {
             bump(&self.inner.counters.relays_refused, 1);
@@ -450,7 +442,15 @@ impl WsPool {
                 "{} channels, more than the maximum of {max_channels} per message: not relayed",
                 msg.channel.len()
             );
-            self.send_receipt(&sender.id, receipt(msg, status::REFUSED, &why));
+            self.send_receipt(&sender.id, receipt(&msg, status::REFUSED, &why));
+            return;
+        }
+        let encoded = Encoded::new(msg, Some(sender.id.clone()), self.inner.config.message_ttl);
+        let msg = &encoded.msg;
+        if msg.to_client_id.is_empty() && msg.channel.is_empty() {
+            if policy == RelayPolicy::TargetedOrAll {
+                self.broadcast_all_encoded(&encoded);
+            }
             return;
         }
         let out = self.fan_out(&encoded, &msg.to_client_id, &msg.channel);
@@ -468,6 +468,17 @@ impl WsPool {
             _ => return,
         };
         self.send_receipt(&sender.id, receipt(msg, status, reason));
+    }
+
+    /// Tells client `sender` that a frame it sent was not read (undecodable,
+    /// or over a rate limit): a receipt with `status` and no identifying
+    /// fields, since the frame's were not read.
+    pub(crate) fn refuse_frame(&self, sender: &ClientId, status: i32, reason: &str) {
+        let frame = SendMsg {
+            from_client_id: sender.to_string(),
+            ..Default::default()
+        };
+        self.send_receipt(sender, receipt(&frame, status, reason));
     }
 
     /// Queues a receipt for client `to` (buffered if it is away); one that

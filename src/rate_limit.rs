@@ -79,12 +79,8 @@ impl RateLimit {
         }
     }
 
-    /// Judges one frame of `len` payload bytes arriving now.
-    pub(crate) fn check(&mut self, len: usize) -> Verdict {
-        self.check_at(len, Instant::now())
-    }
-
-    fn check_at(&mut self, len: usize, now: Instant) -> Verdict {
+    /// Judges one frame of `len` payload bytes arriving at `now`.
+    pub(crate) fn check(&mut self, len: usize, now: Instant) -> Verdict {
         let elapsed = now.saturating_duration_since(self.last);
         self.last = now;
         for bucket in [&mut self.messages, &mut self.bytes, &mut self.strikes] {
@@ -116,13 +112,10 @@ mod tests {
         let mut r = RateLimit::new(10, 1 << 20, 1024);
         let t0 = r.last;
         for _ in 0..10 {
-            assert_eq!(r.check_at(1, t0), Verdict::Accept);
+            assert_eq!(r.check(1, t0), Verdict::Accept);
         }
-        assert_eq!(r.check_at(1, t0), Verdict::Refuse);
-        assert_eq!(
-            r.check_at(1, t0 + Duration::from_millis(100)),
-            Verdict::Accept
-        );
+        assert_eq!(r.check(1, t0), Verdict::Refuse);
+        assert_eq!(r.check(1, t0 + Duration::from_millis(100)), Verdict::Accept);
     }
 
     /// The byte limit refuses on its own, and one maximum-size message
@@ -131,12 +124,9 @@ mod tests {
     fn bytes_limit() {
         let mut r = RateLimit::new(1000, 100, 500);
         let t0 = r.last;
-        assert_eq!(r.check_at(500, t0), Verdict::Accept);
-        assert_eq!(r.check_at(1, t0), Verdict::Refuse);
-        assert_eq!(
-            r.check_at(100, t0 + Duration::from_secs(1)),
-            Verdict::Accept
-        );
+        assert_eq!(r.check(500, t0), Verdict::Accept);
+        assert_eq!(r.check(1, t0), Verdict::Refuse);
+        assert_eq!(r.check(100, t0 + Duration::from_secs(1)), Verdict::Accept);
     }
 
     /// Sending at twice the rate is refused but not closed; faster than
@@ -147,12 +137,12 @@ mod tests {
         let t0 = r.last;
         // 2x the rate for 3 s: every other frame refused, never closed.
         for i in 0..60u64 {
-            let v = r.check_at(1, t0 + Duration::from_millis(50 * i));
+            let v = r.check(1, t0 + Duration::from_millis(50 * i));
             assert_ne!(v, Verdict::Close, "frame {i}");
         }
         // Then a flood at one instant: 10 more refusals, then close.
         let t1 = t0 + Duration::from_secs(3);
-        let verdicts: Vec<_> = (0..40).map(|_| r.check_at(1, t1)).collect();
+        let verdicts: Vec<_> = (0..40).map(|_| r.check(1, t1)).collect();
         assert!(verdicts.contains(&Verdict::Refuse));
         assert_eq!(verdicts.last(), Some(&Verdict::Close));
     }
