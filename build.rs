@@ -6,7 +6,7 @@
 use std::{env, error::Error, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let protos = ["proto/wspool.proto"];
+    let protos = ["proto/wspool.proto", "proto/cluster.proto"];
     println!("cargo:rerun-if-changed=proto");
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptor_bytes)?
         .out_dir(&out_dir)
-        .build(&[".wspool"])?;
+        // proto3 JSON for the client contract only.
+        .build(&[".wspool.SendMsg"])?;
     Ok(())
 }

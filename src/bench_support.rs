@@ -8,25 +8,14 @@ use axum::extract::ws::Message;
 
 use crate::{
     client::ClientState,
-    mailbox::Mailbox,
     message::{decode, stamp, status, Encoded},
-    ClientConfig, ClientId, Format, SendMsg, WsPool,
+    node::register_bare,
+    Format, SendMsg, WsPool,
 };
 
 /// Registers a client without a socket.
 fn register(pool: &WsPool, id: &str, channels: &[String], format: Format) -> Arc<ClientState> {
-    let config = ClientConfig::new(id)
-        .channels(channels.iter().cloned())
-        .format(format);
-    let conn_id = pool.next_id();
-    let (state, _) = pool.inner.registry.write().attach(
-        id,
-        channels,
-        || Mailbox::new(pool.next_id(), ClientId::from(id), format),
-        |mailbox| ClientState::new(conn_id, &config, mailbox),
-        &pool.inner.limits,
-    );
-    state
+    register_bare(pool.node(), id, channels, format)
 }
 
 /// A pool with `members` registered clients (without sockets) in channel
@@ -97,7 +86,7 @@ impl Fanout {
                 ..Default::default()
             };
             let enc = Encoded::new(Arc::new(msg), None, std::time::Duration::from_secs(60));
-            let _ = state.mailbox.push(&enc, &self.pool.inner.limits, None);
+            let _ = self.pool.node().push_to_conn(state, &enc);
         }
         let mut taken = 0;
         loop {
@@ -123,14 +112,7 @@ fn drain(
     batch: &mut Vec<Arc<Encoded>>,
     expired: &mut Vec<Arc<Encoded>>,
 ) {
-    state.mailbox.drain(
-        state.conn_id,
-        batch,
-        expired,
-        64,
-        1 << 20,
-        &pool.inner.limits,
-    );
+    pool.node().drain(state, batch, expired, 64, 1 << 20);
 }
 
 /// A pool of eight socketless clients (`c0`..`c7`, half binary, half
@@ -186,7 +168,7 @@ impl Relayer {
         match decode(&frame) {
             Ok(mut msg) => {
                 stamp(&mut msg, &sender.id);
-                self.pool.relay(&sender, Arc::new(msg));
+                self.pool.relay(&sender.id, Arc::new(msg));
             }
             Err(e) => {
                 self.pool

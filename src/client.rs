@@ -19,8 +19,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::{
-    mailbox::{Mailbox, PushError},
     message::Encoded,
+    node::{mailbox::Mailbox, PushError},
     Callbacks, ClientId, DisconnectReason, Format, JoinError, SendError, SendMsg, SendOptions,
     WsPool,
 };
@@ -152,6 +152,11 @@ pub(crate) struct ClientState {
     /// lock and no waiter list on the write path.
     pub(crate) close_waker: AtomicWaker,
     pub(crate) callbacks: Callbacks,
+    /// In a cluster, the claim number under which this connection owns its
+    /// id (0 on a single node): a message routed under a newer claim is
+    /// not for it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    epoch: AtomicU64,
     // Relaxed atomics: independent tallies, written by the connection task.
     pub(crate) last_received_ms: AtomicU64,
     pub(crate) last_sent_ms: AtomicU64,
@@ -182,6 +187,7 @@ impl ClientState {
             close_now: AtomicBool::new(false),
             close_waker: AtomicWaker::new(),
             callbacks: config.callbacks.clone(),
+            epoch: AtomicU64::new(0),
             last_received_ms: AtomicU64::new(0),
             last_sent_ms: AtomicU64::new(0),
             messages_in: AtomicU64::new(0),
@@ -209,6 +215,17 @@ impl ClientState {
             self.close_waker.wake();
         }
         true
+    }
+
+    /// The claim number this connection holds its id under (a cluster).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Acquire)
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Release);
     }
 
     pub(crate) fn close_request(&self) -> Option<CloseRequest> {
@@ -342,10 +359,7 @@ impl ClientHandle {
     /// [`send`](Self::send) with options (time to live).
     pub fn send_with(&self, msg: SendMsg, options: &SendOptions) -> Result<(), SendError> {
         let encoded = Encoded::new(Arc::new(msg), None, self.pool.ttl(options));
-        match self
-            .pool
-            .push(&self.state.mailbox, &encoded, Some(self.state.conn_id))
-        {
+        match self.pool.node().push_to_conn(&self.state, &encoded) {
             Ok(_) => Ok(()),
             Err(PushError::Full) => Err(SendError::QueueFull(self.state.id.clone())),
             Err(PushError::Closed) => Err(SendError::NotConnected(self.state.id.clone())),

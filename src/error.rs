@@ -22,6 +22,10 @@ pub enum SendError {
     /// `queue_max_messages` / `queue_max_bytes`.
     #[error("the outbound queue of client {0} is full")]
     QueueFull(ClientId),
+    /// The client is not on this node and the cluster cannot be reached
+    /// (Redis down or unreachable): the message was not sent.
+    #[error("the cluster is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Why [`WsPool::broadcast`](crate::WsPool::broadcast) sent nothing.
@@ -32,6 +36,15 @@ pub enum BroadcastError {
     /// `broadcast_all`.
     #[error("the message has no channel: list the channels to broadcast to, or use broadcast_all")]
     NoChannel,
+    /// This node's members were reached (`local` of them), the other
+    /// nodes' were not: the cluster cannot be reached.
+    #[error("reached {local} clients on this node only: the cluster is unavailable: {reason}")]
+    Unavailable {
+        /// How many clients on this node it reached.
+        local: usize,
+        /// Why the cluster could not be reached.
+        reason: String,
+    },
 }
 
 /// Why [`ClientHandle::join`](crate::ClientHandle::join) did not add a channel.

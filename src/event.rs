@@ -107,6 +107,10 @@ pub enum UndeliveredReason {
     /// reached the client (the one case where a report does not prove
     /// non-delivery).
     WriteFailed,
+    /// Forwarded to a cluster in which no node has the client connected or
+    /// away (the answer a single node gives at once as
+    /// [`SendError::NotConnected`](crate::SendError::NotConnected)).
+    NotConnected,
 }
 
 impl UndeliveredReason {
@@ -119,7 +123,9 @@ impl UndeliveredReason {
         match self {
             UndeliveredReason::Expired | UndeliveredReason::OfflineTimeout => Some(status::EXPIRED),
             UndeliveredReason::OfflineFull => Some(status::QUEUE_FULL),
-            UndeliveredReason::Disconnected => Some(status::NOT_CONNECTED),
+            UndeliveredReason::Disconnected | UndeliveredReason::NotConnected => {
+                Some(status::NOT_CONNECTED)
+            }
             UndeliveredReason::Shutdown | UndeliveredReason::WriteFailed => None,
         }
     }
@@ -130,6 +136,7 @@ impl UndeliveredReason {
             UndeliveredReason::OfflineTimeout => "recipient did not come back in time",
             UndeliveredReason::OfflineFull => "recipient's offline buffer full: dropped",
             UndeliveredReason::Disconnected => "recipient disconnected",
+            UndeliveredReason::NotConnected => "recipient not connected",
             UndeliveredReason::Shutdown => "server shutting down",
             UndeliveredReason::WriteFailed => "the write to the recipient failed",
         }

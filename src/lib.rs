@@ -55,7 +55,9 @@
 //! | [`admission`] | connection slots, per-address limits, handshakes in flight, [`ClientIp`] |
 //! | [`route`](mod@route) | the provided `/ws` handler, the authorisation hook, [`WsPool::accept`] |
 //! | [`handshake`] | reading id and channels from `Sec-WebSocket-Protocol` |
-//! | [`pool`] | [`WsPool`]: `send`, `broadcast`, `broadcast_all`, clients, channels |
+//! | [`pool`] | [`WsPool`], the handle: clients, channels, events, stats, shutdown |
+//! | [`routing`] | `send`, `broadcast`, `broadcast_all`, relays, receipts; the delivery guarantees |
+//! | [`cluster`] | the seam to other nodes, and the Redis backend (feature `redis`) |
 //! | [`client`] | [`ClientHandle`], [`ClientConfig`], [`ClientInfo`] |
 //! | [`config`] | every knob, its default and what happens at its limit |
 //! | [`event`] | [`PoolEvent`] and the event stream |
@@ -63,6 +65,8 @@
 //! | [`callbacks`] | in-order per-connection callbacks |
 //! | [`message`] | frame formats, receipts and their status codes |
 //! | [`admin`] | a JSON admin API |
+//! | (private) `node` | this node's clients, mailboxes, channel index, sweeper: one owner |
+//! | (private) `connection` | one connection's task: read, write, keep time, rate limits |
 //! | [`proto`] | the generated `SendMsg` |
 //!
 //! ## The wire contract
@@ -93,31 +97,27 @@
 #![warn(missing_docs)]
 #![warn(clippy::await_holding_lock)]
 
-pub mod admin;
-pub mod admission;
 #[cfg(feature = "__bench")]
 #[doc(hidden)]
 pub mod bench_support;
 pub mod callbacks;
 pub mod client;
 mod client_id;
+pub mod cluster;
 pub mod config;
 mod connection;
 mod error;
 pub mod event;
-pub mod handshake;
-pub mod layer;
-mod mailbox;
+mod http;
 pub mod message;
+mod node;
 pub mod pool;
 pub mod proto;
-mod rate_limit;
-mod registry;
-pub mod route;
-pub mod serve;
+pub mod routing;
 mod stats;
 pub mod subscribe;
-mod sweeper;
+
+pub use http::{admin, admission, handshake, layer, route, serve};
 
 pub use admission::ClientIp;
 pub use callbacks::{Callbacks, Relay};
@@ -127,11 +127,12 @@ pub use config::{Config, ConfigError, DuplicatePolicy, RelayPolicy, WsPoolBuilde
 pub use error::{BroadcastError, JoinError, PoolError, SendError};
 pub use event::{DisconnectReason, EventStream, PoolEvent, UndeliveredReason};
 pub use layer::{MissingWsPool, WsPoolLayer};
-pub use mailbox::Delivery;
 pub use message::{close_code, status, Format};
-pub use pool::{SendOptions, WsPool};
+pub use node::Delivery;
+pub use pool::WsPool;
 pub use proto::SendMsg;
 pub use route::{route, ws_handler, HandshakeRequest, Rejection};
+pub use routing::SendOptions;
 pub use serve::{serve, Serve};
 pub use stats::{RefusedStats, Stats};
 pub use subscribe::{Lagged, Subscription};

@@ -19,9 +19,15 @@
 //! ```
 
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
-mod generated {
+pub(crate) mod generated {
     include!(concat!(env!("OUT_DIR"), "/wspool.rs"));
     include!(concat!(env!("OUT_DIR"), "/wspool.serde.rs"));
 }
 
 pub use generated::SendMsg;
+
+/// What nodes of one cluster say to each other (`proto/cluster.proto`).
+#[allow(missing_docs, clippy::all, clippy::pedantic, dead_code)]
+pub(crate) mod cluster {
+    include!(concat!(env!("OUT_DIR"), "/wspool.cluster.rs"));
+}

@@ -60,7 +60,7 @@ impl Subscription {
         let (tx, rx) = broadcast::channel(pool.config().event_buffer());
         let id = pool.next_id();
         let state = Arc::new(SubscriberState { id, tx });
-        pool.inner.registry.write().subscribe(&state, &channels);
+        pool.node().subscribe(&state, &channels);
         Subscription {
             inner: BroadcastStream::new(rx),
             pool,
@@ -87,11 +87,7 @@ impl Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.pool
-            .inner
-            .registry
-            .write()
-            .unsubscribe(self.id, &self.channels);
+        self.pool.node().unsubscribe(self.id, &self.channels);
     }
 }
 

@@ -20,13 +20,8 @@ use std::{
 
 use tokio::time::Instant;
 
-use crate::{
-    client::ClientState,
-    mailbox::{MailLimits, Mailbox},
-    message::Encoded,
-    subscribe::SubscriberState,
-    ClientId,
-};
+use super::mailbox::{MailLimits, Mailbox};
+use crate::{client::ClientState, message::Encoded, subscribe::SubscriberState, ClientId};
 
 #[derive(Default)]
 pub(crate) struct Registry {

@@ -34,6 +34,11 @@ pub enum Delivery {
     /// Buffered for a client that is away, to be delivered if it reconnects
     /// within `offline_ttl`.
     Buffered,
+    /// On its way to the node of a cluster that has the client (or its
+    /// offline buffer). If no node has it, that is reported later as
+    /// [`PoolEvent::Undelivered`](crate::PoolEvent::Undelivered) with
+    /// [`UndeliveredReason::NotConnected`](crate::UndeliveredReason::NotConnected).
+    Forwarded,
 }
 
 /// Why a push failed.
@@ -255,6 +260,46 @@ impl Mailbox {
         true
     }
 
+    /// Puts `msgs` (oldest first) ahead of everything queued, each at the
+    /// front of its priority's lane: messages buffered elsewhere for a
+    /// client that reconnected here, older than anything queued since.
+    /// Those past the queue's limits (the newest) are returned.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn prepend(
+        &self,
+        msgs: Vec<Arc<Encoded>>,
+        limits: &MailLimits,
+    ) -> Vec<Arc<Encoded>> {
+        let mut s = self.state.lock();
+        let (mut messages, mut bytes) = (s.messages, s.bytes);
+        let mut fit = Vec::with_capacity(msgs.len());
+        let mut rest = Vec::new();
+        for msg in msgs {
+            let len = msg.encoded_len(s.format);
+            let full = messages >= limits.queue_max_messages
+                || (messages > 0 && bytes + len > limits.queue_max_bytes);
+            if full || !rest.is_empty() || s.closed {
+                rest.push(msg);
+            } else {
+                messages += 1;
+                bytes += len;
+                fit.push((msg, len));
+            }
+        }
+        if s.attached.is_none() {
+            limits.offline_bytes.fetch_add(bytes - s.bytes, Relaxed);
+        }
+        for (msg, len) in fit.into_iter().rev() {
+            s.insert_front(msg, len);
+        }
+        if s.messages > 0 {
+            if let Some(a) = &s.attached {
+                a.wake.notify_one();
+            }
+        }
+        rest
+    }
+
     /// Closes the mailbox for good, returning what it still held.
     pub(crate) fn close(&self, limits: &MailLimits) -> Vec<Arc<Encoded>> {
         let mut s = self.state.lock();
@@ -313,9 +358,16 @@ impl Mailbox {
 
 impl State {
     fn insert(&mut self, msg: Arc<Encoded>, len: usize) {
-        let priority = msg.priority();
-        // Lanes are sorted highest first: the first not above `priority` is
-        // its lane, or where its lane goes.
+        let i = self.lane(msg.priority());
+        self.lanes[i].entries.push_back((msg, len));
+        self.messages += 1;
+        self.bytes += len;
+    }
+
+    /// The index of `priority`'s lane, made if missing. Lanes are sorted
+    /// highest first: the first not above `priority` is its lane, or where
+    /// its lane goes.
+    fn lane(&mut self, priority: i32) -> usize {
         let i = (self.lanes.iter())
             .position(|l| l.priority <= priority)
             .unwrap_or(self.lanes.len());
@@ -323,7 +375,13 @@ impl State {
             let entries = VecDeque::new();
             self.lanes.insert(i, Lane { priority, entries });
         }
-        self.lanes[i].entries.push_back((msg, len));
+        i
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn insert_front(&mut self, msg: Arc<Encoded>, len: usize) {
+        let i = self.lane(msg.priority());
+        self.lanes[i].entries.push_front((msg, len));
         self.messages += 1;
         self.bytes += len;
     }
@@ -446,6 +504,21 @@ mod tests {
         assert_eq!(l.offline_bytes.load(Relaxed), 0);
         mb.drain(8, &mut batch, &mut expired, 10, usize::MAX, &l);
         assert_eq!(texts(&batch), ["1", "2"]);
+    }
+
+    /// Prepended messages come before everything queued, by priority,
+    /// oldest first; what does not fit (the newest) comes back.
+    #[test]
+    fn prepend_goes_first() {
+        let l = limits(4, 4);
+        let (mb, _) = attached(&l);
+        mb.push(&msg("live", 0, HOUR), &l, None).unwrap();
+        let earlier = ["b1", "b2", "b3", "b4"].map(|t| msg(t, 0, HOUR)).to_vec();
+        let rest = mb.prepend(earlier, &l);
+        assert_eq!(texts(&rest), ["b4"]);
+        let (mut batch, mut expired) = (Vec::new(), Vec::new());
+        mb.drain(7, &mut batch, &mut expired, 10, usize::MAX, &l);
+        assert_eq!(texts(&batch), ["b1", "b2", "b3", "live"]);
     }
 
     /// Detaching trims the newest beyond the offline limits.

@@ -25,6 +25,10 @@ use std::{
     task::{Context, Poll, Wake, Waker},
 };
 
+mod rate_limit;
+
+use rate_limit::{RateLimit, Verdict};
+
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{task::AtomicWaker, SinkExt, StreamExt};
 use tokio::time::Instant;
@@ -34,13 +38,11 @@ use crate::{
     admission::Ticket,
     client::{ClientState, CloseRequest},
     event::UndeliveredReason,
-    mailbox::Mailbox,
     message::{after, after_from, close_code, decode, now_ms, stamp, status, Encoded},
-    rate_limit::{RateLimit, Verdict},
-    registry::{Departure, Leave},
+    node::{sweeper, Departure, Leave},
     stats::bump,
-    sweeper, ClientConfig, ClientHandle, ClientId, DisconnectReason, DuplicatePolicy, PoolError,
-    PoolEvent, Relay, WsPool,
+    ClientConfig, ClientHandle, DisconnectReason, DuplicatePolicy, PoolError, PoolEvent, Relay,
+    WsPool,
 };
 
 /// Most frames written before one flush.
@@ -112,7 +114,7 @@ pub(crate) async fn serve(
             Ok(state) => state,
             Err(refusal) => {
                 drop(ticket);
-                let counters = &pool.inner.counters;
+                let counters = pool.counters();
                 let counter = match refusal {
                     DisconnectReason::Shutdown => &counters.refused_shutting_down,
                     _ => &counters.refused_duplicate_id,
@@ -147,30 +149,16 @@ fn register(
     conn_id: u64,
     config: &ClientConfig,
 ) -> Result<Arc<ClientState>, DisconnectReason> {
-    let (state, replaced) = {
-        let mut registry = pool.inner.registry.write();
+    let refuse_duplicates = pool.config().duplicate_policy() == DuplicatePolicy::Refuse;
+    let (state, replaced) = pool.node().attach(conn_id, config, |connected| {
         if pool.is_shutting_down() {
-            return Err(DisconnectReason::Shutdown);
+            Err(DisconnectReason::Shutdown)
+        } else if refuse_duplicates && connected {
+            Err(DisconnectReason::Refused)
+        } else {
+            Ok(())
         }
-        if pool.config().duplicate_policy() == DuplicatePolicy::Refuse
-            && registry.conn(&config.id).is_some()
-        {
-            return Err(DisconnectReason::Refused);
-        }
-        registry.attach(
-            &config.id,
-            &config.channels,
-            || {
-                Mailbox::new(
-                    pool.next_id(),
-                    ClientId::from(config.id.as_str()),
-                    config.format,
-                )
-            },
-            |mailbox| ClientState::new(conn_id, config, mailbox),
-            &pool.inner.limits,
-        )
-    };
+    })?;
     if let Some(old) = replaced {
         old.request_close(
             CloseRequest {
@@ -197,7 +185,7 @@ impl Connection {
     }
 
     async fn run(self, mut socket: WebSocket, ticket: Ticket, live: LiveGuard) {
-        bump(&self.pool().inner.counters.connections_total, 1);
+        bump(&self.pool().counters().connections_total, 1);
         tracing::debug!(remote = ?self.state().remote_addr, "connected");
         if self.pool().wants_events() {
             let info = self.client.info();
@@ -215,7 +203,7 @@ impl Connection {
         // The slot is free as soon as the client is gone from the registry.
         drop(ticket);
         if let DisconnectReason::ProtocolViolation { detail, .. } = &reason {
-            bump(&self.pool().inner.counters.protocol_errors, 1);
+            bump(&self.pool().counters().protocol_errors, 1);
             tracing::debug!(%detail, "protocol violation");
         }
         let write_timeout = self.pool().config().write_timeout();
@@ -284,11 +272,7 @@ impl Connection {
                 max_offline: config.offline_max_clients(),
             },
         };
-        let departure = pool
-            .inner
-            .registry
-            .write()
-            .depart(self.state(), leave, &pool.inner.limits);
+        let departure = pool.node().depart(self.state(), leave);
         let id = &self.state().id;
         match departure {
             Departure::NotCurrent => {}
@@ -432,14 +416,7 @@ impl Connection {
         }
         let pool = self.pool();
         let mut expired = Vec::new();
-        let bytes = state.mailbox.drain(
-            state.conn_id,
-            batch,
-            &mut expired,
-            BATCH_FRAMES,
-            BATCH_BYTES,
-            &pool.inner.limits,
-        );
+        let bytes = (pool.node()).drain(state, batch, &mut expired, BATCH_FRAMES, BATCH_BYTES);
         pool.report_undelivered(&state.id, expired, UndeliveredReason::Expired);
         if !batch.is_empty() {
             let frames = batch.len() as u64;
@@ -460,7 +437,7 @@ impl Connection {
                 return Err(stop);
             }
             batch.clear();
-            let counters = &pool.inner.counters;
+            let counters = pool.counters();
             bump(&counters.messages_out, frames);
             bump(&counters.bytes_out, bytes as u64);
             bump(&state.messages_out, frames);
@@ -490,7 +467,7 @@ impl Connection {
             Message::Text(t) => t.len(),
             _ => 0,
         } as u64;
-        let counters = &pool.inner.counters;
+        let counters = pool.counters();
         bump(&counters.messages_in, 1);
         bump(&counters.bytes_in, len);
         bump(&state.messages_in, 1);
@@ -538,7 +515,7 @@ impl Connection {
             msg: msg.clone(),
         });
         if relay == Relay::Continue {
-            pool.relay(state, msg);
+            pool.relay(&state.id, msg);
         }
         None
     }

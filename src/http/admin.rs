@@ -118,12 +118,15 @@ async fn send(pool: WsPool, MsgBody(msg): MsgBody) -> Response {
             let how = match delivery {
                 Delivery::Queued => "queued",
                 Delivery::Buffered => "buffered",
+                Delivery::Forwarded => "forwarded",
             };
             Json(json!({ "recipients": 1, "delivery": how })).into_response()
         }
         Err(e @ SendError::EmptyTarget) => error(StatusCode::BAD_REQUEST, e),
         Err(e @ SendError::NotConnected(_)) => error(StatusCode::NOT_FOUND, e),
-        Err(e @ SendError::QueueFull(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e @ (SendError::QueueFull(_) | SendError::Unavailable(_))) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e)
+        }
     }
 }
 
@@ -131,6 +134,7 @@ async fn broadcast(pool: WsPool, MsgBody(msg): MsgBody) -> Response {
     match pool.broadcast(msg) {
         Ok(n) => recipients(n),
         Err(e @ BroadcastError::NoChannel) => error(StatusCode::BAD_REQUEST, e),
+        Err(e @ BroadcastError::Unavailable { .. }) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 

@@ -152,7 +152,7 @@ pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
-    let counters = &pool.inner.counters;
+    let counters = pool.counters();
     if !handshake::valid_key(&parts.headers) {
         bump(&counters.refused_bad_request, 1);
         return refuse(
@@ -266,7 +266,7 @@ impl WsPool {
             Ok(ticket) => return Ok(ticket),
             Err(refusal) => refusal,
         };
-        let counters = &self.inner.counters;
+        let counters = self.counters();
         let (counter, status, reason) = match refusal {
             Refusal::Busy => (
                 &counters.refused_busy,
@@ -297,14 +297,12 @@ impl WsPool {
         ticket: Ticket,
     ) -> Response {
         let c = self.config();
-        let counters = &self.inner.counters;
+        let counters = self.counters();
         if let Err(reason) = self.check(&mut config) {
             bump(&counters.refused_bad_request, 1);
             return refuse(StatusCode::BAD_REQUEST, reason.to_string());
         }
-        if c.duplicate_policy() == DuplicatePolicy::Refuse
-            && self.inner.registry.read().conn(&config.id).is_some()
-        {
+        if c.duplicate_policy() == DuplicatePolicy::Refuse && self.node().is_connected(&config.id) {
             bump(&counters.refused_duplicate_id, 1);
             return refuse(
                 StatusCode::CONFLICT,

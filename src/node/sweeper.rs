@@ -8,22 +8,19 @@
 //! pool, so it stops when the last `WsPool` handle is dropped.
 
 use std::{
-    sync::{atomic::Ordering, Arc, Weak},
+    sync::{Arc, Weak},
     time::Duration,
 };
 
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::{
-    client::{ClientState, CloseRequest},
-    event::UndeliveredReason,
-    pool::Inner,
-    ClientId, DisconnectReason, WsPool,
+    client::CloseRequest, event::UndeliveredReason, pool::Inner, DisconnectReason, WsPool,
 };
 
 /// Starts the sweeper unless it is running.
 pub(crate) fn ensure_started(pool: &WsPool) {
-    if pool.inner.sweeper_started.swap(true, Ordering::AcqRel) {
+    if !pool.node().claim_sweeper() {
         return;
     }
     let period = period(pool);
@@ -51,36 +48,10 @@ async fn run(weak: Weak<Inner>, period: Duration) {
     }
 }
 
-/// One pass over the registry.
+/// One pass: asks the node what is due, then acts and reports.
 pub(crate) fn sweep(pool: &WsPool, now: Instant) {
-    let limits = &pool.inner.limits;
-    let slow_after = pool.config().slow_client_timeout();
-    let mut expired: Vec<(ClientId, Vec<_>)> = Vec::new();
-    let mut slow: Vec<Arc<ClientState>> = Vec::new();
-    let mut offline_due = false;
-    {
-        let registry = pool.inner.registry.read();
-        for (id, entry) in registry.entries() {
-            let mut out = Vec::new();
-            entry.mailbox.expire(now, limits, &mut out);
-            if !out.is_empty() {
-                expired.push((id.clone(), out));
-            }
-            match &entry.conn {
-                Some(conn) => {
-                    if entry
-                        .mailbox
-                        .full_since()
-                        .is_some_and(|t| now.duration_since(t) >= slow_after)
-                    {
-                        slow.push(conn.clone());
-                    }
-                }
-                None => offline_due |= entry.offline_until.is_some_and(|t| t <= now),
-            }
-        }
-    }
-    for conn in slow {
+    let due = pool.node().sweep(now, pool.config().slow_client_timeout());
+    for conn in due.slow {
         let close = CloseRequest {
             reason: DisconnectReason::TooSlow,
             flush: false,
@@ -89,17 +60,10 @@ pub(crate) fn sweep(pool: &WsPool, now: Instant) {
             tracing::debug!(id = %conn.id, "queue stayed full: closing with 4008");
         }
     }
-    for (id, msgs) in expired {
+    for (id, msgs) in due.expired {
         pool.report_undelivered(&id, msgs, UndeliveredReason::Expired);
     }
-    if offline_due {
-        let gone = pool
-            .inner
-            .registry
-            .write()
-            .expire_offline(Some(now), limits);
-        for (id, left) in gone {
-            pool.report_undelivered(&id, left, UndeliveredReason::OfflineTimeout);
-        }
+    for (id, left) in due.gone {
+        pool.report_undelivered(&id, left, UndeliveredReason::OfflineTimeout);
     }
 }

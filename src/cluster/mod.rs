@@ -1,0 +1,139 @@
+//! The seam between this node and the rest of a cluster.
+//!
+//! Routing asks the local node (`Node`) first; what the node does
+//! not have (an id connected elsewhere, the members of a channel on other
+//! nodes) it hands to a cluster backend (the crate-private trait `Cluster`). A single-node pool has none: routing
+//! pays one untaken branch for the seam (`Option::None`), nothing else.
+//!
+//! A backend talks to the pool through `WsPool`'s crate-private
+//! `cluster_*` methods (deliver what arrived, close a replaced client) and
+//! to the node only through its API, never its fields. The Redis backend
+//! (`cluster::redis`, feature `redis`) is the one backend today.
+//!
+//! Messages cross processes as an `Envelope` (`proto/cluster.proto`): the `SendMsg`, a wall-clock deadline, the
+//! origin client and node, a per-node number for dedupe, and the target
+//! (an id with its owner's claim number, channels, or everyone).
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use prost::Message as _;
+
+use crate::{
+    message::{now_ms, Encoded},
+    proto::cluster::Envelope,
+    ClientId, Delivery, SendError,
+};
+
+#[cfg(feature = "redis")]
+pub mod redis;
+
+/// Where an envelope goes.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) enum Target<'a> {
+    /// One client id, under the owner's claim number.
+    Id(&'a str, u64),
+    /// The members of these channels.
+    Channels(&'a [String]),
+    /// Every connected client.
+    All,
+}
+
+/// A cluster backend: what this node asks of the others. Every method
+/// returns at once (the work happens on the backend's tasks); outcomes
+/// that come later are reported through the pool (events and receipts).
+pub(crate) trait Cluster: Send + Sync + 'static {
+    /// Routes `encoded` to client `to`, which is not on this node: to the
+    /// node that owns it, or to its offline buffer. `Forwarded` means on
+    /// its way; `NotConnected` comes back later as an `Undelivered` event
+    /// (and a receipt to the client it was relayed from).
+    ///
+    /// # Errors
+    /// [`SendError::Unavailable`] when the backend cannot reach the
+    /// cluster now.
+    fn send(&self, encoded: &Arc<Encoded>, to: &str) -> Result<Delivery, SendError>;
+
+    /// Broadcasts `encoded` to the members of `channels` on the other
+    /// nodes (this node's members are reached by the caller).
+    ///
+    /// # Errors
+    /// [`SendError::Unavailable`] when the cluster cannot be reached.
+    fn broadcast(&self, encoded: &Arc<Encoded>, channels: &[String]) -> Result<(), SendError>;
+
+    /// Broadcasts `encoded` to every connected client on the other nodes.
+    ///
+    /// # Errors
+    /// [`SendError::Unavailable`] when the cluster cannot be reached.
+    fn broadcast_all(&self, encoded: &Arc<Encoded>) -> Result<(), SendError>;
+
+    /// The first member of `channel` on this node arrived (`true`) or the
+    /// last left (`false`). Called in order, under the node's write lock:
+    /// must not block.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn channel_changed(&self, channel: &str, present: bool);
+}
+
+/// Encodes `encoded` for another node: once per send, whatever the number
+/// of channels it is published to.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn envelope(encoded: &Encoded, node: &str, id: u64, target: Target<'_>) -> Bytes {
+    let remaining = encoded
+        .expires_at
+        .saturating_duration_since(tokio::time::Instant::now());
+    let deadline_ms = now_ms().saturating_add(remaining.as_millis().min(i64::MAX as u128) as i64);
+    let mut env = Envelope {
+        msg: Some((*encoded.msg).clone()),
+        deadline_ms,
+        origin: encoded.origin.as_deref().unwrap_or_default().to_owned(),
+        origin_node: node.to_owned(),
+        id,
+        ..Default::default()
+    };
+    match target {
+        Target::Id(to, epoch) => {
+            env.to = to.to_owned();
+            env.epoch = epoch;
+        }
+        Target::Channels(channels) => env.channels = channels.to_vec(),
+        Target::All => env.all = true,
+    }
+    Bytes::from(env.encode_to_vec())
+}
+
+/// A message that arrived from another node, ready for local mailboxes:
+/// its deadline turned back into an `Instant` on this node's clock.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn arrived(env: &mut Envelope) -> Arc<Encoded> {
+    let msg = env.msg.take().unwrap_or_default();
+    let left_ms = env.deadline_ms.saturating_sub(now_ms()).max(0) as u64;
+    let origin = (!env.origin.is_empty()).then(|| ClientId::from(env.origin.as_str()));
+    Encoded::new(Arc::new(msg), origin, Duration::from_millis(left_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SendMsg;
+
+    /// An envelope carries the message, its origin and a deadline that
+    /// survives the trip (within the clock's granularity).
+    #[tokio::test]
+    async fn envelope_round_trip() {
+        let msg = SendMsg {
+            msg: "hi".into(),
+            priority: 3,
+            ..Default::default()
+        };
+        let enc = Encoded::new(Arc::new(msg), Some("alice".into()), Duration::from_secs(30));
+        let bytes = envelope(&enc, "node-a", 7, Target::Id("bob", 2));
+        let mut env = Envelope::decode(bytes).unwrap();
+        assert_eq!((env.to.as_str(), env.epoch, env.id), ("bob", 2, 7));
+        assert_eq!(env.origin_node, "node-a");
+        let back = arrived(&mut env);
+        assert_eq!(back.msg.msg, "hi");
+        assert_eq!(back.priority(), 3);
+        assert_eq!(back.origin.as_deref(), Some("alice"));
+        let left = back.expires_at - tokio::time::Instant::now();
+        assert!(left > Duration::from_secs(29) && left <= Duration::from_secs(30));
+    }
+}

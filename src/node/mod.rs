@@ -1,0 +1,428 @@
+//! The local node: the clients connected to this process, their mailboxes,
+//! the channel index, and the work due by the clock.
+//!
+//! [`Node`] is the one owner of that state. Routing asks it to deliver
+//! locally ("push to this id", "fan out to these channels"); connections
+//! attach to it and depart from it; the sweeper asks it what is due. Nobody
+//! else sees the registry or a mailbox's insides, so a cluster backend sits
+//! beside the node, not inside it: routing asks the node first and the
+//! cluster for what the node does not have.
+//!
+//! # Concurrency
+//!
+//! The registry (clients and channel index) sits under one parking_lot
+//! `RwLock`: routing only reads; connects, departures, joins and leaves
+//! write. No method holds it across an `.await`, and pushing into a mailbox
+//! (under the read lock) never waits. Each mailbox has its own short mutex.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+};
+
+use parking_lot::RwLock;
+use tokio::time::Instant;
+
+use crate::{
+    client::ClientState,
+    config::Config,
+    message::Encoded,
+    stats::{bump, Counters, Gauges},
+    subscribe::SubscriberState,
+    ClientConfig, ClientId, ClientInfo,
+};
+
+pub(crate) mod mailbox;
+mod registry;
+pub(crate) mod sweeper;
+
+pub use mailbox::Delivery;
+pub(crate) use mailbox::PushError;
+pub(crate) use registry::{Departure, JoinRefused, Leave};
+
+use mailbox::{MailLimits, Mailbox};
+use registry::{Member, Registry};
+
+/// This process's share of the pool. See the [module docs](self).
+pub(crate) struct Node {
+    /// Clients and the channel index under one lock, so they never disagree.
+    registry: RwLock<Registry>,
+    /// Queue and offline-buffer limits, shared by every mailbox.
+    limits: MailLimits,
+    /// This node's tallies; relaxed atomics, read as a snapshot.
+    counters: Counters,
+    /// Numbers connections, mailboxes and subscriptions (one sequence).
+    next_id: AtomicU64,
+    /// Whether the sweeper has been started (it starts with the first
+    /// connection).
+    sweeper_started: AtomicBool,
+}
+
+/// What a local fan-out reached.
+#[derive(Default)]
+pub(crate) struct FanOut {
+    /// Clients it was queued or buffered for.
+    pub(crate) recipients: usize,
+    /// The direct recipient's outcome; `None` when there was no `to`, or
+    /// `to` is not on this node.
+    pub(crate) direct: Option<Result<Delivery, PushError>>,
+    /// Recipients skipped because their queue was full.
+    pub(crate) dropped: Vec<ClientId>,
+}
+
+/// What a sweep found due.
+#[derive(Default)]
+pub(crate) struct Due {
+    /// Messages past their time to live, by recipient.
+    pub(crate) expired: Vec<(ClientId, Vec<Arc<Encoded>>)>,
+    /// Connections whose queue stayed full for `slow_client_timeout`.
+    pub(crate) slow: Vec<Arc<ClientState>>,
+    /// Clients away past `offline_ttl`, forgotten, with what they held.
+    pub(crate) gone: Vec<(ClientId, Vec<Arc<Encoded>>)>,
+}
+
+impl Node {
+    pub(crate) fn new(config: &Config) -> Self {
+        Node {
+            registry: RwLock::new(Registry::default()),
+            limits: MailLimits {
+                queue_max_messages: config.queue_max_messages,
+                queue_max_bytes: config.queue_max_bytes,
+                offline_max_messages: config.offline_max_messages,
+                offline_max_bytes: config.offline_max_bytes,
+                offline_max_total_bytes: config.offline_max_total_bytes,
+                offline_bytes: AtomicUsize::new(0),
+            },
+            counters: Counters::default(),
+            next_id: AtomicU64::new(1),
+            sweeper_started: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Returns `true` the first time only: the caller starts the sweeper.
+    pub(crate) fn claim_sweeper(&self) -> bool {
+        !self.sweeper_started.swap(true, Ordering::AcqRel)
+    }
+
+    // ----- delivering -----
+
+    /// Pushes into one mailbox, counting a refusal for being full and a
+    /// message buffered for a client that is away.
+    fn push_into(
+        &self,
+        mailbox: &Mailbox,
+        encoded: &Arc<Encoded>,
+        only_conn: Option<u64>,
+    ) -> Result<Delivery, PushError> {
+        let result = mailbox.push(encoded, &self.limits, only_conn);
+        match result {
+            Ok(Delivery::Buffered) => bump(&self.counters.buffered, 1),
+            Err(PushError::Full) => bump(&self.counters.dropped, 1),
+            _ => {}
+        }
+        result
+    }
+
+    /// Queues (or buffers) `encoded` for client `id` if this node has it;
+    /// `None` if it does not.
+    pub(crate) fn push(
+        &self,
+        id: &str,
+        encoded: &Arc<Encoded>,
+    ) -> Option<Result<Delivery, PushError>> {
+        let mailbox = self.registry.read().get(id).map(|e| e.mailbox.clone())?;
+        Some(self.push_into(&mailbox, encoded, None))
+    }
+
+    /// Queues `encoded` for connection `state` only, while it is attached.
+    pub(crate) fn push_to_conn(
+        &self,
+        state: &ClientState,
+        encoded: &Arc<Encoded>,
+    ) -> Result<Delivery, PushError> {
+        self.push_into(&state.mailbox, encoded, Some(state.conn_id))
+    }
+
+    /// Delivers to `to` (if not empty and here) and to the local members of
+    /// `channels`, each once; members of the channels in `skip` are left
+    /// out (they were reached through one of those).
+    pub(crate) fn fan_out(
+        &self,
+        encoded: &Arc<Encoded>,
+        to: &str,
+        channels: &[String],
+        skip: &[String],
+    ) -> FanOut {
+        let mut out = FanOut::default();
+        let registry = self.registry.read();
+        let dedupe = usize::from(!to.is_empty()) + channels.len() > 1 || !skip.is_empty();
+        let mut seen = HashSet::new();
+        if !skip.is_empty() {
+            registry.for_each_member(skip, Some(&mut seen), |_| {});
+        }
+        if !to.is_empty() {
+            if let Some(entry) = registry.get(to) {
+                if dedupe {
+                    seen.insert(entry.mailbox.key);
+                }
+                let result = self.push_into(&entry.mailbox, encoded, None);
+                out.recipients += usize::from(result.is_ok());
+                out.direct = Some(result);
+            }
+        }
+        registry.for_each_member(
+            channels,
+            dedupe.then_some(&mut seen),
+            |member| match member {
+                Member::Client(mailbox) => self.tally(mailbox, encoded, &mut out),
+                Member::Subscriber(sub) => {
+                    // No receiver left means the subscription is being dropped;
+                    // it unregisters itself.
+                    let _ = sub.tx.send(encoded.msg.clone());
+                }
+            },
+        );
+        out
+    }
+
+    /// Queues `encoded` for every connected client (not those away).
+    pub(crate) fn push_all(&self, encoded: &Arc<Encoded>) -> FanOut {
+        let mut out = FanOut::default();
+        for state in self.registry.read().online() {
+            self.tally(&state.mailbox, encoded, &mut out);
+        }
+        out
+    }
+
+    fn tally(&self, mailbox: &Mailbox, encoded: &Arc<Encoded>, out: &mut FanOut) {
+        match self.push_into(mailbox, encoded, None) {
+            Ok(_) => out.recipients += 1,
+            Err(PushError::Full) => out.dropped.push(mailbox.client.clone()),
+            Err(PushError::Closed) => {}
+        }
+    }
+
+    /// Moves up to `max_frames` messages (about `max_bytes`) queued for
+    /// connection `state` into `batch`, and those past their time to live
+    /// into `expired`; returns the payload bytes taken.
+    pub(crate) fn drain(
+        &self,
+        state: &ClientState,
+        batch: &mut Vec<Arc<Encoded>>,
+        expired: &mut Vec<Arc<Encoded>>,
+        max_frames: usize,
+        max_bytes: usize,
+    ) -> usize {
+        (state.mailbox).drain(
+            state.conn_id,
+            batch,
+            expired,
+            max_frames,
+            max_bytes,
+            &self.limits,
+        )
+    }
+
+    /// Puts `msgs` (oldest first) ahead of everything queued for `state`'s
+    /// mailbox: what was buffered elsewhere for a client that reconnected
+    /// here. Returns what did not fit.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn prepend(
+        &self,
+        state: &ClientState,
+        msgs: Vec<Arc<Encoded>>,
+    ) -> Vec<Arc<Encoded>> {
+        state.mailbox.prepend(msgs, &self.limits)
+    }
+
+    // ----- clients -----
+
+    /// Registers connection `conn_id` as `config` says, attaching it to its
+    /// id's mailbox (new, left by a client that was away, or taken from the
+    /// connection it replaces, which is returned). `admit` sees whether the
+    /// id is connected now and may refuse, under the same write lock.
+    pub(crate) fn attach<E>(
+        &self,
+        conn_id: u64,
+        config: &ClientConfig,
+        admit: impl FnOnce(bool) -> Result<(), E>,
+    ) -> Result<(Arc<ClientState>, Option<Arc<ClientState>>), E> {
+        let mut registry = self.registry.write();
+        admit(registry.conn(&config.id).is_some())?;
+        Ok(registry.attach(
+            &config.id,
+            &config.channels,
+            || {
+                Mailbox::new(
+                    self.next_id(),
+                    ClientId::from(config.id.as_str()),
+                    config.format,
+                )
+            },
+            |mailbox| ClientState::new(conn_id, config, mailbox),
+            &self.limits,
+        ))
+    }
+
+    /// Ends `state`'s registration as `leave` says.
+    pub(crate) fn depart(&self, state: &ClientState, leave: Leave) -> Departure {
+        self.registry.write().depart(state, leave, &self.limits)
+    }
+
+    /// Forgets every client that is away, returning what they held.
+    pub(crate) fn forget_offline(&self) -> Vec<(ClientId, Vec<Arc<Encoded>>)> {
+        self.registry.write().expire_offline(None, &self.limits)
+    }
+
+    /// Is client `id` connected here?
+    pub(crate) fn is_connected(&self, id: &str) -> bool {
+        self.registry.read().conn(id).is_some()
+    }
+
+    /// The connection of `id`, if connected here.
+    pub(crate) fn conn(&self, id: &str) -> Option<Arc<ClientState>> {
+        self.registry.read().conn(id).cloned()
+    }
+
+    /// The connections here.
+    pub(crate) fn online(&self) -> Vec<Arc<ClientState>> {
+        self.registry.read().online().cloned().collect()
+    }
+
+    /// The ids connected here.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn online_ids(&self) -> Vec<ClientId> {
+        self.registry
+            .read()
+            .online()
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// Runtime info of every client connected here.
+    pub(crate) fn clients(&self) -> Vec<ClientInfo> {
+        let registry = self.registry.read();
+        registry
+            .online()
+            .map(|s| s.info(registry.channels_of(s)))
+            .collect()
+    }
+
+    /// Is `state` still the registered connection of its id?
+    pub(crate) fn is_current(&self, state: &ClientState) -> bool {
+        self.registry.read().is_current(state)
+    }
+
+    // ----- channels -----
+
+    pub(crate) fn join(
+        &self,
+        state: &ClientState,
+        channel: &str,
+        max: usize,
+    ) -> Result<bool, JoinRefused> {
+        self.registry.write().join(state, channel, max)
+    }
+
+    pub(crate) fn leave(&self, state: &ClientState, channel: &str) -> bool {
+        self.registry.write().leave(state, channel)
+    }
+
+    pub(crate) fn channels_of(&self, state: &ClientState) -> Vec<String> {
+        self.registry.read().channels_of(state)
+    }
+
+    /// The ids connected here in `channel`.
+    pub(crate) fn members(&self, channel: &str) -> Vec<ClientId> {
+        self.registry.read().members(channel)
+    }
+
+    /// The channels with a member here (clients or subscriptions).
+    pub(crate) fn channel_names(&self) -> Vec<String> {
+        self.registry.read().channel_names()
+    }
+
+    pub(crate) fn subscribe(&self, sub: &Arc<SubscriberState>, channels: &[Arc<str>]) {
+        self.registry.write().subscribe(sub, channels);
+    }
+
+    pub(crate) fn unsubscribe(&self, sub_id: u64, channels: &[Arc<str>]) {
+        self.registry.write().unsubscribe(sub_id, channels);
+    }
+
+    /// The gauges of this node, for `stats()`.
+    pub(crate) fn gauges(&self) -> Gauges {
+        let registry = self.registry.read();
+        Gauges {
+            connections: registry.online_count(),
+            channels: registry.channel_count(),
+            offline_clients: registry.offline_count(),
+            offline_bytes: self.limits.offline_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    // ----- the clock -----
+
+    /// What is due at `now`: expired messages (removed), slow connections
+    /// (`slow_after` full), clients away past their window (forgotten).
+    pub(crate) fn sweep(&self, now: Instant, slow_after: std::time::Duration) -> Due {
+        let mut due = Due::default();
+        let mut offline_due = false;
+        {
+            let registry = self.registry.read();
+            for (id, entry) in registry.entries() {
+                let mut out = Vec::new();
+                entry.mailbox.expire(now, &self.limits, &mut out);
+                if !out.is_empty() {
+                    due.expired.push((id.clone(), out));
+                }
+                match &entry.conn {
+                    Some(conn) => {
+                        if (entry.mailbox.full_since())
+                            .is_some_and(|t| now.duration_since(t) >= slow_after)
+                        {
+                            due.slow.push(conn.clone());
+                        }
+                    }
+                    None => offline_due |= entry.offline_until.is_some_and(|t| t <= now),
+                }
+            }
+        }
+        if offline_due {
+            due.gone = self
+                .registry
+                .write()
+                .expire_offline(Some(now), &self.limits);
+        }
+        due
+    }
+}
+
+/// Registers a socketless client, for the benchmarks and fuzz targets.
+#[cfg(feature = "__bench")]
+pub(crate) fn register_bare(
+    node: &Node,
+    id: &str,
+    channels: &[String],
+    format: crate::Format,
+) -> Arc<ClientState> {
+    let config = ClientConfig::new(id)
+        .channels(channels.iter().cloned())
+        .format(format);
+    let conn_id = node.next_id();
+    match node.attach(conn_id, &config, |_| Ok::<(), std::convert::Infallible>(())) {
+        Ok((state, _)) => state,
+        Err(never) => match never {},
+    }
+}
