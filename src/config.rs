@@ -212,6 +212,9 @@ pub struct WsPoolBuilder {
     config: Config,
     /// `ping_interval` was set explicitly (else it follows `idle_timeout`).
     ping_set: bool,
+    /// The cluster to join (`connect`).
+    #[cfg(feature = "redis")]
+    redis: Option<crate::cluster::redis::RedisConfig>,
 }
 
 /// One list of the plain knobs: each gets a getter on [`Config`] and a
@@ -409,6 +412,11 @@ impl WsPoolBuilder {
     /// programming error, reported at start-up rather than as clients
     /// dropped later.
     pub fn build(self) -> WsPool {
+        #[cfg(feature = "redis")]
+        assert!(
+            self.redis.is_none(),
+            "wspool: a pool joining a Redis cluster is built with `connect().await`"
+        );
         match self.try_build() {
             Ok(pool) => pool,
             Err(e) => panic!("wspool: {e}"),
@@ -441,6 +449,44 @@ impl WsPoolBuilder {
     /// shorter than `idle_timeout` (unless that is a century or more:
     /// never), or `idle_timeout` is zero.
     pub fn try_build(mut self) -> Result<WsPool, ConfigError> {
+        self.check()?;
+        Ok(WsPool::from_config(self.config))
+    }
+
+    /// Joins the cluster whose Redis is at `url` (feature `redis`), with
+    /// the defaults of [`RedisConfig`](crate::cluster::redis::RedisConfig);
+    /// build with [`connect`](Self::connect).
+    #[cfg(feature = "redis")]
+    pub fn redis(self, url: impl Into<String>) -> Self {
+        self.redis_config(crate::cluster::redis::RedisConfig::new(url))
+    }
+
+    /// Joins a cluster over Redis as `config` says (key prefix, node id,
+    /// lease, probe interval, ...); build with [`connect`](Self::connect).
+    #[cfg(feature = "redis")]
+    pub fn redis_config(mut self, config: crate::cluster::redis::RedisConfig) -> Self {
+        self.redis = Some(config);
+        self
+    }
+
+    /// Builds the pool and, when [`redis`](Self::redis) was set, connects
+    /// it to the cluster: the node's channels are subscribed before it
+    /// returns.
+    ///
+    /// # Errors
+    /// [`RedisError::Config`](crate::cluster::redis::RedisError::Config)
+    /// as [`try_build`](Self::try_build), or Redis cannot be reached.
+    #[cfg(feature = "redis")]
+    pub async fn connect(mut self) -> Result<WsPool, crate::cluster::redis::RedisError> {
+        self.check()?;
+        match self.redis.take() {
+            Some(redis) => crate::cluster::redis::connect(self.config, redis).await,
+            None => Ok(WsPool::from_config(self.config)),
+        }
+    }
+
+    /// Raises zero limits to 1 and checks the settings work together.
+    fn check(&mut self) -> Result<(), ConfigError> {
         let c = &mut self.config;
         for v in [
             &mut c.queue_max_messages,
@@ -471,6 +517,6 @@ impl WsPoolBuilder {
                 idle: c.idle_timeout,
             });
         }
-        Ok(WsPool::from_config(self.config))
+        Ok(())
     }
 }

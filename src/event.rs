@@ -83,6 +83,17 @@ pub enum PoolEvent {
     },
     /// This stream fell behind and missed this many events.
     Lagged(u64),
+    /// The link to the cluster (Redis) broke. Until [`ClusterUp`](Self::ClusterUp),
+    /// what needs the other nodes fails with `Unavailable`; this node's
+    /// clients are still served.
+    ClusterDown,
+    /// The link to the cluster is back: subscriptions restored, and this
+    /// node's ids checked (`closed` of them had been taken over by another
+    /// node meanwhile and were closed with 4001).
+    ClusterUp {
+        /// Connections closed because another node had claimed their id.
+        closed: usize,
+    },
 }
 
 /// Why a queued or buffered message will not be written.
@@ -111,6 +122,9 @@ pub enum UndeliveredReason {
     /// away (the answer a single node gives at once as
     /// [`SendError::NotConnected`](crate::SendError::NotConnected)).
     NotConnected,
+    /// The cluster failed after accepting it (Redis went away): it may not
+    /// have reached the other nodes. `to` is empty for a broadcast.
+    ClusterUnavailable,
 }
 
 impl UndeliveredReason {
@@ -126,6 +140,7 @@ impl UndeliveredReason {
             UndeliveredReason::Disconnected | UndeliveredReason::NotConnected => {
                 Some(status::NOT_CONNECTED)
             }
+            UndeliveredReason::ClusterUnavailable => Some(status::NOT_CONNECTED),
             UndeliveredReason::Shutdown | UndeliveredReason::WriteFailed => None,
         }
     }
@@ -137,6 +152,7 @@ impl UndeliveredReason {
             UndeliveredReason::OfflineFull => "recipient's offline buffer full: dropped",
             UndeliveredReason::Disconnected => "recipient disconnected",
             UndeliveredReason::NotConnected => "recipient not connected",
+            UndeliveredReason::ClusterUnavailable => "the cluster was unavailable",
             UndeliveredReason::Shutdown => "server shutting down",
             UndeliveredReason::WriteFailed => "the write to the recipient failed",
         }

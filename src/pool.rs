@@ -105,7 +105,7 @@ impl WsPool {
         cluster: impl FnOnce(Weak<Inner>) -> Option<Arc<dyn Cluster>>,
     ) -> Self {
         let (events, _) = broadcast::channel(config.event_buffer);
-        WsPool {
+        let pool = WsPool {
             inner: Arc::new_cyclic(|weak| Inner {
                 node: Node::new(&config),
                 admission: Admission::new(&config),
@@ -115,7 +115,12 @@ impl WsPool {
                 live: watch::Sender::new(0),
                 shutting_down: AtomicBool::new(false),
             }),
+        };
+        if let Some(cluster) = pool.inner.cluster.clone() {
+            let watcher = move |channel: &str, present| cluster.channel_changed(channel, present);
+            pool.node().watch_channels(watcher);
         }
+        pool
     }
 
     /// This node's state.
@@ -190,16 +195,31 @@ impl WsPool {
     pub(crate) fn join(&self, state: &ClientState, channel: &str) -> Result<bool, JoinError> {
         let c = &self.inner.config;
         check_channel(channel, c.max_channel_len).map_err(JoinError::InvalidChannel)?;
-        (self.node())
+        let joined = (self.node())
             .join(state, channel, c.max_channels_per_client)
             .map_err(|e| match e {
                 JoinRefused::NotRegistered => JoinError::NotConnected,
                 JoinRefused::Full => JoinError::TooManyChannels(c.max_channels_per_client),
-            })
+            })?;
+        if joined {
+            self.presence_changed(state);
+        }
+        Ok(joined)
     }
 
     pub(crate) fn leave(&self, state: &ClientState, channel: &str) -> bool {
-        self.node().leave(state, channel)
+        let left = self.node().leave(state, channel);
+        if left {
+            self.presence_changed(state);
+        }
+        left
+    }
+
+    /// Tells the cluster (if any) the channels of `state` changed.
+    fn presence_changed(&self, state: &ClientState) {
+        if let Some(cluster) = self.cluster() {
+            cluster.channels_changed(state, self.node().channels_of(state));
+        }
     }
 
     pub(crate) fn channels_of(&self, state: &ClientState) -> Vec<String> {

@@ -339,7 +339,7 @@ impl WsPool {
     /// A direct message for an id no longer here, or held here under an
     /// older claim than the envelope's, is routed on through the cluster.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn cluster_deliver(&self, mut env: Envelope, via: Option<&str>) {
+    pub(crate) fn cluster_deliver(&self, mut env: Envelope, via: Option<&str>, epoch: u64) {
         let encoded = crate::cluster::arrived(&mut env);
         if encoded.expires_at <= tokio::time::Instant::now() {
             let to = ClientId::from(env.to.as_str());
@@ -349,7 +349,7 @@ impl WsPool {
         if !env.to.is_empty() {
             let held = self.node().conn(&env.to).map(|c| c.epoch());
             let pushed = match held {
-                Some(epoch) if epoch >= env.epoch => self.node().push(&env.to, &encoded),
+                Some(held) if held >= epoch => self.node().push(&env.to, &encoded),
                 _ => None,
             };
             match pushed {
@@ -369,6 +369,47 @@ impl WsPool {
             let Some(i) = i else { return };
             self.fan_out(&encoded, "", &env.channels[i..=i], &env.channels[..i]);
         }
+    }
+
+    /// Closes (4001) the connection of `id` here if it holds the id under
+    /// an older claim than `epoch`: another node has taken it over.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cluster_replaced(&self, id: &str, epoch: u64) {
+        if let Some(state) = self.node().conn(id) {
+            if state.epoch() < epoch {
+                let close = crate::client::CloseRequest {
+                    reason: crate::DisconnectReason::Replaced,
+                    flush: false,
+                };
+                state.request_close(close, false);
+            }
+        }
+    }
+
+    /// Reports a broadcast that did not reach the other nodes (the cluster
+    /// failed after accepting it): an `Undelivered` event to no one in
+    /// particular (`to` is empty), counted.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cluster_lost(&self, encoded: &Arc<Encoded>) {
+        bump(&self.counters().undelivered, 1);
+        self.emit(|| PoolEvent::Undelivered {
+            to: ClientId::from(""),
+            msg: encoded.msg.clone(),
+            reason: UndeliveredReason::ClusterUnavailable,
+        });
+    }
+
+    /// The link to the cluster broke: reported once per outage.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cluster_down(&self) {
+        self.emit(|| PoolEvent::ClusterDown);
+    }
+
+    /// The link is back and this node's ids were checked: `closed` had been
+    /// taken over meanwhile and were closed.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cluster_resynced(&self, closed: usize) {
+        self.emit(|| PoolEvent::ClusterUp { closed });
     }
 
     /// Reports a direct message the cluster could not deliver: an event,

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use crate::{
+    client::ClientState,
     message::{now_ms, Encoded},
     proto::cluster::Envelope,
     ClientId, Delivery, SendError,
@@ -31,8 +32,8 @@ pub mod redis;
 /// Where an envelope goes.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) enum Target<'a> {
-    /// One client id, under the owner's claim number.
-    Id(&'a str, u64),
+    /// One client id.
+    Id(&'a str),
     /// The members of these channels.
     Channels(&'a [String]),
     /// Every connected client.
@@ -71,7 +72,43 @@ pub(crate) trait Cluster: Send + Sync + 'static {
     /// must not block.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn channel_changed(&self, channel: &str, present: bool);
+
+    /// Claims connection `state`'s id for this node, cluster-wide (with
+    /// `refuse`, only if no live node has it connected). Resolves to the
+    /// claim number and what was buffered for the id elsewhere, oldest
+    /// first.
+    ///
+    /// # Errors
+    /// [`SendError::NotConnected`] when refused,
+    /// [`SendError::Unavailable`] when the cluster cannot be reached.
+    fn claim<'a>(
+        &'a self,
+        state: &'a ClientState,
+        channels: Vec<String>,
+        refuse: bool,
+    ) -> BoxFuture<'a, Result<Claimed, SendError>>;
+
+    /// Gives up connection `state`'s claim: `away` keeps the id (and
+    /// `left`, what was still queued) buffered in the cluster for
+    /// `offline_ttl`; otherwise the id is forgotten and `left` reported.
+    /// Returns at once.
+    fn release(&self, state: Arc<ClientState>, away: bool, left: Vec<Arc<Encoded>>);
+
+    /// Tells the cluster that the channels of `state` changed (presence).
+    fn channels_changed(&self, state: &ClientState, channels: Vec<String>);
 }
+
+/// An id claimed for a connection on this node.
+pub(crate) struct Claimed {
+    /// The claim number: grows with every claim of any id, cluster-wide.
+    pub(crate) epoch: u64,
+    /// What was buffered for the id in the cluster, oldest first.
+    pub(crate) buffered: Vec<Arc<Encoded>>,
+}
+
+/// A boxed future, as the backend's async methods return.
+pub(crate) type BoxFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Encodes `encoded` for another node: once per send, whatever the number
 /// of channels it is published to.
@@ -90,10 +127,7 @@ pub(crate) fn envelope(encoded: &Encoded, node: &str, id: u64, target: Target<'_
         ..Default::default()
     };
     match target {
-        Target::Id(to, epoch) => {
-            env.to = to.to_owned();
-            env.epoch = epoch;
-        }
+        Target::Id(to) => env.to = to.to_owned(),
         Target::Channels(channels) => env.channels = channels.to_vec(),
         Target::All => env.all = true,
     }
@@ -125,9 +159,9 @@ mod tests {
             ..Default::default()
         };
         let enc = Encoded::new(Arc::new(msg), Some("alice".into()), Duration::from_secs(30));
-        let bytes = envelope(&enc, "node-a", 7, Target::Id("bob", 2));
+        let bytes = envelope(&enc, "node-a", 7, Target::Id("bob"));
         let mut env = Envelope::decode(bytes).unwrap();
-        assert_eq!((env.to.as_str(), env.epoch, env.id), ("bob", 2, 7));
+        assert_eq!((env.to.as_str(), env.id), ("bob", 7));
         assert_eq!(env.origin_node, "node-a");
         let back = arrived(&mut env);
         assert_eq!(back.msg.msg, "hi");

@@ -37,12 +37,13 @@ use tracing::Instrument;
 use crate::{
     admission::Ticket,
     client::{ClientState, CloseRequest},
+    cluster::Cluster,
     event::UndeliveredReason,
     message::{after, after_from, close_code, decode, now_ms, stamp, status, Encoded},
     node::{sweeper, Departure, Leave},
     stats::bump,
     ClientConfig, ClientHandle, DisconnectReason, DuplicatePolicy, PoolError, PoolEvent, Relay,
-    WsPool,
+    SendError, WsPool,
 };
 
 /// Most frames written before one flush.
@@ -108,7 +109,12 @@ pub(crate) async fn serve(
     let conn_id = pool.next_id();
     let span = tracing::debug_span!("ws", id = %config.id, conn = conn_id);
     async move {
-        let registered = register(&pool, conn_id, &config);
+        let mut registered = register(&pool, conn_id, &config);
+        if let (Ok(state), Some(cluster)) = (&registered, pool.cluster()) {
+            if let Err(refusal) = claim(&pool, cluster, state).await {
+                registered = Err(refusal);
+            }
+        }
         ticket.handshake_done();
         let state = match registered {
             Ok(state) => state,
@@ -169,6 +175,38 @@ fn register(
         );
     }
     Ok(state)
+}
+
+/// Claims the id cluster-wide; puts what was buffered for it elsewhere
+/// ahead of its queue. Refused (and unregistered) when the duplicate policy
+/// refuses and another node has the id. When the cluster cannot be reached
+/// the connection is served here unclaimed; the id is claimed when the
+/// link is back.
+async fn claim(
+    pool: &WsPool,
+    cluster: &dyn Cluster,
+    state: &Arc<ClientState>,
+) -> Result<(), DisconnectReason> {
+    let refuse = pool.config().duplicate_policy() == DuplicatePolicy::Refuse;
+    let channels = pool.node().channels_of(state);
+    match cluster.claim(state, channels, refuse).await {
+        Ok(claimed) => {
+            state.set_epoch(claimed.epoch);
+            let rest = pool.node().prepend(state, claimed.buffered);
+            pool.report_undelivered(&state.id, rest, UndeliveredReason::OfflineFull);
+            Ok(())
+        }
+        Err(SendError::NotConnected(_)) => {
+            if let Departure::Removed { left } = pool.node().depart(state, Leave::Remove) {
+                pool.report_undelivered(&state.id, left, UndeliveredReason::Disconnected);
+            }
+            Err(DisconnectReason::Refused)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "claim failed: served here until the cluster is back");
+            Ok(())
+        }
+    }
 }
 
 struct Connection {
@@ -272,6 +310,15 @@ impl Connection {
                 max_offline: config.offline_max_clients(),
             },
         };
+        if let Some(cluster) = pool.cluster() {
+            // In a cluster the offline buffer lives in the cluster, so it
+            // outlives this node: the mailbox goes, its contents with it.
+            let away = matches!(leave, Leave::Offline { .. });
+            if let Departure::Removed { left } = pool.node().depart(self.state(), Leave::Remove) {
+                cluster.release(self.client.state.clone(), away, left);
+            }
+            return;
+        }
         let departure = pool.node().depart(self.state(), leave);
         let id = &self.state().id;
         match departure {

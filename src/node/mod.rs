@@ -19,7 +19,7 @@ use std::{
     collections::HashSet,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
 };
 
@@ -59,7 +59,13 @@ pub(crate) struct Node {
     /// Whether the sweeper has been started (it starts with the first
     /// connection).
     sweeper_started: AtomicBool,
+    /// Told when a channel gains its first member here or loses its last
+    /// (a cluster subscribes to it), under the write lock, in order.
+    watcher: OnceLock<ChannelWatcher>,
 }
+
+/// See [`Node::watch_channels`].
+type ChannelWatcher = Box<dyn Fn(&str, bool) + Send + Sync>;
 
 /// What a local fan-out reached.
 #[derive(Default)]
@@ -99,7 +105,30 @@ impl Node {
             counters: Counters::default(),
             next_id: AtomicU64::new(1),
             sweeper_started: AtomicBool::new(false),
+            watcher: OnceLock::new(),
         }
+    }
+
+    /// Calls `watcher(channel, true)` when `channel` gains its first member
+    /// here (a client or a subscription), `watcher(channel, false)` when it
+    /// loses its last. Called under the registry's write lock, so in order:
+    /// it must not block. Set once.
+    pub(crate) fn watch_channels(&self, watcher: impl Fn(&str, bool) + Send + Sync + 'static) {
+        if self.watcher.set(Box::new(watcher)).is_ok() {
+            self.registry.write().watch();
+        }
+    }
+
+    /// Runs `f` under the write lock, then tells the watcher what changed.
+    fn write<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        let mut registry = self.registry.write();
+        let result = f(&mut registry);
+        if let Some(watcher) = self.watcher.get() {
+            for (channel, present) in registry.take_changes() {
+                watcher(&channel, present);
+            }
+        }
+        result
     }
 
     pub(crate) fn counters(&self) -> &Counters {
@@ -258,31 +287,29 @@ impl Node {
         config: &ClientConfig,
         admit: impl FnOnce(bool) -> Result<(), E>,
     ) -> Result<(Arc<ClientState>, Option<Arc<ClientState>>), E> {
-        let mut registry = self.registry.write();
-        admit(registry.conn(&config.id).is_some())?;
-        Ok(registry.attach(
-            &config.id,
-            &config.channels,
-            || {
-                Mailbox::new(
-                    self.next_id(),
-                    ClientId::from(config.id.as_str()),
-                    config.format,
-                )
-            },
-            |mailbox| ClientState::new(conn_id, config, mailbox),
-            &self.limits,
-        ))
+        self.write(|registry| {
+            admit(registry.conn(&config.id).is_some())?;
+            Ok(registry.attach(
+                &config.id,
+                &config.channels,
+                || {
+                    let id = ClientId::from(config.id.as_str());
+                    Mailbox::new(self.next_id(), id, config.format)
+                },
+                |mailbox| ClientState::new(conn_id, config, mailbox),
+                &self.limits,
+            ))
+        })
     }
 
     /// Ends `state`'s registration as `leave` says.
     pub(crate) fn depart(&self, state: &ClientState, leave: Leave) -> Departure {
-        self.registry.write().depart(state, leave, &self.limits)
+        self.write(|r| r.depart(state, leave, &self.limits))
     }
 
     /// Forgets every client that is away, returning what they held.
     pub(crate) fn forget_offline(&self) -> Vec<(ClientId, Vec<Arc<Encoded>>)> {
-        self.registry.write().expire_offline(None, &self.limits)
+        self.write(|r| r.expire_offline(None, &self.limits))
     }
 
     /// Is client `id` connected here?
@@ -298,16 +325,6 @@ impl Node {
     /// The connections here.
     pub(crate) fn online(&self) -> Vec<Arc<ClientState>> {
         self.registry.read().online().cloned().collect()
-    }
-
-    /// The ids connected here.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn online_ids(&self) -> Vec<ClientId> {
-        self.registry
-            .read()
-            .online()
-            .map(|s| s.id.clone())
-            .collect()
     }
 
     /// Runtime info of every client connected here.
@@ -332,11 +349,11 @@ impl Node {
         channel: &str,
         max: usize,
     ) -> Result<bool, JoinRefused> {
-        self.registry.write().join(state, channel, max)
+        self.write(|r| r.join(state, channel, max))
     }
 
     pub(crate) fn leave(&self, state: &ClientState, channel: &str) -> bool {
-        self.registry.write().leave(state, channel)
+        self.write(|r| r.leave(state, channel))
     }
 
     pub(crate) fn channels_of(&self, state: &ClientState) -> Vec<String> {
@@ -354,11 +371,11 @@ impl Node {
     }
 
     pub(crate) fn subscribe(&self, sub: &Arc<SubscriberState>, channels: &[Arc<str>]) {
-        self.registry.write().subscribe(sub, channels);
+        self.write(|r| r.subscribe(sub, channels));
     }
 
     pub(crate) fn unsubscribe(&self, sub_id: u64, channels: &[Arc<str>]) {
-        self.registry.write().unsubscribe(sub_id, channels);
+        self.write(|r| r.unsubscribe(sub_id, channels));
     }
 
     /// The gauges of this node, for `stats()`.
@@ -400,10 +417,7 @@ impl Node {
             }
         }
         if offline_due {
-            due.gone = self
-                .registry
-                .write()
-                .expire_offline(Some(now), &self.limits);
+            due.gone = self.write(|r| r.expire_offline(Some(now), &self.limits));
         }
         due
     }

@@ -29,6 +29,9 @@ pub(crate) struct Registry {
     channels: HashMap<Arc<str>, Members>,
     /// How many entries are offline (no connection, buffering).
     offline: usize,
+    /// When watched (a cluster): channels that gained their first member
+    /// (`true`) or lost their last (`false`), in order, since last taken.
+    changes: Option<Vec<(Arc<str>, bool)>>,
 }
 
 pub(crate) struct Entry {
@@ -230,10 +233,33 @@ impl Registry {
     }
 
     /// Adds `mailbox` to the members of `channel`, returning the shared key.
+    /// Records changes of which channels have members, from now on.
+    pub(crate) fn watch(&mut self) {
+        self.changes.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes recorded since last taken.
+    pub(crate) fn take_changes(&mut self) -> Vec<(Arc<str>, bool)> {
+        self.changes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn changed(&mut self, channel: &Arc<str>, present: bool) {
+        if let Some(changes) = &mut self.changes {
+            changes.push((channel.clone(), present));
+        }
+    }
+
     fn index(&mut self, channel: &str, mailbox: &Arc<Mailbox>) -> Arc<str> {
         let key = match self.channels.get_key_value(channel) {
             Some((k, _)) => k.clone(),
-            None => Arc::from(channel),
+            None => {
+                let key = Arc::from(channel);
+                self.changed(&key, true);
+                key
+            }
         };
         let members = self.channels.entry(key.clone()).or_default();
         members.clients.insert(mailbox.key, mailbox.clone());
@@ -244,7 +270,9 @@ impl Registry {
         if let Some(members) = self.channels.get_mut(channel) {
             members.clients.remove(&mailbox_key);
             if members.is_empty() {
-                self.channels.remove(channel);
+                if let Some((key, _)) = self.channels.remove_entry(channel) {
+                    self.changed(&key, false);
+                }
             }
         }
     }
@@ -316,6 +344,9 @@ impl Registry {
 
     pub(crate) fn subscribe(&mut self, sub: &Arc<SubscriberState>, channels: &[Arc<str>]) {
         for ch in channels {
+            if !self.channels.contains_key(ch) {
+                self.changed(ch, true);
+            }
             self.channels
                 .entry(ch.clone())
                 .or_default()
@@ -330,6 +361,7 @@ impl Registry {
                 members.subscribers.retain(|s| s.id != sub_id);
                 if members.is_empty() {
                     self.channels.remove(&**ch);
+                    self.changed(ch, false);
                 }
             }
         }

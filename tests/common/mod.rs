@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod raw;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::{net::SocketAddr, time::Duration};
 

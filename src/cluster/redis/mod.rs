@@ -1,1 +1,778 @@
-//! placeholder
+//! The Redis backend: many nodes behave as one pool (feature `redis`).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), wspool::cluster::redis::RedisError> {
+//! use wspool::WsPool;
+//!
+//! // Every node connects to the same Redis; clients may land on any node.
+//! let pool = WsPool::builder().redis("redis://127.0.0.1:6379").connect().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! What each call does across nodes, the keys and messages in Redis, and
+//! what happens when Redis or a node fails: CLUSTER.md in the repository.
+//! In short:
+//!
+//! - **Send to an id** on another node: one script call that looks up the
+//!   id's owner and publishes to that node's channel only, or buffers the
+//!   message in Redis while the client is away (or its node died).
+//! - **Broadcast**: one `PUBLISH` per target channel; a node subscribes only
+//!   to the channels it has members in.
+//! - **One connection per id**: a connect claims the id (a claim number
+//!   that only grows); the previous owner's node closes its connection
+//!   (4001) and routes what it had queued to the new owner.
+//! - **Offline buffer** in Redis, so it survives the node the client left.
+//! - **Failures are never silent**: a command that fails is an error
+//!   (`SendError::Unavailable`) or an `Undelivered` event with a receipt;
+//!   a pub/sub link that breaks or goes quiet is reconnected, resubscribed,
+//!   and this node's ids are checked and claimed again.
+
+mod scripts;
+
+use std::{
+    collections::HashSet,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Weak,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use prost::Message as _;
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    Client, Script, Value,
+};
+use tokio::sync::mpsc;
+
+use super::{arrived, envelope, BoxFuture, Claimed, Cluster, Target};
+use crate::{
+    client::ClientState, event::UndeliveredReason, message::Encoded, pool::Inner,
+    proto::cluster::Envelope, ClientId, Delivery, SendError, WsPool,
+};
+
+/// Why the Redis backend could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisError {
+    /// The URL is not a Redis URL.
+    #[error("not a Redis URL: {0}")]
+    BadUrl(String),
+    /// Redis could not be reached, or refused a command.
+    #[error("redis: {0}")]
+    Redis(String),
+    /// The pool's settings do not work together.
+    #[error(transparent)]
+    Config(#[from] crate::ConfigError),
+}
+
+impl From<redis::RedisError> for RedisError {
+    fn from(e: redis::RedisError) -> Self {
+        RedisError::Redis(e.to_string())
+    }
+}
+
+/// How a node joins a cluster over Redis. Every field has a default; see
+/// [`WsPoolBuilder::redis`](crate::WsPoolBuilder::redis).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// Prepended to every key and channel (default `wspool`): several
+    /// pools can share one Redis.
+    pub prefix: String,
+    /// This node's id (default: random). Must be unique in the cluster.
+    pub node_id: String,
+    /// How long this node's lease lives without renewal (default 10 s): a
+    /// node that died drops out of presence within this long. Renewed
+    /// every third of it.
+    pub lease: Duration,
+    /// How often the pub/sub link is probed with a PING (default 1 s); no
+    /// answer within the probe interval and the link is reconnected.
+    pub probe_interval: Duration,
+    /// Commands waiting for the Redis writer (default 65,536). Beyond it,
+    /// `send` and `broadcast` answer `Unavailable` rather than queue more.
+    pub max_pending: usize,
+    /// A Redis command's answer is awaited this long (default 2 s).
+    pub command_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// The defaults, for Redis at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            prefix: "wspool".into(),
+            node_id: random_id(),
+            lease: Duration::from_secs(10),
+            probe_interval: Duration::from_secs(1),
+            max_pending: 65_536,
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+/// Connects to Redis and builds the pool: fails fast when Redis cannot be
+/// reached at start.
+pub(crate) async fn connect(
+    config: crate::Config,
+    redis: RedisConfig,
+) -> Result<WsPool, RedisError> {
+    let client = Client::open(redis.url.as_str()).map_err(|e| RedisError::BadUrl(e.to_string()))?;
+    // Fails at once when Redis is down at start; later, each command after
+    // a broken link tries one reconnect, and fails rather than waits.
+    let conn_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(redis.command_timeout))
+        .set_response_timeout(Some(redis.command_timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(redis.command_timeout);
+    let conn = client
+        .get_connection_manager_with_config(conn_config)
+        .await?;
+    let (ops, ops_rx) = mpsc::channel(redis.max_pending.max(1));
+    let (subs, subs_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        keys: Keys {
+            prefix: redis.prefix.clone(),
+        },
+        node: redis.node_id.clone(),
+        conn: conn.clone(),
+        scripts: Scripts::new(),
+        ops,
+        subs,
+        up: AtomicBool::new(true),
+        next_id: AtomicU64::new(1),
+        config: redis.clone(),
+        pool: Mutex::new(Weak::new()),
+    });
+    shared.renew_lease().await?;
+    let backend = Arc::new(RedisCluster {
+        shared: shared.clone(),
+    });
+    let pool = WsPool::with_cluster(config, |weak| {
+        *shared.pool.lock() = weak;
+        Some(backend as Arc<dyn Cluster>)
+    });
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(writer(shared.clone(), ops_rx));
+    tokio::spawn(subscriber(shared.clone(), client, subs_rx, ready_tx));
+    tokio::spawn(heartbeat(Arc::downgrade(&shared)));
+    // The node's own channels are subscribed before the pool is handed out.
+    let _ = ready_rx.await;
+    Ok(pool)
+}
+
+/// Key and channel names (CLUSTER.md lists them all).
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn owner(&self, id: &str) -> String {
+        format!("{}:id:{id}", self.prefix)
+    }
+    fn buffer(&self, id: &str) -> String {
+        format!("{}:buf:{id}", self.prefix)
+    }
+    fn presence(&self, node: &str) -> String {
+        format!("{}:presence:{node}", self.prefix)
+    }
+    fn lease(&self, node: &str) -> String {
+        format!("{}:node:{node}", self.prefix)
+    }
+    fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+    fn node_channel(&self, node: &str) -> String {
+        format!("{}:n:{node}", self.prefix)
+    }
+    fn channel(&self, channel: &str) -> String {
+        format!("{}:c:{channel}", self.prefix)
+    }
+    fn all(&self) -> String {
+        format!("{}:all", self.prefix)
+    }
+}
+
+struct Scripts {
+    send: Script,
+    claim: Script,
+    release: Script,
+    check: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Scripts {
+            send: Script::new(scripts::SEND),
+            claim: Script::new(scripts::CLAIM),
+            release: Script::new(scripts::RELEASE),
+            check: Script::new(scripts::CHECK),
+        }
+    }
+}
+
+/// State shared by the backend's handle and its tasks.
+struct Shared {
+    keys: Keys,
+    node: String,
+    /// One multiplexed connection for commands, reconnected when it breaks:
+    /// cloning it shares the socket, and commands sent on it are pipelined
+    /// in order.
+    conn: ConnectionManager,
+    scripts: Scripts,
+    /// To the writer task, in order; bounded by `max_pending`.
+    ops: mpsc::Sender<Op>,
+    /// To the subscriber task: channels to (un)subscribe, in the order the
+    /// node's channels appeared and emptied. Unbounded: one entry per
+    /// change of a channel's presence on this node.
+    subs: mpsc::UnboundedSender<SubOp>,
+    /// Whether the last command or probe reached Redis.
+    up: AtomicBool,
+    /// Numbers the envelopes this node sends.
+    next_id: AtomicU64,
+    config: RedisConfig,
+    /// The pool, to deliver what arrives; weak, so the tasks end with it.
+    pool: Mutex<Weak<Inner>>,
+}
+
+enum Op {
+    /// A direct message to an id that is not here.
+    Send {
+        to: String,
+        env: Bytes,
+        encoded: Arc<Encoded>,
+    },
+    /// A broadcast, published to each channel (or to everyone).
+    Publish {
+        channels: Vec<String>,
+        env: Bytes,
+        encoded: Arc<Encoded>,
+    },
+}
+
+enum SubOp {
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+/// The [`Cluster`] the pool holds.
+struct RedisCluster {
+    shared: Arc<Shared>,
+}
+
+impl Shared {
+    fn pool(&self) -> Option<WsPool> {
+        self.pool.lock().upgrade().map(|inner| WsPool { inner })
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn unavailable(&self) -> SendError {
+        SendError::Unavailable(format!("redis at {} unreachable", self.config.url))
+    }
+
+    fn enqueue(&self, op: Op) -> Result<(), SendError> {
+        if !self.up.load(Ordering::Acquire) {
+            return Err(self.unavailable());
+        }
+        self.ops.try_send(op).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                SendError::Unavailable("too many commands waiting for redis".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => self.unavailable(),
+        })
+    }
+
+    async fn renew_lease(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .cmd("SET")
+            .arg(self.keys.lease(&self.node))
+            .arg(crate::message::now_ms())
+            .arg("PX")
+            .arg(self.config.lease.as_millis() as u64)
+            .ignore()
+            .cmd("SADD")
+            .arg(self.keys.nodes())
+            .arg(&self.node)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+    }
+}
+
+impl Cluster for RedisCluster {
+    fn send(&self, encoded: &Arc<Encoded>, to: &str) -> Result<Delivery, SendError> {
+        let s = &self.shared;
+        let env = envelope(encoded, &s.node, s.next_id(), Target::Id(to));
+        s.enqueue(Op::Send {
+            to: to.to_owned(),
+            env,
+            encoded: encoded.clone(),
+        })?;
+        Ok(Delivery::Forwarded)
+    }
+
+    fn broadcast(&self, encoded: &Arc<Encoded>, channels: &[String]) -> Result<(), SendError> {
+        let s = &self.shared;
+        let env = envelope(encoded, &s.node, s.next_id(), Target::Channels(channels));
+        s.enqueue(Op::Publish {
+            channels: channels.iter().map(|c| s.keys.channel(c)).collect(),
+            env,
+            encoded: encoded.clone(),
+        })
+    }
+
+    fn broadcast_all(&self, encoded: &Arc<Encoded>) -> Result<(), SendError> {
+        let s = &self.shared;
+        let env = envelope(encoded, &s.node, s.next_id(), Target::All);
+        s.enqueue(Op::Publish {
+            channels: vec![s.keys.all()],
+            env,
+            encoded: encoded.clone(),
+        })
+    }
+
+    fn channel_changed(&self, channel: &str, present: bool) {
+        let _ = self.shared.subs.send(if present {
+            SubOp::Subscribe(channel.to_owned())
+        } else {
+            SubOp::Unsubscribe(channel.to_owned())
+        });
+    }
+
+    fn claim<'a>(
+        &'a self,
+        state: &'a ClientState,
+        channels: Vec<String>,
+        refuse: bool,
+    ) -> BoxFuture<'a, Result<Claimed, SendError>> {
+        Box::pin(claim(&self.shared, state, channels, refuse))
+    }
+
+    fn release(&self, state: Arc<ClientState>, away: bool, left: Vec<Arc<Encoded>>) {
+        let shared = self.shared.clone();
+        tokio::spawn(async move { release(&shared, &state, away, left).await });
+    }
+
+    fn channels_changed(&self, state: &ClientState, channels: Vec<String>) {
+        let s = &self.shared;
+        let info = presence(s, state, channels);
+        let mut conn = s.conn.clone();
+        let (key, id) = (s.keys.presence(&s.node), state.id.to_string());
+        tokio::spawn(async move {
+            let r: redis::RedisResult<()> = redis::cmd("HSET")
+                .arg(key)
+                .arg(id)
+                .arg(info)
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "presence update failed");
+            }
+        });
+    }
+}
+
+/// What other nodes see of a client here (`clients()` cluster-wide).
+fn presence(shared: &Shared, state: &ClientState, channels: Vec<String>) -> String {
+    serde_json::json!({
+        "id": &*state.id,
+        "kind": &*state.kind,
+        "channels": channels,
+        "connectedAt": crate::client::epoch_ms(state.connected_at),
+        "node": &shared.node,
+    })
+    .to_string()
+}
+
+/// Gives up `state`'s claim (see `Cluster::release`) and accounts for what
+/// it still had queued: buffered, forwarded to the new owner, or reported.
+async fn release(shared: &Shared, state: &ClientState, away: bool, left: Vec<Arc<Encoded>>) {
+    let Some(pool) = shared.pool() else { return };
+    let config = pool.config();
+    let mut inv = shared.scripts.release.prepare_invoke();
+    inv.key(shared.keys.owner(&state.id))
+        .key(shared.keys.buffer(&state.id))
+        .key(shared.keys.presence(&shared.node))
+        .arg(&shared.node)
+        .arg(state.epoch())
+        .arg(&*state.id)
+        .arg(if away { "away" } else { "gone" })
+        .arg((config.offline_ttl().as_millis() as u64).max(1))
+        .arg(config.offline_max_messages());
+    for m in &left {
+        let env = envelope(m, &shared.node, shared.next_id(), Target::Id(&state.id));
+        inv.arg(env.as_ref());
+    }
+    let mut conn = shared.conn.clone();
+    let reply = inv.invoke_async::<Vec<i64>>(&mut conn).await;
+    let id = &state.id;
+    match reply.as_deref() {
+        Ok([0]) => {
+            // Another claim holds the id: what was queued goes to it.
+            for m in left {
+                if let Err(e) = pool
+                    .cluster()
+                    .map_or(Ok(Delivery::Forwarded), |c| c.send(&m, id))
+                {
+                    pool.undeliverable(&m, id, e);
+                }
+            }
+        }
+        Ok([1, kept]) => {
+            let kept = (*kept).max(0) as usize;
+            let over: Vec<_> = left.into_iter().skip(kept).collect();
+            pool.report_undelivered(id, over, UndeliveredReason::OfflineFull);
+        }
+        Ok(_) => pool.report_undelivered(id, left, UndeliveredReason::Disconnected),
+        Err(e) => {
+            tracing::warn!(error = %e, %id, "releasing the id in redis failed");
+            for m in left {
+                pool.undeliverable(&m, id, SendError::Unavailable(e.to_string()));
+            }
+        }
+    }
+}
+
+/// Most commands sent in one pipeline.
+const BATCH: usize = 256;
+
+/// Sends queued operations to Redis in order, a pipeline at a time, and
+/// reports what failed.
+async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while ops.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for op in &batch {
+            match op {
+                Op::Send { to, env, .. } => {
+                    let max = shared
+                        .pool()
+                        .map_or(0, |p| p.config().offline_max_messages());
+                    let ttl = shared
+                        .pool()
+                        .map_or(0, |p| p.config().offline_ttl().as_millis() as u64);
+                    pipe.cmd("EVALSHA")
+                        .arg(shared.scripts.send.get_hash())
+                        .arg(2)
+                        .arg(shared.keys.owner(to))
+                        .arg(shared.keys.buffer(to))
+                        .arg(&shared.keys.prefix)
+                        .arg(env.as_ref())
+                        .arg(max)
+                        .arg(ttl.max(1));
+                }
+                Op::Publish { channels, env, .. } => {
+                    for ch in channels {
+                        pipe.cmd("PUBLISH").arg(ch).arg(env.as_ref()).ignore();
+                    }
+                }
+            }
+        }
+        let mut conn = shared.conn.clone();
+        let mut result = pipe
+            .query_async::<Vec<redis::RedisResult<Value>>>(&mut conn)
+            .await;
+        if let Ok(results) = &result {
+            if results.iter().any(is_noscript) {
+                // Redis restarted and forgot the scripts: load them, retry
+                // (a script that failed with NOSCRIPT did nothing).
+                let _ = shared
+                    .scripts
+                    .send
+                    .prepare_invoke()
+                    .load_async(&mut conn)
+                    .await;
+                result = pipe.query_async(&mut conn).await;
+            }
+        }
+        match result {
+            Ok(results) => {
+                shared.up.store(true, Ordering::Release);
+                report_sends(&shared, &batch, &results);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "redis command failed");
+                shared.up.store(false, Ordering::Release);
+                if let Some(pool) = shared.pool() {
+                    for op in &batch {
+                        match op {
+                            Op::Send { to, encoded, .. } => {
+                                pool.undeliverable(encoded, to, shared.unavailable())
+                            }
+                            Op::Publish { encoded, .. } => pool.cluster_lost(encoded),
+                        }
+                    }
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+fn is_noscript(r: &redis::RedisResult<Value>) -> bool {
+    matches!(r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
+}
+
+/// Reports the direct messages the send script could not route.
+fn report_sends(shared: &Shared, batch: &[Op], results: &[redis::RedisResult<Value>]) {
+    let Some(pool) = shared.pool() else { return };
+    let mut results = results.iter();
+    for op in batch {
+        let Op::Send { to, encoded, .. } = op else {
+            continue;
+        };
+        let why = match results.next() {
+            Some(Ok(Value::Int(0))) => SendError::NotConnected(ClientId::from(to.as_str())),
+            Some(Ok(Value::Int(3))) => SendError::QueueFull(ClientId::from(to.as_str())),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => SendError::Unavailable(e.to_string()),
+            None => shared.unavailable(),
+        };
+        pool.undeliverable(encoded, to, why);
+    }
+}
+
+/// Keeps the pub/sub link: subscribes this node's channel, `all`, and the
+/// channels this node has members in; delivers what arrives; probes the
+/// link and reconnects (resubscribing, then checking this node's ids) when
+/// it breaks or goes quiet.
+async fn subscriber(
+    shared: Arc<Shared>,
+    client: Client,
+    mut subs: mpsc::UnboundedReceiver<SubOp>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    let mut first = true;
+    loop {
+        let Some(pool) = shared.pool() else { return };
+        match client.get_async_pubsub().await {
+            Ok(pubsub) => {
+                let (mut sink, mut stream) = pubsub.split();
+                let mut channels: HashSet<String> = pool
+                    .node()
+                    .channel_names()
+                    .into_iter()
+                    .map(|c| shared.keys.channel(&c))
+                    .collect();
+                // Changes queued before this point are in the list already.
+                while subs.try_recv().is_ok() {}
+                channels.insert(shared.keys.node_channel(&shared.node));
+                channels.insert(shared.keys.all());
+                let list: Vec<&String> = channels.iter().collect();
+                if sink.subscribe(&list).await.is_ok() {
+                    if !first {
+                        shared.up.store(true, Ordering::Release);
+                        pool.cluster_resynced(resync(&shared, &pool).await);
+                    }
+                    first = false;
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                    drop(pool);
+                    let mut probe = tokio::time::interval(shared.config.probe_interval);
+                    loop {
+                        tokio::select! {
+                            msg = stream.next() => match msg {
+                                Some(msg) => inbound(&shared, msg),
+                                None => break,
+                            },
+                            op = subs.recv() => {
+                                let r = match op {
+                                    Some(SubOp::Subscribe(c)) => sink.subscribe(shared.keys.channel(&c)).await,
+                                    Some(SubOp::Unsubscribe(c)) => sink.unsubscribe(shared.keys.channel(&c)).await,
+                                    None => return,
+                                };
+                                if r.is_err() { break; }
+                            }
+                            _ = probe.tick() => {
+                                let ping = tokio::time::timeout(
+                                    shared.config.probe_interval.max(Duration::from_millis(100)),
+                                    sink.ping::<Value>(),
+                                );
+                                if !matches!(ping.await, Ok(Ok(_))) { break; }
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "redis pub/sub connect failed"),
+        }
+        if let Some(pool) = shared.pool() {
+            if shared.up.swap(false, Ordering::AcqRel) {
+                tracing::warn!("redis pub/sub link lost: reconnecting");
+                pool.cluster_down();
+            }
+        }
+        if let Some(r) = ready.take() {
+            let _ = r.send(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Handles one pub/sub message.
+fn inbound(shared: &Shared, msg: redis::Msg) {
+    let Some(pool) = shared.pool() else { return };
+    let channel = msg.get_channel_name();
+    let payload = msg.get_payload_bytes();
+    if channel == shared.keys.node_channel(&shared.node) {
+        let (kind, rest) = match payload.split_first() {
+            Some((k, rest)) => (*k, rest),
+            None => return,
+        };
+        let Some(colon) = rest.iter().position(|b| *b == b':') else {
+            return;
+        };
+        let epoch: u64 = std::str::from_utf8(&rest[..colon])
+            .ok()
+            .and_then(|e| e.parse().ok())
+            .unwrap_or(0);
+        let body = &rest[colon + 1..];
+        match kind {
+            b'D' => {
+                if let Ok(env) = Envelope::decode(body) {
+                    pool.cluster_deliver(env, None, epoch);
+                }
+            }
+            b'K' => {
+                if let Ok(id) = std::str::from_utf8(body) {
+                    pool.cluster_replaced(id, epoch);
+                }
+            }
+            _ => tracing::debug!(kind, "unknown node message"),
+        }
+        return;
+    }
+    let Ok(env) = Envelope::decode(payload) else {
+        tracing::debug!(channel, "undecodable envelope");
+        return;
+    };
+    if env.origin_node == shared.node {
+        return; // this node reached its own members already
+    }
+    if env.all {
+        pool.cluster_deliver(env, None, 0);
+    } else if let Some(name) = channel.strip_prefix(&format!("{}:c:", shared.keys.prefix)) {
+        let name = name.to_owned();
+        pool.cluster_deliver(env, Some(&name), 0);
+    }
+}
+
+/// After a reconnect: which of this node's ids does it still hold? Those
+/// lost to another claim are closed (4001); those Redis forgot are claimed
+/// again. Returns how many were closed.
+async fn resync(shared: &Shared, pool: &WsPool) -> usize {
+    let _ = shared.renew_lease().await;
+    let conns = pool.node().online();
+    if conns.is_empty() {
+        return 0;
+    }
+    let mut inv = shared.scripts.check.prepare_invoke();
+    inv.arg(&shared.node);
+    for c in &conns {
+        inv.key(shared.keys.owner(&c.id));
+    }
+    for c in &conns {
+        inv.arg(c.epoch());
+    }
+    let mut conn = shared.conn.clone();
+    let Ok(held) = inv.invoke_async::<Vec<i64>>(&mut conn).await else {
+        return 0;
+    };
+    let mut closed = 0;
+    for (state, held) in conns.iter().zip(held) {
+        match held {
+            0 => {
+                pool.cluster_replaced(&state.id, u64::MAX);
+                closed += 1;
+            }
+            2 => {
+                let channels = pool.node().channels_of(state);
+                if let Ok(claimed) = claim(shared, state, channels, false).await {
+                    state.set_epoch(claimed.epoch);
+                }
+            }
+            _ => {}
+        }
+    }
+    closed
+}
+
+/// Claims `state`'s id for this node; returns the claim number and what
+/// was buffered for it in Redis.
+async fn claim(
+    shared: &Shared,
+    state: &ClientState,
+    channels: Vec<String>,
+    refuse: bool,
+) -> Result<Claimed, SendError> {
+    let info = presence(shared, state, channels);
+    let mut conn = shared.conn.clone();
+    let reply: Vec<Value> = shared
+        .scripts
+        .claim
+        .key(shared.keys.owner(&state.id))
+        .key(shared.keys.buffer(&state.id))
+        .key(shared.keys.presence(&shared.node))
+        .arg(&shared.keys.prefix)
+        .arg(&shared.node)
+        .arg(&*state.id)
+        .arg(if refuse { "1" } else { "0" })
+        .arg(info)
+        .invoke_async(&mut conn)
+        .await
+        .map_err(|e| SendError::Unavailable(e.to_string()))?;
+    let mut it = reply.into_iter();
+    let epoch = match it.next() {
+        Some(Value::Int(e)) if e >= 0 => e as u64,
+        _ => return Err(SendError::NotConnected(state.id.clone())),
+    };
+    let buffered = it
+        .filter_map(|v| match v {
+            Value::BulkString(b) => Envelope::decode(b.as_slice()).ok(),
+            _ => None,
+        })
+        .map(|mut env| arrived(&mut env))
+        .collect();
+    Ok(Claimed { epoch, buffered })
+}
+
+/// Renews this node's lease every third of it.
+async fn heartbeat(shared: Weak<Shared>) {
+    loop {
+        let period = match shared.upgrade() {
+            Some(s) if s.pool().is_some() => {
+                if let Err(e) = s.renew_lease().await {
+                    tracing::debug!(error = %e, "lease renewal failed");
+                }
+                s.config.lease / 3
+            }
+            _ => return,
+        };
+        tokio::time::sleep(period).await;
+    }
+}

@@ -1,0 +1,97 @@
+//! The Lua scripts the Redis backend runs: each a step that must be atomic
+//! (read the owner of an id and act on it in one go). Keys and messages are
+//! described in CLUSTER.md.
+
+/// Routes one direct message. KEYS: the id's owner hash, its buffer.
+/// ARGV: prefix, envelope, buffer limit (messages), offline ttl (ms).
+/// Returns 0 no such id, 1 published to its node, 2 buffered, 3 buffer full.
+///
+/// An owner that is connected gets it on its node channel, framed
+/// `D<epoch>:<envelope>`. When no node listens there (the owner died), or
+/// the client is away, it goes to the id's buffer in Redis, so it outlives
+/// any node.
+pub(super) const SEND: &str = r#"
+local owner = redis.call('HMGET', KEYS[1], 'node', 'epoch', 'state')
+if not owner[1] then return 0 end
+if owner[3] == 'on' then
+  local n = redis.call('PUBLISH', ARGV[1] .. ':n:' .. owner[1], 'D' .. owner[2] .. ':' .. ARGV[2])
+  if n > 0 then return 1 end
+  -- Nobody listens on the owner's channel: the node is gone. Its client is
+  -- away from now on; what is sent to it waits in Redis.
+  redis.call('HSET', KEYS[1], 'state', 'away')
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[3]) then return 3 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]) > 0 and redis.call('PTTL', KEYS[1]) or ARGV[4])
+return 2
+"#;
+
+/// Claims an id for a connection on this node. KEYS: the owner hash, the
+/// buffer, this node's presence hash. ARGV: prefix, node, id, refuse (0/1),
+/// presence JSON.
+/// Returns {-1} when refused (the id is connected on a live node and the
+/// policy refuses duplicates), else {epoch, buffered envelopes...}.
+///
+/// The claim number comes from one counter for the whole cluster, so it
+/// only grows. A previous owner on another node is told on its node
+/// channel, `K<epoch>:<id>`: it closes its connection (4001).
+pub(super) const CLAIM: &str = r#"
+local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch', 'state')
+local alive = cur[1] and cur[3] == 'on' and redis.call('EXISTS', ARGV[1] .. ':node:' .. cur[1]) == 1
+if ARGV[4] == '1' and alive and cur[1] ~= ARGV[2] then return {-1} end
+local epoch = redis.call('INCR', ARGV[1] .. ':epoch')
+redis.call('HSET', KEYS[1], 'node', ARGV[2], 'epoch', epoch, 'state', 'on')
+redis.call('PERSIST', KEYS[1])
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
+if alive and cur[1] ~= ARGV[2] then
+  redis.call('PUBLISH', ARGV[1] .. ':n:' .. cur[1], 'K' .. epoch .. ':' .. ARGV[3])
+end
+local out = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2])
+table.insert(out, 1, epoch)
+return out
+"#;
+
+/// Releases an id when its connection here ends. KEYS: the owner hash,
+/// the buffer, this node's presence hash. ARGV: node, epoch, id, mode
+/// ('away' or 'gone'), offline ttl (ms), buffer limit, envelopes still
+/// queued (oldest first).
+/// Returns {0} when another claim holds the id now (the caller forwards
+/// what was queued), {1, kept} when away (the first `kept` envelopes were
+/// buffered, the rest did not fit), {2} when gone.
+pub(super) const RELEASE: &str = r#"
+local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch')
+if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return {0} end
+redis.call('HDEL', KEYS[3], ARGV[3])
+if ARGV[4] == 'gone' then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return {2}
+end
+redis.call('HSET', KEYS[1], 'state', 'away')
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local kept = 0
+local room = tonumber(ARGV[6]) - redis.call('LLEN', KEYS[2])
+for i = 7, #ARGV do
+  if kept >= room then break end
+  redis.call('RPUSH', KEYS[2], ARGV[i])
+  kept = kept + 1
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+return {1, kept}
+"#;
+
+/// Checks, after a reconnect, which of this node's ids it still holds.
+/// KEYS: the owner hashes. ARGV: node, then the epoch of each id (same
+/// order). Returns, per id, 1 held, 0 lost to another claim, 2 missing
+/// (Redis lost it: the caller claims it again).
+pub(super) const CHECK: &str = r#"
+local out = {}
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('HMGET', key, 'node', 'epoch')
+  if not cur[1] then out[i] = 2
+  elseif cur[1] == ARGV[1] and cur[2] == ARGV[i + 1] then out[i] = 1
+  else out[i] = 0 end
+end
+return out
+"#;

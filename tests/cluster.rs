@@ -1,0 +1,288 @@
+//! Many nodes over a real `redis-server` behave as one pool
+//! (`cargo test --features redis`; needs `redis-server` on the PATH).
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::{redis::RedisServer, *};
+use wspool::{
+    cluster::redis::RedisConfig, Delivery, DuplicatePolicy, PoolEvent, SendError,
+    UndeliveredReason, WsPool,
+};
+
+/// One node: a pool joined to the cluster at `redis`, served on a free port.
+struct Node {
+    pool: WsPool,
+    addr: SocketAddr,
+}
+
+async fn node(redis: &RedisServer) -> Node {
+    node_with(redis, WsPool::builder()).await
+}
+
+async fn node_with(redis: &RedisServer, builder: wspool::WsPoolBuilder) -> Node {
+    let mut config = RedisConfig::new(redis.url());
+    config.probe_interval = Duration::from_millis(200);
+    let pool = builder
+        .redis_config(config)
+        .connect()
+        .await
+        .expect("joins the cluster");
+    let addr = start(&pool).await;
+    Node { pool, addr }
+}
+
+impl Node {
+    async fn connect(&self, token: &str) -> Client {
+        connect(&self.pool, self.addr, token).await
+    }
+}
+
+/// `PUBSUB NUMSUB` of pool channel `channel`: how many nodes subscribe.
+fn numsub(redis: &RedisServer, channel: &str) -> i64 {
+    let (_, n): (String, i64) = ::redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(format!("wspool:c:{channel}"))
+        .query(&mut redis.conn())
+        .unwrap();
+    n
+}
+
+/// Waits (bounded) until `check` holds: for state in Redis, which has no
+/// event to await.
+async fn until(mut check: impl FnMut() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !check() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("condition not reached in time");
+}
+
+/// A send to an id on another node is forwarded to that node and arrives;
+/// a send to an id no node has is reported `Undelivered(NotConnected)`.
+#[tokio::test]
+async fn send_reaches_an_id_on_another_node() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut bob = b.connect("bob").await;
+
+    let sent = a.pool.send(text_msg("bob", &[], "hi from A"));
+    assert_eq!(sent, Ok(Delivery::Forwarded));
+    assert_eq!(bob.recv().await.msg, "hi from A");
+
+    let mut events = a.pool.events();
+    assert_eq!(
+        a.pool.send(text_msg("nobody", &[], "lost")),
+        Ok(Delivery::Forwarded)
+    );
+    let e = wait_event(&mut events, |e| matches!(e, PoolEvent::Undelivered { .. })).await;
+    let PoolEvent::Undelivered { to, reason, .. } = e else {
+        unreachable!()
+    };
+    assert_eq!(
+        (to.as_str(), reason),
+        ("nobody", UndeliveredReason::NotConnected)
+    );
+}
+
+/// A client on A relays to an id on B: B's client gets it stamped; a relay
+/// to an id no node has earns the sender a status-4 receipt.
+#[tokio::test]
+async fn relay_and_receipts_cross_nodes() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut alice = a.connect("alice").await;
+    let mut bob = b.connect("bob").await;
+
+    alice.send(&text_msg("bob", &[], "psst")).await;
+    let got = bob.recv().await;
+    assert_eq!(
+        (got.msg.as_str(), got.from_client_id.as_str()),
+        ("psst", "alice")
+    );
+
+    let mut to_carol = text_msg("carol", &[], "anyone?");
+    to_carol.msg_id = "m-1".into();
+    alice.send(&to_carol).await;
+    let receipt = alice.recv().await;
+    assert_eq!(receipt.status, wspool::status::NOT_CONNECTED);
+    assert_eq!(receipt.msg_id, "m-1");
+
+    // Bob (on B) answers alice (on A).
+    bob.send(&text_msg("alice", &[], "back")).await;
+    assert_eq!(alice.recv().await.msg, "back");
+}
+
+/// A broadcast reaches every member on every node once, a member of two
+/// target channels included; only nodes with members subscribe.
+#[tokio::test]
+async fn broadcast_reaches_every_member_once() {
+    let redis = RedisServer::start();
+    let (a, b, c) = (node(&redis).await, node(&redis).await, node(&redis).await);
+    let mut a1 = a.connect("a1_room1").await;
+    let mut b1 = b.connect("b1_room1_room2").await;
+    let mut b2 = b.connect("b2_room2").await;
+    assert_eq!(numsub(&redis, "room1"), 2, "A and B, not C");
+    assert_eq!(numsub(&redis, "room2"), 1, "B only");
+
+    let n = c
+        .pool
+        .broadcast(text_msg("", &["room1", "room2"], "news"))
+        .unwrap();
+    assert_eq!(n, 0, "C has no members itself");
+    for client in [&mut a1, &mut b1, &mut b2] {
+        assert_eq!(client.recv().await.msg, "news");
+    }
+    // Nothing twice: the next frame each gets is the next message.
+    for (node, id, client) in [
+        (&a, "a1", &mut a1),
+        (&b, "b1", &mut b1),
+        (&b, "b2", &mut b2),
+    ] {
+        node.pool.send(text_msg(id, &[], "after")).unwrap();
+        assert_eq!(client.recv().await.msg, "after");
+    }
+
+    // The last member of room2 on B leaves: B unsubscribes.
+    b.pool.client("b1").unwrap().leave("room2");
+    drop(b2);
+    until(|| numsub(&redis, "room2") == 0).await;
+    assert_eq!(numsub(&redis, "room1"), 2);
+}
+
+/// `broadcast_all` reaches every client on every node.
+#[tokio::test]
+async fn broadcast_all_reaches_every_node() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut x = a.connect("x").await;
+    let mut y = b.connect("y").await;
+    assert_eq!(a.pool.broadcast_all(text_msg("", &[], "all")), 1);
+    assert_eq!(x.recv().await.msg, "all");
+    assert_eq!(y.recv().await.msg, "all");
+}
+
+/// One connection per id, cluster-wide: connecting on B closes A's
+/// connection with 4001 and B's gets what is sent to the id from then on.
+#[tokio::test]
+async fn one_connection_per_id_across_nodes() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut old = a.connect("alice").await;
+    let mut new = b.connect("alice").await;
+    assert_eq!(old.close_code().await, wspool::close_code::REPLACED);
+    assert_eq!(
+        a.pool.send(text_msg("alice", &[], "to the new one")),
+        Ok(Delivery::Forwarded)
+    );
+    assert_eq!(new.recv().await.msg, "to the new one");
+}
+
+/// With `DuplicatePolicy::Refuse`, a second connection of an id on
+/// another node is refused and the first stays.
+#[tokio::test]
+async fn refuse_policy_holds_across_nodes() {
+    let redis = RedisServer::start();
+    let refuse = || WsPool::builder().duplicate_policy(DuplicatePolicy::Refuse);
+    let (a, b) = (
+        node_with(&redis, refuse()).await,
+        node_with(&redis, refuse()).await,
+    );
+    let mut first = a.connect("alice").await;
+    match try_connect(b.addr, "/ws", Some("alice")).await {
+        Err((status, _)) => assert_eq!(status, 409),
+        Ok(mut second) => {
+            assert_eq!(second.close_code().await, wspool::close_code::POLICY)
+        }
+    }
+    b.pool.send(text_msg("alice", &[], "still here")).unwrap();
+    assert_eq!(first.recv().await.msg, "still here");
+}
+
+/// A client that leaves A and comes back on B gets what was sent to it
+/// meanwhile (direct and channel), in order, once, then live traffic.
+#[tokio::test]
+async fn offline_buffer_follows_the_client_to_another_node() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let _peer = b.connect("peer_room").await; // keeps room subscribed on B
+    let mut events = a.pool.events();
+    let alice = a.connect("alice_room").await;
+    assert!(alice.close_gracefully().await.is_empty());
+    wait_event(&mut events, |e| matches!(e, PoolEvent::Disconnected { .. })).await;
+    // The release reaches Redis on A's tasks: wait until the id is away.
+    until(|| {
+        let state: Option<String> = ::redis::cmd("HGET")
+            .arg("wspool:id:alice")
+            .arg("state")
+            .query(&mut redis.conn())
+            .unwrap();
+        state.as_deref() == Some("away")
+    })
+    .await;
+
+    assert_eq!(
+        b.pool.send(text_msg("alice", &[], "one")),
+        Ok(Delivery::Forwarded)
+    );
+    b.pool.send(text_msg("alice", &[], "two")).unwrap();
+    until(|| {
+        let len: i64 = ::redis::cmd("LLEN")
+            .arg("wspool:buf:alice")
+            .query(&mut redis.conn())
+            .unwrap();
+        len == 2
+    })
+    .await;
+
+    let mut back = b.connect("alice_room").await;
+    assert_eq!(back.recv().await.msg, "one");
+    assert_eq!(back.recv().await.msg, "two");
+    b.pool.send(text_msg("alice", &[], "live")).unwrap();
+    assert_eq!(back.recv().await.msg, "live");
+}
+
+/// Redis killed and restarted (empty) mid-traffic: the nodes report the
+/// outage, a send to another node fails with `Unavailable` while local
+/// clients are still served, and once Redis is back the nodes resubscribe
+/// and reclaim their ids with no client traffic, and cross-node delivery
+/// works again.
+#[tokio::test]
+async fn redis_restart_is_detected_and_recovered() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut local = a.connect("local_room").await;
+    let mut remote = b.connect("remote_room").await;
+    let mut events_a = a.pool.events();
+    let mut events_b = b.pool.events();
+
+    redis.kill();
+    wait_event(&mut events_a, |e| matches!(e, PoolEvent::ClusterDown)).await;
+    match a.pool.send(text_msg("remote", &[], "x")) {
+        Err(SendError::Unavailable(_)) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert_eq!(
+        a.pool.send(text_msg("local", &[], "still served")),
+        Ok(Delivery::Queued)
+    );
+    assert_eq!(local.recv().await.msg, "still served");
+
+    redis.restart();
+    wait_event(&mut events_a, |e| matches!(e, PoolEvent::ClusterUp { .. })).await;
+    wait_event(&mut events_b, |e| matches!(e, PoolEvent::ClusterUp { .. })).await;
+    until(|| numsub(&redis, "room") == 2).await;
+    a.pool
+        .send(text_msg("remote", &[], "after the restart"))
+        .unwrap();
+    assert_eq!(remote.recv().await.msg, "after the restart");
+    b.pool
+        .broadcast(text_msg("", &["room"], "to the room"))
+        .unwrap();
+    assert_eq!(local.recv().await.msg, "to the room");
+    assert_eq!(remote.recv().await.msg, "to the room");
+}
