@@ -260,6 +260,7 @@ impl ClientState {
             bytes_out: self.bytes_out.load(Relaxed),
             queued_messages,
             queued_bytes,
+            node: None,
         }
     }
 }
@@ -303,6 +304,35 @@ pub struct ClientInfo {
     pub queued_messages: usize,
     /// Bytes in its outbound queue now.
     pub queued_bytes: usize,
+    /// In a cluster, the node it is connected to (`None` on a single
+    /// node). For a client on another node, the counters and queue sizes
+    /// are zero and `format` and `remote_addr` unknown: presence carries
+    /// its id, kind, channels and connection time only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl ClientInfo {
+    /// A client on another node, from the cluster's presence record.
+    pub(crate) fn remote(p: crate::cluster::Presence) -> Self {
+        ClientInfo {
+            id: ClientId::from(p.id.as_str()),
+            kind: p.kind,
+            channels: p.channels,
+            format: Format::default(),
+            remote_addr: None,
+            connected_at: UNIX_EPOCH + Duration::from_millis(p.connected_at),
+            last_received_at: None,
+            last_sent_at: None,
+            messages_in: 0,
+            bytes_in: 0,
+            messages_out: 0,
+            bytes_out: 0,
+            queued_messages: 0,
+            queued_bytes: 0,
+            node: Some(p.node),
+        }
+    }
 }
 
 fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {

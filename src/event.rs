@@ -94,6 +94,19 @@ pub enum PoolEvent {
         /// Connections closed because another node had claimed their id.
         closed: usize,
     },
+    /// Publications to `channel` (`*` for `broadcast_all`) were missed by
+    /// this node and were no longer in the channel's history: its members
+    /// here did not get them.
+    ClusterGap {
+        /// The channel.
+        channel: String,
+        /// How many publications were missed.
+        missed: u64,
+    },
+    /// The cluster's store (Redis) lost its data, e.g. restarted without
+    /// persistence: what was buffered for clients that were away is gone.
+    /// This node's ids are claimed again.
+    ClusterDataLost,
 }
 
 /// Why a queued or buffered message will not be written.

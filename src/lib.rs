@@ -134,5 +134,5 @@ pub use proto::SendMsg;
 pub use route::{route, ws_handler, HandshakeRequest, Rejection};
 pub use routing::SendOptions;
 pub use serve::{serve, Serve};
-pub use stats::{RefusedStats, Stats};
+pub use stats::{ClusterStats, RefusedStats, Stats};
 pub use subscribe::{Lagged, Subscription};

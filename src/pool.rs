@@ -69,6 +69,11 @@ pub(crate) struct Inner {
     shutting_down: AtomicBool,
 }
 
+/// This node's id in the cluster.
+fn cluster_node_id(cluster: &dyn Cluster) -> Option<String> {
+    Some(cluster.node_id().to_owned())
+}
+
 impl Default for WsPool {
     fn default() -> Self {
         WsPool::new()
@@ -177,6 +182,64 @@ impl WsPool {
         self.node().clients()
     }
 
+    /// Runtime info of every client connected to any node of the cluster
+    /// (this node's first); on a single node, [`clients`](Self::clients).
+    /// A node that died drops out within its lease.
+    ///
+    /// # Errors
+    /// [`SendError::Unavailable`](crate::SendError::Unavailable) when the
+    /// cluster cannot be reached.
+    pub async fn cluster_clients(&self) -> Result<Vec<ClientInfo>, crate::SendError> {
+        let mut list = self.clients();
+        if let Some(cluster) = self.cluster() {
+            let node = cluster_node_id(cluster);
+            for info in list.iter_mut() {
+                info.node = node.clone();
+            }
+            list.extend(cluster.presence().await?.into_iter().map(|p| p.info()));
+        }
+        Ok(list)
+    }
+
+    /// The client `id` wherever it is connected in the cluster; on a
+    /// single node, [`client`](Self::client)'s info.
+    ///
+    /// # Errors
+    /// As [`cluster_clients`](Self::cluster_clients).
+    pub async fn cluster_client(&self, id: &str) -> Result<Option<ClientInfo>, crate::SendError> {
+        if let Some(client) = self.client(id) {
+            let mut info = client.info();
+            info.node = self.cluster().and_then(cluster_node_id);
+            return Ok(Some(info));
+        }
+        Ok(self
+            .cluster_clients()
+            .await?
+            .into_iter()
+            .find(|c| *c.id == *id))
+    }
+
+    /// The ids of the clients in `channel` on every node of the cluster; on
+    /// a single node, [`channel_members`](Self::channel_members).
+    ///
+    /// # Errors
+    /// As [`cluster_clients`](Self::cluster_clients).
+    pub async fn cluster_channel_members(
+        &self,
+        channel: &str,
+    ) -> Result<Vec<ClientId>, crate::SendError> {
+        let mut ids = self.channel_members(channel);
+        if let Some(cluster) = self.cluster() {
+            let others = cluster.presence().await?;
+            ids.extend(
+                (others.into_iter())
+                    .filter(|p| p.channels.iter().any(|c| c == channel))
+                    .map(|p| ClientId::from(p.id.as_str())),
+            );
+        }
+        Ok(ids)
+    }
+
     /// The ids of the clients connected to this node in `channel`.
     pub fn channel_members(&self, channel: &str) -> Vec<ClientId> {
         self.node().members(channel)
@@ -187,9 +250,12 @@ impl WsPool {
         self.node().channel_names()
     }
 
-    /// A snapshot of this node's counters.
+    /// A snapshot of this node's counters (in a cluster, with its traffic
+    /// with the other nodes in [`Stats::cluster`]).
     pub fn stats(&self) -> Stats {
-        self.counters().snapshot(self.node().gauges())
+        let mut stats = self.counters().snapshot(self.node().gauges());
+        stats.cluster = self.cluster().map(|c| c.stats());
+        stats
     }
 
     pub(crate) fn join(&self, state: &ClientState, channel: &str) -> Result<bool, JoinError> {

@@ -412,6 +412,32 @@ impl WsPool {
         self.emit(|| PoolEvent::ClusterUp { closed });
     }
 
+    /// Publications to `channel` were missed and are gone from its history.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cluster_gap(&self, channel: &str, missed: u64) {
+        let channel = channel.to_owned();
+        self.emit(|| PoolEvent::ClusterGap { channel, missed });
+    }
+
+    /// The cluster's store lost its data (a Redis restart without
+    /// persistence): offline buffers and histories are gone.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cluster_data_lost(&self) {
+        self.emit(|| PoolEvent::ClusterDataLost);
+    }
+
+    /// Puts what was buffered in the cluster for `state`'s id ahead of its
+    /// queue; what does not fit is reported.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cluster_take_buffered(
+        &self,
+        state: &crate::client::ClientState,
+        buffered: Vec<Arc<Encoded>>,
+    ) {
+        let rest = self.node().prepend(state, buffered);
+        self.report_undelivered(&state.id, rest, UndeliveredReason::OfflineFull);
+    }
+
     /// Reports a direct message the cluster could not deliver: an event,
     /// and a receipt to the client it was relayed from.
     pub(crate) fn undeliverable(&self, encoded: &Arc<Encoded>, to: &str, why: SendError) {

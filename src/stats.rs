@@ -76,6 +76,39 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// Handshakes refused, by reason.
     pub refused: RefusedStats,
+    /// In a cluster, this node's traffic with the others (`None` on a
+    /// single node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStats>,
+}
+
+/// This node's traffic with the rest of a cluster (CLUSTER.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ClusterStats {
+    /// This node's id.
+    pub node: String,
+    /// Whether the link to the cluster is up now.
+    pub up: bool,
+    /// Direct messages forwarded to another node (or the id's buffer).
+    pub forwarded: u64,
+    /// Broadcasts published to the other nodes.
+    pub published: u64,
+    /// Messages received from other nodes.
+    pub received: u64,
+    /// Messages recovered after being missed: from a channel's history, or
+    /// buffered for this node's clients while its link was down.
+    pub recovered: u64,
+    /// Publications known to be missed and no longer recoverable
+    /// (reported as [`PoolEvent::ClusterGap`](crate::PoolEvent::ClusterGap)).
+    pub missed: u64,
+    /// Sends and broadcasts refused with `Unavailable`.
+    pub unavailable: u64,
+    /// Times the link to the cluster was lost.
+    pub outages: u64,
+    /// Times the cluster's store was found to have lost its data.
+    pub data_losses: u64,
 }
 
 /// Handshakes refused, by reason.
@@ -139,6 +172,7 @@ impl Counters {
                 per_ip: r(&self.refused_per_ip),
                 busy: r(&self.refused_busy),
             },
+            cluster: None,
         }
     }
 }

@@ -286,3 +286,150 @@ async fn redis_restart_is_detected_and_recovered() {
     assert_eq!(local.recv().await.msg, "to the room");
     assert_eq!(remote.recv().await.msg, "to the room");
 }
+
+/// Presence is cluster-wide: any node lists every node's clients (with the
+/// node each is on) and every node's members of a channel; a join, a leave
+/// and a disconnect on one node show on the others.
+#[tokio::test]
+async fn presence_is_cluster_wide() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let _alice = a.connect("alice_room").await;
+    let bob = b.connect("bob_room").await;
+
+    let mut all = a.pool.cluster_clients().await.unwrap();
+    all.sort_by(|x, y| x.id.cmp(&y.id));
+    let ids: Vec<&str> = all.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["alice", "bob"]);
+    assert!(all[0].node.is_some() && all[1].node.is_some());
+    assert_ne!(all[0].node, all[1].node, "each on its own node");
+    assert_eq!(all[1].channels, ["room"]);
+    let found = a
+        .pool
+        .cluster_client("bob")
+        .await
+        .unwrap()
+        .expect("bob is on B");
+    assert_eq!(found.node, all[1].node);
+
+    let mut members = b.pool.cluster_channel_members("room").await.unwrap();
+    members.sort();
+    assert_eq!(members, ["alice", "bob"]);
+
+    b.pool.client("bob").unwrap().leave("room");
+    let seen_by_a = || async { a.pool.cluster_channel_members("room").await.unwrap() };
+    tokio::time::timeout(WAIT, async {
+        while seen_by_a().await.len() != 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the leave shows on A");
+
+    drop(bob);
+    tokio::time::timeout(WAIT, async {
+        while a.pool.cluster_clients().await.unwrap().len() != 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the disconnect shows on A");
+    assert!(a.pool.cluster_client("bob").await.unwrap().is_none());
+}
+
+/// Kills one node's pub/sub connection in Redis (found by its
+/// subscription count, `subs`), as a network blip would.
+fn kill_pubsub_with(redis: &RedisServer, subs: usize) {
+    let list: String = ::redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut redis.conn())
+        .unwrap();
+    let line = list
+        .lines()
+        .find(|l| l.contains(&format!(" sub={subs} ")))
+        .expect("the node's pub/sub connection");
+    let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
+    let _: () = ::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query(&mut redis.conn())
+        .unwrap();
+}
+
+/// What B missed while its pub/sub link was down is recovered when it is
+/// back, with no client traffic: channel publications from the channel's
+/// history, in order, and direct messages from the buffer Redis kept
+/// because nobody listened. Past the history, the gap is reported.
+#[tokio::test]
+async fn missed_traffic_is_recovered_or_reported() {
+    let redis = RedisServer::start();
+    let mut short = RedisConfig::new(redis.url());
+    short.history_len = 3;
+    let a = WsPool::builder()
+        .redis_config(short)
+        .connect()
+        .await
+        .unwrap();
+    // B stays away long enough for A's traffic to happen meanwhile.
+    let mut slow = RedisConfig::new(redis.url());
+    slow.reconnect_delay = Duration::from_secs(2);
+    let b = WsPool::builder()
+        .redis_config(slow)
+        .connect()
+        .await
+        .unwrap();
+    let b = Node {
+        addr: start(&b).await,
+        pool: b,
+    };
+    let mut bob = b.connect("bob_room").await; // B: n:B, all, c:room = 3
+    a.broadcast(text_msg("", &["room"], "before")).unwrap();
+    assert_eq!(bob.recv().await.msg, "before");
+    let mut events = b.pool.events();
+
+    kill_pubsub_with(&redis, 3);
+    wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterDown)).await;
+    for text in ["m1", "m2", "m3", "m4"] {
+        a.broadcast(text_msg("", &["room"], text)).unwrap();
+    }
+    assert_eq!(
+        a.send(text_msg("bob", &[], "direct")),
+        Ok(Delivery::Forwarded)
+    );
+    // The send script buffers it: nobody listens on B's channel.
+    until(|| {
+        let len: i64 = ::redis::cmd("LLEN")
+            .arg("wspool:buf:bob")
+            .query(&mut redis.conn())
+            .unwrap();
+        len == 1
+    })
+    .await;
+
+    let gap = wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterGap { .. })).await;
+    let PoolEvent::ClusterGap { channel, missed } = gap else {
+        unreachable!()
+    };
+    assert_eq!(
+        (channel.as_str(), missed),
+        ("room", 1),
+        "m1 fell out of a history of 3"
+    );
+    wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterUp { .. })).await;
+    let got: Vec<String> = [
+        bob.recv().await,
+        bob.recv().await,
+        bob.recv().await,
+        bob.recv().await,
+    ]
+    .into_iter()
+    .map(|m| m.msg)
+    .collect();
+    assert_eq!(got, ["m2", "m3", "m4", "direct"]);
+    let stats = b.pool.stats().cluster.unwrap();
+    assert_eq!((stats.recovered, stats.missed, stats.outages), (4, 1, 1));
+
+    a.broadcast(text_msg("", &["room"], "live")).unwrap();
+    assert_eq!(bob.recv().await.msg, "live");
+}

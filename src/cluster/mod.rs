@@ -44,6 +44,12 @@ pub(crate) enum Target<'a> {
 /// returns at once (the work happens on the backend's tasks); outcomes
 /// that come later are reported through the pool (events and receipts).
 pub(crate) trait Cluster: Send + Sync + 'static {
+    /// This node's id in the cluster.
+    fn node_id(&self) -> &str;
+
+    /// The backend's counters.
+    fn stats(&self) -> crate::ClusterStats;
+
     /// Routes `encoded` to client `to`, which is not on this node: to the
     /// node that owns it, or to its offline buffer. `Forwarded` means on
     /// its way; `NotConnected` comes back later as an `Undelivered` event
@@ -96,6 +102,29 @@ pub(crate) trait Cluster: Send + Sync + 'static {
 
     /// Tells the cluster that the channels of `state` changed (presence).
     fn channels_changed(&self, state: &ClientState, channels: Vec<String>);
+
+    /// The clients connected to the other live nodes.
+    ///
+    /// # Errors
+    /// [`SendError::Unavailable`] when the cluster cannot be reached.
+    fn presence(&self) -> BoxFuture<'_, Result<Vec<Presence>, SendError>>;
+}
+
+/// What the cluster knows of a client on another node.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Presence {
+    pub(crate) id: String,
+    pub(crate) kind: String,
+    pub(crate) channels: Vec<String>,
+    pub(crate) connected_at: u64,
+    pub(crate) node: String,
+}
+
+impl Presence {
+    pub(crate) fn info(self) -> crate::ClientInfo {
+        crate::ClientInfo::remote(self)
+    }
 }
 
 /// An id claimed for a connection on this node.

@@ -192,8 +192,7 @@ async fn claim(
     match cluster.claim(state, channels, refuse).await {
         Ok(claimed) => {
             state.set_epoch(claimed.epoch);
-            let rest = pool.node().prepend(state, claimed.buffered);
-            pool.report_undelivered(&state.id, rest, UndeliveredReason::OfflineFull);
+            pool.cluster_take_buffered(state, claimed.buffered);
             Ok(())
         }
         Err(SendError::NotConnected(_)) => {

@@ -143,9 +143,13 @@ async fn broadcast_all(pool: WsPool, MsgBody(msg): MsgBody) -> Response {
 }
 
 async fn clients(pool: WsPool) -> Response {
-    let mut list = pool.clients();
-    list.sort_by(|a, b| a.id.cmp(&b.id));
-    Json(list).into_response()
+    match pool.cluster_clients().await {
+        Ok(mut list) => {
+            list.sort_by(|a, b| a.id.cmp(&b.id));
+            Json(list).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
 }
 
 fn not_found(id: &str) -> Response {

@@ -367,6 +367,7 @@ impl State {
     /// The index of `priority`'s lane, made if missing. Lanes are sorted
     /// highest first: the first not above `priority` is its lane, or where
     /// its lane goes.
+    #[inline]
     fn lane(&mut self, priority: i32) -> usize {
         let i = (self.lanes.iter())
             .position(|l| l.priority <= priority)

@@ -30,7 +30,7 @@
 mod scripts;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Weak,
@@ -48,10 +48,10 @@ use redis::{
 };
 use tokio::sync::mpsc;
 
-use super::{arrived, envelope, BoxFuture, Claimed, Cluster, Target};
+use super::{arrived, envelope, BoxFuture, Claimed, Cluster, Presence, Target};
 use crate::{
     client::ClientState, event::UndeliveredReason, message::Encoded, pool::Inner,
-    proto::cluster::Envelope, ClientId, Delivery, SendError, WsPool,
+    proto::cluster::Envelope, stats::bump, ClientId, ClusterStats, Delivery, SendError, WsPool,
 };
 
 /// Why the Redis backend could not start.
@@ -99,6 +99,12 @@ pub struct RedisConfig {
     pub max_pending: usize,
     /// A Redis command's answer is awaited this long (default 2 s).
     pub command_timeout: Duration,
+    /// Publications kept per channel (default 1,000, for at most the
+    /// pool's `message_ttl`) so that a node that missed some recovers
+    /// them; a node that missed more reports the gap.
+    pub history_len: usize,
+    /// The pause before reconnecting a lost pub/sub link (default 200 ms).
+    pub reconnect_delay: Duration,
 }
 
 impl RedisConfig {
@@ -112,6 +118,8 @@ impl RedisConfig {
             probe_interval: Duration::from_secs(1),
             max_pending: 65_536,
             command_timeout: Duration::from_secs(2),
+            history_len: 1_000,
+            reconnect_delay: Duration::from_millis(200),
         }
     }
 }
@@ -161,8 +169,12 @@ pub(crate) async fn connect(
         next_id: AtomicU64::new(1),
         config: redis.clone(),
         pool: Mutex::new(Weak::new()),
+        run: Mutex::new(String::new()),
+        stats: Counters::default(),
     });
     shared.renew_lease().await?;
+    *shared.run.lock() = mark_run(&shared).await?;
+    shared.scripts.load(&mut conn.clone()).await;
     let backend = Arc::new(RedisCluster {
         shared: shared.clone(),
     });
@@ -209,10 +221,30 @@ impl Keys {
     fn all(&self) -> String {
         format!("{}:all", self.prefix)
     }
+    /// The publication counter of pub/sub channel `pubsub` (`P:c:<name>`
+    /// or `P:all`).
+    fn sequence(&self, pubsub: &str) -> String {
+        format!("{}:seq:{}", self.prefix, self.suffix(pubsub))
+    }
+    /// The recent publications of pub/sub channel `pubsub`.
+    fn history(&self, pubsub: &str) -> String {
+        format!("{}:hist:{}", self.prefix, self.suffix(pubsub))
+    }
+    fn suffix<'a>(&self, pubsub: &'a str) -> &'a str {
+        pubsub
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|s| s.strip_prefix(':'))
+            .unwrap_or(pubsub)
+    }
+    /// Set once per Redis lifetime: gone means Redis lost its data.
+    fn run(&self) -> String {
+        format!("{}:run", self.prefix)
+    }
 }
 
 struct Scripts {
     send: Script,
+    publish: Script,
     claim: Script,
     release: Script,
     check: Script,
@@ -222,9 +254,18 @@ impl Scripts {
     fn new() -> Self {
         Scripts {
             send: Script::new(scripts::SEND),
+            publish: Script::new(scripts::PUBLISH),
             claim: Script::new(scripts::CLAIM),
             release: Script::new(scripts::RELEASE),
             check: Script::new(scripts::CHECK),
+        }
+    }
+
+    /// Loads the scripts the writer pipelines by hash (after a restart
+    /// Redis has forgotten them: `NOSCRIPT`).
+    async fn load(&self, conn: &mut ConnectionManager) {
+        for script in [&self.send, &self.publish] {
+            let _ = script.prepare_invoke().load_async(conn).await;
         }
     }
 }
@@ -251,6 +292,22 @@ struct Shared {
     config: RedisConfig,
     /// The pool, to deliver what arrives; weak, so the tasks end with it.
     pool: Mutex<Weak<Inner>>,
+    /// The run marker seen in Redis (see `check_run`).
+    run: Mutex<String>,
+    stats: Counters,
+}
+
+/// The backend's tallies (relaxed atomics, read as a snapshot).
+#[derive(Default)]
+struct Counters {
+    forwarded: AtomicU64,
+    published: AtomicU64,
+    received: AtomicU64,
+    recovered: AtomicU64,
+    missed: AtomicU64,
+    unavailable: AtomicU64,
+    outages: AtomicU64,
+    data_losses: AtomicU64,
 }
 
 enum Op {
@@ -293,13 +350,17 @@ impl Shared {
 
     fn enqueue(&self, op: Op) -> Result<(), SendError> {
         if !self.up.load(Ordering::Acquire) {
+            bump(&self.stats.unavailable, 1);
             return Err(self.unavailable());
         }
-        self.ops.try_send(op).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                SendError::Unavailable("too many commands waiting for redis".into())
+        self.ops.try_send(op).map_err(|e| {
+            bump(&self.stats.unavailable, 1);
+            match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    SendError::Unavailable("too many commands waiting for redis".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => self.unavailable(),
             }
-            mpsc::error::TrySendError::Closed(_) => self.unavailable(),
         })
     }
 
@@ -322,6 +383,68 @@ impl Shared {
 }
 
 impl Cluster for RedisCluster {
+    fn node_id(&self) -> &str {
+        &self.shared.node
+    }
+
+    fn stats(&self) -> ClusterStats {
+        let c = &self.shared.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ClusterStats {
+            node: self.shared.node.clone(),
+            up: self.shared.up.load(Ordering::Acquire),
+            forwarded: get(&c.forwarded),
+            published: get(&c.published),
+            received: get(&c.received),
+            recovered: get(&c.recovered),
+            missed: get(&c.missed),
+            unavailable: get(&c.unavailable),
+            outages: get(&c.outages),
+            data_losses: get(&c.data_losses),
+        }
+    }
+
+    fn presence(&self) -> BoxFuture<'_, Result<Vec<Presence>, SendError>> {
+        Box::pin(async move {
+            let s = &self.shared;
+            let mut conn = s.conn.clone();
+            let unavailable = |e: redis::RedisError| SendError::Unavailable(e.to_string());
+            let nodes: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(s.keys.nodes())
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for node in nodes.into_iter().filter(|n| *n != s.node) {
+                let (alive, records): (bool, Vec<String>) = redis::pipe()
+                    .cmd("EXISTS")
+                    .arg(s.keys.lease(&node))
+                    .cmd("HVALS")
+                    .arg(s.keys.presence(&node))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                if !alive {
+                    // Its lease ran out: the node is gone, and so are its
+                    // clients.
+                    let _: redis::RedisResult<()> = redis::pipe()
+                        .cmd("SREM")
+                        .arg(s.keys.nodes())
+                        .arg(&node)
+                        .ignore()
+                        .cmd("DEL")
+                        .arg(s.keys.presence(&node))
+                        .ignore()
+                        .query_async(&mut conn)
+                        .await;
+                    continue;
+                }
+                out.extend(records.iter().filter_map(|r| serde_json::from_str(r).ok()));
+            }
+            Ok(out)
+        })
+    }
+
     fn send(&self, encoded: &Arc<Encoded>, to: &str) -> Result<Delivery, SendError> {
         let s = &self.shared;
         let env = envelope(encoded, &s.node, s.next_id(), Target::Id(to));
@@ -330,6 +453,7 @@ impl Cluster for RedisCluster {
             env,
             encoded: encoded.clone(),
         })?;
+        bump(&s.stats.forwarded, 1);
         Ok(Delivery::Forwarded)
     }
 
@@ -465,15 +589,22 @@ async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
     while ops.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
+        let Some(pool) = shared.pool() else { return };
+        let (max, ttl) = (
+            pool.config().offline_max_messages(),
+            pool.config().offline_ttl().as_millis() as u64,
+        );
+        // Publications older than a message's time to live are not worth
+        // recovering.
+        let history_ttl = pool
+            .config()
+            .message_ttl()
+            .as_millis()
+            .min(u64::MAX as u128) as u64;
+        drop(pool);
         for op in &batch {
             match op {
                 Op::Send { to, env, .. } => {
-                    let max = shared
-                        .pool()
-                        .map_or(0, |p| p.config().offline_max_messages());
-                    let ttl = shared
-                        .pool()
-                        .map_or(0, |p| p.config().offline_ttl().as_millis() as u64);
                     pipe.cmd("EVALSHA")
                         .arg(shared.scripts.send.get_hash())
                         .arg(2)
@@ -485,9 +616,21 @@ async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
                         .arg(ttl.max(1));
                 }
                 Op::Publish { channels, env, .. } => {
+                    pipe.cmd("EVALSHA")
+                        .arg(shared.scripts.publish.get_hash())
+                        .arg(channels.len() * 2);
                     for ch in channels {
-                        pipe.cmd("PUBLISH").arg(ch).arg(env.as_ref()).ignore();
+                        pipe.arg(shared.keys.sequence(ch))
+                            .arg(shared.keys.history(ch));
                     }
+                    pipe.arg(shared.config.history_len.max(1))
+                        .arg(history_ttl.max(1))
+                        .arg(env.as_ref());
+                    for ch in channels {
+                        pipe.arg(ch);
+                    }
+                    pipe.ignore();
+                    bump(&shared.stats.published, 1);
                 }
             }
         }
@@ -499,12 +642,7 @@ async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
             if results.iter().any(is_noscript) {
                 // Redis restarted and forgot the scripts: load them, retry
                 // (a script that failed with NOSCRIPT did nothing).
-                let _ = shared
-                    .scripts
-                    .send
-                    .prepare_invoke()
-                    .load_async(&mut conn)
-                    .await;
+                shared.scripts.load(&mut conn).await;
                 result = pipe.query_async(&mut conn).await;
             }
         }
@@ -556,9 +694,10 @@ fn report_sends(shared: &Shared, batch: &[Op], results: &[redis::RedisResult<Val
 }
 
 /// Keeps the pub/sub link: subscribes this node's channel, `all`, and the
-/// channels this node has members in; delivers what arrives; probes the
-/// link and reconnects (resubscribing, then checking this node's ids) when
-/// it breaks or goes quiet.
+/// channels this node has members in; delivers what arrives, recovering
+/// publications it missed from their history; probes the link and
+/// reconnects (resubscribing, recovering, then checking this node's ids)
+/// when it breaks or goes quiet.
 async fn subscriber(
     shared: Arc<Shared>,
     client: Client,
@@ -567,25 +706,35 @@ async fn subscriber(
 ) {
     let mut ready = Some(ready);
     let mut first = true;
+    // The last publication number seen per subscribed pub/sub channel.
+    let mut last: HashMap<String, u64> = HashMap::new();
     loop {
         let Some(pool) = shared.pool() else { return };
         match client.get_async_pubsub().await {
             Ok(pubsub) => {
                 let (mut sink, mut stream) = pubsub.split();
-                let mut channels: HashSet<String> = pool
-                    .node()
-                    .channel_names()
-                    .into_iter()
-                    .map(|c| shared.keys.channel(&c))
-                    .collect();
-                // Changes queued before this point are in the list already.
+                // Changes queued before this point are in the list below.
                 while subs.try_recv().is_ok() {}
+                let mut channels: HashSet<String> = (pool.node().channel_names().iter())
+                    .map(|c| shared.keys.channel(c))
+                    .collect();
                 channels.insert(shared.keys.node_channel(&shared.node));
                 channels.insert(shared.keys.all());
+                last.retain(|c, _| channels.contains(c));
+                // Numbered before subscribing: a publication between the two
+                // shows as a gap and is recovered, not skipped.
+                for channel in &channels {
+                    if !last.contains_key(channel) {
+                        let seq = sequence(&shared, channel).await.unwrap_or(0);
+                        last.insert(channel.clone(), seq);
+                    }
+                }
                 let list: Vec<&String> = channels.iter().collect();
                 if sink.subscribe(&list).await.is_ok() {
                     if !first {
                         shared.up.store(true, Ordering::Release);
+                        check_run(&shared, &pool).await;
+                        catch_up(&shared, &pool, &mut last).await;
                         pool.cluster_resynced(resync(&shared, &pool).await);
                     }
                     first = false;
@@ -597,13 +746,22 @@ async fn subscriber(
                     loop {
                         tokio::select! {
                             msg = stream.next() => match msg {
-                                Some(msg) => inbound(&shared, msg),
+                                Some(msg) => inbound(&shared, msg, &mut last).await,
                                 None => break,
                             },
                             op = subs.recv() => {
                                 let r = match op {
-                                    Some(SubOp::Subscribe(c)) => sink.subscribe(shared.keys.channel(&c)).await,
-                                    Some(SubOp::Unsubscribe(c)) => sink.unsubscribe(shared.keys.channel(&c)).await,
+                                    Some(SubOp::Subscribe(c)) => {
+                                        let channel = shared.keys.channel(&c);
+                                        let seq = sequence(&shared, &channel).await.unwrap_or(0);
+                                        last.insert(channel.clone(), seq);
+                                        sink.subscribe(channel).await
+                                    }
+                                    Some(SubOp::Unsubscribe(c)) => {
+                                        let channel = shared.keys.channel(&c);
+                                        last.remove(&channel);
+                                        sink.unsubscribe(channel).await
+                                    }
                                     None => return,
                                 };
                                 if r.is_err() { break; }
@@ -624,102 +782,255 @@ async fn subscriber(
         if let Some(pool) = shared.pool() {
             if shared.up.swap(false, Ordering::AcqRel) {
                 tracing::warn!("redis pub/sub link lost: reconnecting");
+                bump(&shared.stats.outages, 1);
                 pool.cluster_down();
             }
         }
         if let Some(r) = ready.take() {
             let _ = r.send(());
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(shared.config.reconnect_delay).await;
     }
 }
 
 /// Handles one pub/sub message.
-fn inbound(shared: &Shared, msg: redis::Msg) {
+async fn inbound(shared: &Shared, msg: redis::Msg, last: &mut HashMap<String, u64>) {
     let Some(pool) = shared.pool() else { return };
     let channel = msg.get_channel_name();
     let payload = msg.get_payload_bytes();
     if channel == shared.keys.node_channel(&shared.node) {
-        let (kind, rest) = match payload.split_first() {
-            Some((k, rest)) => (*k, rest),
-            None => return,
-        };
-        let Some(colon) = rest.iter().position(|b| *b == b':') else {
-            return;
-        };
-        let epoch: u64 = std::str::from_utf8(&rest[..colon])
-            .ok()
-            .and_then(|e| e.parse().ok())
-            .unwrap_or(0);
-        let body = &rest[colon + 1..];
-        match kind {
-            b'D' => {
-                if let Ok(env) = Envelope::decode(body) {
-                    pool.cluster_deliver(env, None, epoch);
-                }
-            }
-            b'K' => {
-                if let Ok(id) = std::str::from_utf8(body) {
-                    pool.cluster_replaced(id, epoch);
-                }
-            }
-            _ => tracing::debug!(kind, "unknown node message"),
-        }
+        node_message(shared, &pool, payload);
         return;
     }
-    let Ok(env) = Envelope::decode(payload) else {
+    let Some((seq, body)) = split_number(payload) else {
+        tracing::debug!(channel, "malformed publication");
+        return;
+    };
+    if let Some(&prev) = last.get(channel) {
+        if seq <= prev {
+            return; // seen already (recovered from the history)
+        }
+        if seq > prev + 1 {
+            recover(shared, &pool, channel, prev, seq).await;
+        }
+    }
+    last.insert(channel.to_owned(), seq);
+    publication(shared, &pool, channel, body);
+}
+
+/// `<number>:<rest>`.
+fn split_number(payload: &[u8]) -> Option<(u64, &[u8])> {
+    let colon = payload.iter().position(|b| *b == b':')?;
+    let n = std::str::from_utf8(&payload[..colon]).ok()?.parse().ok()?;
+    Some((n, &payload[colon + 1..]))
+}
+
+/// A message on this node's own channel: a direct message, or a takeover.
+fn node_message(shared: &Shared, pool: &WsPool, payload: &[u8]) {
+    let Some((&kind, rest)) = payload.split_first() else {
+        return;
+    };
+    let Some((epoch, body)) = split_number(rest) else {
+        return;
+    };
+    match kind {
+        b'D' => {
+            if let Ok(env) = Envelope::decode(body) {
+                bump(&shared.stats.received, 1);
+                pool.cluster_deliver(env, None, epoch);
+            }
+        }
+        b'K' => {
+            if let Ok(id) = std::str::from_utf8(body) {
+                pool.cluster_replaced(id, epoch);
+            }
+        }
+        b'X' => {
+            if let Ok(id) = std::str::from_utf8(body) {
+                if let Some(client) = pool.client(id) {
+                    client.disconnect();
+                }
+            }
+        }
+        _ => tracing::debug!(kind, "unknown node message"),
+    }
+}
+
+/// Delivers one channel or `all` publication here (unless this node sent
+/// it: it reached its own members directly).
+fn publication(shared: &Shared, pool: &WsPool, channel: &str, body: &[u8]) {
+    let Ok(env) = Envelope::decode(body) else {
         tracing::debug!(channel, "undecodable envelope");
         return;
     };
     if env.origin_node == shared.node {
-        return; // this node reached its own members already
+        return;
     }
+    bump(&shared.stats.received, 1);
     if env.all {
         pool.cluster_deliver(env, None, 0);
-    } else if let Some(name) = channel.strip_prefix(&format!("{}:c:", shared.keys.prefix)) {
+    } else if let Some(name) = channel.strip_prefix(&shared.keys.channel("")) {
         let name = name.to_owned();
         pool.cluster_deliver(env, Some(&name), 0);
     }
 }
 
+/// Publications `after < n < before` on `channel` were missed: deliver
+/// those still in its history, in order; report the rest.
+async fn recover(shared: &Shared, pool: &WsPool, channel: &str, after: u64, before: u64) {
+    let mut conn = shared.conn.clone();
+    let history: Vec<Vec<u8>> = redis::cmd("LRANGE")
+        .arg(shared.keys.history(channel))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    let mut found: Vec<(u64, &[u8])> = (history.iter())
+        .filter_map(|h| split_number(h))
+        .filter(|(n, _)| *n > after && *n < before)
+        .collect();
+    found.sort_by_key(|(n, _)| *n);
+    found.dedup_by_key(|(n, _)| *n);
+    let missed = (before - after - 1).saturating_sub(found.len() as u64);
+    bump(&shared.stats.recovered, found.len() as u64);
+    for (_, body) in found {
+        publication(shared, pool, channel, body);
+    }
+    if missed > 0 {
+        bump(&shared.stats.missed, missed);
+        tracing::warn!(
+            channel,
+            missed,
+            "publications missed and no longer in the history"
+        );
+        pool.cluster_gap(
+            channel
+                .strip_prefix(&shared.keys.channel(""))
+                .unwrap_or("*"),
+            missed,
+        );
+    }
+}
+
+/// The number of the last publication to pub/sub channel `channel`.
+async fn sequence(shared: &Shared, channel: &str) -> redis::RedisResult<u64> {
+    let mut conn = shared.conn.clone();
+    let seq: Option<u64> = redis::cmd("GET")
+        .arg(shared.keys.sequence(channel))
+        .query_async(&mut conn)
+        .await?;
+    Ok(seq.unwrap_or(0))
+}
+
+/// After a reconnect: what was published to the subscribed channels while
+/// the link was down is recovered from their histories.
+async fn catch_up(shared: &Shared, pool: &WsPool, last: &mut HashMap<String, u64>) {
+    let mut conn = shared.conn.clone();
+    for (channel, prev) in last.iter_mut() {
+        let now: Option<u64> = redis::cmd("GET")
+            .arg(shared.keys.sequence(channel))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or(None);
+        if channel == &shared.keys.node_channel(&shared.node) {
+            continue; // direct messages: recovered by `resync`
+        }
+        match now {
+            Some(now) if now > *prev => {
+                recover(shared, pool, channel, *prev, now + 1).await;
+                *prev = now;
+            }
+            Some(_) => {}
+            // The counter is gone: Redis lost its data (reported by
+            // `check_run`); numbering starts again.
+            None => *prev = 0,
+        }
+    }
+}
+
+/// Detects a Redis that lost its data (restarted without persistence, or
+/// flushed): the run marker this node saw is gone.
+async fn check_run(shared: &Shared, pool: &WsPool) {
+    let seen = shared.run.lock().clone();
+    match mark_run(shared).await {
+        Ok(now) if now != seen => {
+            bump(&shared.stats.data_losses, 1);
+            tracing::warn!("redis lost its data: ids are claimed again, buffers are gone");
+            pool.cluster_data_lost();
+            *shared.run.lock() = now;
+        }
+        _ => {}
+    }
+}
+
+/// Sets the run marker unless present; returns it.
+async fn mark_run(shared: &Shared) -> redis::RedisResult<String> {
+    let mut conn = shared.conn.clone();
+    let (run,): (String,) = redis::pipe()
+        .cmd("SET")
+        .arg(shared.keys.run())
+        .arg(random_id())
+        .arg("NX")
+        .ignore()
+        .cmd("GET")
+        .arg(shared.keys.run())
+        .query_async(&mut conn)
+        .await?;
+    Ok(run)
+}
+
 /// After a reconnect: which of this node's ids does it still hold? Those
 /// lost to another claim are closed (4001); those Redis forgot are claimed
-/// again. Returns how many were closed.
+/// again; what was buffered for held ones while the link was down is
+/// delivered. Returns how many were closed.
 async fn resync(shared: &Shared, pool: &WsPool) -> usize {
     let _ = shared.renew_lease().await;
-    let conns = pool.node().online();
-    if conns.is_empty() {
-        return 0;
-    }
-    let mut inv = shared.scripts.check.prepare_invoke();
-    inv.arg(&shared.node);
-    for c in &conns {
-        inv.key(shared.keys.owner(&c.id));
-    }
-    for c in &conns {
-        inv.arg(c.epoch());
-    }
-    let mut conn = shared.conn.clone();
-    let Ok(held) = inv.invoke_async::<Vec<i64>>(&mut conn).await else {
-        return 0;
-    };
     let mut closed = 0;
-    for (state, held) in conns.iter().zip(held) {
-        match held {
-            0 => {
+    for state in pool.node().online() {
+        let mut conn = shared.conn.clone();
+        let reply: redis::RedisResult<Vec<Value>> = shared
+            .scripts
+            .check
+            .key(shared.keys.owner(&state.id))
+            .key(shared.keys.buffer(&state.id))
+            .arg(&shared.node)
+            .arg(state.epoch())
+            .invoke_async(&mut conn)
+            .await;
+        let Ok(reply) = reply else { continue };
+        let mut it = reply.into_iter();
+        match it.next() {
+            Some(Value::Int(0)) => {
                 pool.cluster_replaced(&state.id, u64::MAX);
                 closed += 1;
             }
-            2 => {
-                let channels = pool.node().channels_of(state);
-                if let Ok(claimed) = claim(shared, state, channels, false).await {
+            Some(Value::Int(1)) => {
+                let buffered = envelopes(it);
+                bump(&shared.stats.recovered, buffered.len() as u64);
+                pool.cluster_take_buffered(&state, buffered);
+            }
+            _ => {
+                let channels = pool.node().channels_of(&state);
+                if let Ok(claimed) = claim(shared, &state, channels, false).await {
                     state.set_epoch(claimed.epoch);
+                    pool.cluster_take_buffered(&state, claimed.buffered);
                 }
             }
-            _ => {}
         }
     }
     closed
+}
+
+/// Buffered envelopes from a script's reply, as messages for this node.
+fn envelopes(values: impl Iterator<Item = Value>) -> Vec<Arc<Encoded>> {
+    values
+        .filter_map(|v| match v {
+            Value::BulkString(b) => Envelope::decode(b.as_slice()).ok(),
+            _ => None,
+        })
+        .map(|mut env| arrived(&mut env))
+        .collect()
 }
 
 /// Claims `state`'s id for this node; returns the claim number and what
@@ -751,14 +1062,10 @@ async fn claim(
         Some(Value::Int(e)) if e >= 0 => e as u64,
         _ => return Err(SendError::NotConnected(state.id.clone())),
     };
-    let buffered = it
-        .filter_map(|v| match v {
-            Value::BulkString(b) => Envelope::decode(b.as_slice()).ok(),
-            _ => None,
-        })
-        .map(|mut env| arrived(&mut env))
-        .collect();
-    Ok(Claimed { epoch, buffered })
+    Ok(Claimed {
+        epoch,
+        buffered: envelopes(it),
+    })
 }
 
 /// Renews this node's lease every third of it.

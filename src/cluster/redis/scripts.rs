@@ -81,17 +81,42 @@ if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[5
 return {1, kept}
 "#;
 
-/// Checks, after a reconnect, which of this node's ids it still holds.
-/// KEYS: the owner hashes. ARGV: node, then the epoch of each id (same
-/// order). Returns, per id, 1 held, 0 lost to another claim, 2 missing
-/// (Redis lost it: the caller claims it again).
+/// Checks, after a reconnect, whether this node still holds one of its
+/// ids. KEYS: the owner hash, the buffer. ARGV: node, epoch.
+/// Returns {0} lost to another claim, {2} missing (Redis lost it: the
+/// caller claims it again), or {1, envelopes...} held: what was buffered
+/// while the link was down (no listener on this node's channel made the
+/// send script buffer it) is taken, and the id is `on` again.
 pub(super) const CHECK: &str = r#"
-local out = {}
-for i, key in ipairs(KEYS) do
-  local cur = redis.call('HMGET', key, 'node', 'epoch')
-  if not cur[1] then out[i] = 2
-  elseif cur[1] == ARGV[1] and cur[2] == ARGV[i + 1] then out[i] = 1
-  else out[i] = 0 end
-end
+local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch')
+if not cur[1] then return {2} end
+if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return {0} end
+redis.call('HSET', KEYS[1], 'state', 'on')
+redis.call('PERSIST', KEYS[1])
+local out = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2])
+table.insert(out, 1, 1)
 return out
+"#;
+
+/// Publishes one broadcast. KEYS: for each target, its sequence counter
+/// and its history list. ARGV: history length, history ttl (ms), the
+/// envelope, then each target's pub/sub channel.
+///
+/// Each target numbers its publications (`INCR`) and keeps the last ones
+/// (`LPUSH`, `LTRIM`): what goes out is `<seq>:<envelope>`, so a node that
+/// sees a number jump knows it missed some and fetches them from the
+/// history. Returns how many nodes received each publication, summed.
+pub(super) const PUBLISH: &str = r#"
+local reached = 0
+local n = #KEYS / 2
+for i = 1, n do
+  local seq = redis.call('INCR', KEYS[2 * i - 1])
+  local framed = seq .. ':' .. ARGV[3]
+  redis.call('LPUSH', KEYS[2 * i], framed)
+  redis.call('LTRIM', KEYS[2 * i], 0, tonumber(ARGV[1]) - 1)
+  redis.call('PEXPIRE', KEYS[2 * i], ARGV[2])
+  reached = reached + redis.call('PUBLISH', ARGV[3 + i], framed)
+end
+return reached
 "#;
