@@ -339,12 +339,18 @@ impl WsPool {
     /// A direct message for an id no longer here, or held here under an
     /// older claim than the envelope's, is routed on through the cluster.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn cluster_deliver(&self, mut env: Envelope, via: Option<&str>, epoch: u64) {
+    /// Returns how many clients here it was queued or buffered for.
+    pub(crate) fn cluster_deliver(
+        &self,
+        mut env: Envelope,
+        via: Option<&str>,
+        epoch: u64,
+    ) -> usize {
         let encoded = crate::cluster::arrived(&mut env);
         if encoded.expires_at <= tokio::time::Instant::now() {
             let to = ClientId::from(env.to.as_str());
             self.report_undelivered(&to, vec![encoded], UndeliveredReason::Expired);
-            return;
+            return 0;
         }
         if !env.to.is_empty() {
             let held = self.node().conn(&env.to).map(|c| c.epoch());
@@ -353,7 +359,7 @@ impl WsPool {
                 _ => None,
             };
             match pushed {
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => return 1,
                 Some(Err(e)) => self.undeliverable(&encoded, &env.to, push_error(e, &env.to)),
                 None => {
                     if let Err(e) = self.send_remote(&encoded, &env.to) {
@@ -361,13 +367,88 @@ impl WsPool {
                     }
                 }
             }
+            0
         } else if env.all {
             let out = self.node().push_all(&encoded);
             self.report_dropped(out.dropped, &encoded);
+            out.recipients
         } else if let Some(via) = via {
             let i = env.channels.iter().position(|c| c == via);
-            let Some(i) = i else { return };
-            self.fan_out(&encoded, "", &env.channels[i..=i], &env.channels[..i]);
+            let Some(i) = i else { return 0 };
+            (self.fan_out(&encoded, "", &env.channels[i..=i], &env.channels[..i])).recipients
+        } else {
+            0
+        }
+    }
+
+    /// [`broadcast`](Self::broadcast), answering how many clients it was
+    /// queued or buffered for on every node of the cluster (on a single
+    /// node, the same as `broadcast`). Waits for the other nodes' counts,
+    /// at most the cluster's command timeout; a node that has not answered
+    /// by then is not counted.
+    ///
+    /// # Errors
+    /// As [`broadcast`](Self::broadcast).
+    pub async fn cluster_broadcast(&self, msg: SendMsg) -> Result<usize, BroadcastError> {
+        if msg.channel.is_empty() {
+            return Err(BroadcastError::NoChannel);
+        }
+        let encoded = Encoded::new(Arc::new(msg), None, self.config().message_ttl);
+        let local = self
+            .fan_out(&encoded, "", &encoded.msg.channel, &[])
+            .recipients;
+        let Some(cluster) = self.cluster() else {
+            return Ok(local);
+        };
+        match cluster
+            .broadcast_counted(&encoded, Some(&encoded.msg.channel))
+            .await
+        {
+            Ok(remote) => Ok(local + remote),
+            Err(e) => Err(BroadcastError::Unavailable {
+                local,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// [`broadcast_all`](Self::broadcast_all), answering how many clients
+    /// it reached on every node (see [`cluster_broadcast`](Self::cluster_broadcast)).
+    ///
+    /// # Errors
+    /// [`BroadcastError::Unavailable`] when the other nodes could not be
+    /// reached (this node's clients were).
+    pub async fn cluster_broadcast_all(&self, msg: SendMsg) -> Result<usize, BroadcastError> {
+        let encoded = Encoded::new(Arc::new(msg), None, self.config().message_ttl);
+        let out = self.node().push_all(&encoded);
+        self.report_dropped(out.dropped, &encoded);
+        let local = out.recipients;
+        let Some(cluster) = self.cluster() else {
+            return Ok(local);
+        };
+        match cluster.broadcast_counted(&encoded, None).await {
+            Ok(remote) => Ok(local + remote),
+            Err(e) => Err(BroadcastError::Unavailable {
+                local,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Closes (4002) the connection of `id` wherever it is in the cluster
+    /// (on a single node: this node's), forgetting the id. Resolves to
+    /// whether some node had it connected or away.
+    ///
+    /// # Errors
+    /// [`SendError::Unavailable`] when the cluster cannot be reached.
+    pub async fn cluster_disconnect(&self, id: &str) -> Result<bool, SendError> {
+        if let Some(client) = self.client(id) {
+            client.disconnect();
+            return Ok(true);
+        }
+        match self.cluster() {
+            Some(cluster) => cluster.disconnect(id).await,
+            None => Ok(false),
         }
     }
 

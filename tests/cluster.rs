@@ -204,7 +204,8 @@ async fn refuse_policy_holds_across_nodes() {
 }
 
 /// A client that leaves A and comes back on B gets what was sent to it
-/// meanwhile (direct and channel), in order, once, then live traffic.
+/// meanwhile (direct and channel messages), in order, once, then live
+/// traffic; a counted broadcast counts it while it is away.
 #[tokio::test]
 async fn offline_buffer_follows_the_client_to_another_node() {
     let redis = RedisServer::start();
@@ -229,19 +230,25 @@ async fn offline_buffer_follows_the_client_to_another_node() {
         b.pool.send(text_msg("alice", &[], "one")),
         Ok(Delivery::Forwarded)
     );
-    b.pool.send(text_msg("alice", &[], "two")).unwrap();
+    // A channel broadcast counts her and is buffered for her in Redis.
+    let n = (b.pool.cluster_broadcast(text_msg("", &["room"], "two")))
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "peer on B, and alice's buffer");
+    b.pool.send(text_msg("alice", &[], "three")).unwrap();
     until(|| {
         let len: i64 = ::redis::cmd("LLEN")
             .arg("wspool:buf:alice")
             .query(&mut redis.conn())
             .unwrap();
-        len == 2
+        len == 3
     })
     .await;
 
     let mut back = b.connect("alice_room").await;
-    assert_eq!(back.recv().await.msg, "one");
-    assert_eq!(back.recv().await.msg, "two");
+    for expected in ["one", "two", "three"] {
+        assert_eq!(back.recv().await.msg, expected);
+    }
     b.pool.send(text_msg("alice", &[], "live")).unwrap();
     assert_eq!(back.recv().await.msg, "live");
 }
@@ -432,4 +439,67 @@ async fn missed_traffic_is_recovered_or_reported() {
 
     a.broadcast(text_msg("", &["room"], "live")).unwrap();
     assert_eq!(bob.recv().await.msg, "live");
+}
+
+/// The admin API on either node answers for the cluster: it lists every
+/// node's clients, a send reaches a client on the other node, a broadcast
+/// counts every recipient on every node once, and a disconnect closes the
+/// client with 4002 wherever it is.
+#[tokio::test]
+async fn admin_api_answers_for_the_cluster() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut alice = a.connect("alice_room").await;
+    let mut bob = b.connect("bob_room_lobby").await;
+    let mut carol = b.connect("carol_lobby").await;
+
+    let (status, list) = json_call(a.addr, "GET", "/api/clients", "").await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["alice", "bob", "carol"]);
+
+    let (status, body) = json_call(
+        a.addr,
+        "POST",
+        "/api/send",
+        r#"{"toClientId":"bob","msg":"via A"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["delivery"].as_str()),
+        (200, Some("forwarded"))
+    );
+    assert_eq!(bob.recv().await.msg, "via A");
+
+    let (status, body) = json_call(
+        a.addr,
+        "POST",
+        "/api/broadcast",
+        r#"{"channel":["room","lobby"],"msg":"hi"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["recipients"].as_u64()),
+        (200, Some(3)),
+        "bob once"
+    );
+    for client in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(client.recv().await.msg, "hi");
+    }
+    let (_, body) = json_call(b.addr, "POST", "/api/broadcast_all", r#"{"msg":"all"}"#).await;
+    assert_eq!(body["recipients"].as_u64(), Some(3));
+    for client in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(client.recv().await.msg, "all");
+    }
+
+    let (status, _) = json_call(a.addr, "DELETE", "/api/clients/bob", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(bob.close_code().await, wspool::close_code::KICKED);
+    let (status, _) = json_call(a.addr, "DELETE", "/api/clients/nobody", "").await;
+    assert_eq!(status, 404);
 }

@@ -73,6 +73,26 @@ pub(crate) trait Cluster: Send + Sync + 'static {
     /// [`SendError::Unavailable`] when the cluster cannot be reached.
     fn broadcast_all(&self, encoded: &Arc<Encoded>) -> Result<(), SendError>;
 
+    /// Broadcasts `encoded` to the other nodes' members of `channels`
+    /// (everyone with `None`) and resolves to how many clients they queued
+    /// or buffered it for. Nodes that have not answered within the
+    /// backend's command timeout are not counted.
+    ///
+    /// # Errors
+    /// [`SendError::Unavailable`] when the cluster cannot be reached.
+    fn broadcast_counted<'a>(
+        &'a self,
+        encoded: &'a Arc<Encoded>,
+        channels: Option<&'a [String]>,
+    ) -> BoxFuture<'a, Result<usize, SendError>>;
+
+    /// Closes (4002) the connection of `id` on whichever node has it, or
+    /// forgets the id if it is away. Resolves to whether some node had it.
+    ///
+    /// # Errors
+    /// [`SendError::Unavailable`] when the cluster cannot be reached.
+    fn disconnect<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, SendError>>;
+
     /// The first member of `channel` on this node arrived (`true`) or the
     /// last left (`false`). Called in order, under the node's write lock:
     /// must not block.
@@ -96,9 +116,15 @@ pub(crate) trait Cluster: Send + Sync + 'static {
 
     /// Gives up connection `state`'s claim: `away` keeps the id (and
     /// `left`, what was still queued) buffered in the cluster for
-    /// `offline_ttl`; otherwise the id is forgotten and `left` reported.
-    /// Returns at once.
-    fn release(&self, state: Arc<ClientState>, away: bool, left: Vec<Arc<Encoded>>);
+    /// `offline_ttl`, still a member of `channels` for broadcasts;
+    /// otherwise the id is forgotten and `left` reported. Returns at once.
+    fn release(
+        &self,
+        state: Arc<ClientState>,
+        channels: Vec<String>,
+        away: bool,
+        left: Vec<Arc<Encoded>>,
+    );
 
     /// Tells the cluster that the channels of `state` changed (presence).
     fn channels_changed(&self, state: &ClientState, channels: Vec<String>);
@@ -143,6 +169,17 @@ pub(crate) type BoxFuture<'a, T> =
 /// of channels it is published to.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn envelope(encoded: &Encoded, node: &str, id: u64, target: Target<'_>) -> Bytes {
+    counted_envelope(encoded, node, id, target, false)
+}
+
+/// [`envelope`], asking the nodes that deliver it to count (`count`).
+pub(crate) fn counted_envelope(
+    encoded: &Encoded,
+    node: &str,
+    id: u64,
+    target: Target<'_>,
+    count: bool,
+) -> Bytes {
     let remaining = encoded
         .expires_at
         .saturating_duration_since(tokio::time::Instant::now());
@@ -153,6 +190,7 @@ pub(crate) fn envelope(encoded: &Encoded, node: &str, id: u64, target: Target<'_
         origin: encoded.origin.as_deref().unwrap_or_default().to_owned(),
         origin_node: node.to_owned(),
         id,
+        count,
         ..Default::default()
     };
     match target {

@@ -313,8 +313,9 @@ impl Connection {
             // In a cluster the offline buffer lives in the cluster, so it
             // outlives this node: the mailbox goes, its contents with it.
             let away = matches!(leave, Leave::Offline { .. });
+            let channels = pool.node().channels_of(self.state());
             if let Departure::Removed { left } = pool.node().depart(self.state(), Leave::Remove) {
-                cluster.release(self.client.state.clone(), away, left);
+                cluster.release(self.client.state.clone(), channels, away, left);
             }
             return;
         }

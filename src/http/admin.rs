@@ -3,15 +3,17 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `POST /api/send`, body a `SendMsg` in proto3 JSON | `200 {"recipients": 1, "delivery": "queued"}` (or `"buffered"` while the client is away); 404 no such client; 400 bad body or no `toClientId`; 503 queue full |
-//! | `POST /api/broadcast` | `200 {"recipients": N}` (queued or buffered); 400 bad body or no `channel` |
-//! | `POST /api/broadcast_all` | `200 {"recipients": N}`; 400 bad body |
-//! | `GET /api/clients` | array of [`ClientInfo`](crate::ClientInfo) |
-//! | `GET /api/clients/{id}` | one, or 404 |
+//! | `POST /api/send`, body a `SendMsg` in proto3 JSON | `200 {"recipients": 1, "delivery": "queued"}` (or `"buffered"` while the client is away, `"forwarded"` to another node of a cluster); 404 no such client; 400 bad body or no `toClientId`; 503 queue full, or the cluster unreachable |
+//! | `POST /api/broadcast` | `200 {"recipients": N}` (queued or buffered, on every node of a cluster); 400 bad body or no `channel`; 503 the cluster unreachable |
+//! | `POST /api/broadcast_all` | `200 {"recipients": N}`; 400 bad body; 503 |
+//! | `GET /api/clients` | array of [`ClientInfo`](crate::ClientInfo), every node's in a cluster |
+//! | `GET /api/clients/{id}` | one (on any node), or 404 |
 //! | `PUT /api/clients/{id}/channels/{channel}` | `200 {"joined": bool}` (false: already a member); 404; 400 |
 //! | `DELETE /api/clients/{id}/channels/{channel}` | `200 {"left": bool}`; 404 |
-//! | `DELETE /api/clients/{id}` | closes it with 4002: `200 {"disconnected": id}`; 404 |
-//! | `GET /api/stats` | [`Stats`](crate::Stats) |
+//! | `DELETE /api/clients/{id}` | closes it with 4002 on whichever node has it: `200 {"disconnected": id}`; 404 |
+//! | `GET /api/stats` | [`Stats`](crate::Stats) of this node |
+//!
+//! Joining and leaving act on this node's clients only.
 //!
 //! Every error is `{"error": "..."}` with its status, including the
 //! rejections axum would answer in plain text: a body over the limit
@@ -130,16 +132,20 @@ async fn send(pool: WsPool, MsgBody(msg): MsgBody) -> Response {
     }
 }
 
-async fn broadcast(pool: WsPool, MsgBody(msg): MsgBody) -> Response {
-    match pool.broadcast(msg) {
+fn broadcast_answer(result: Result<usize, BroadcastError>) -> Response {
+    match result {
         Ok(n) => recipients(n),
         Err(e @ BroadcastError::NoChannel) => error(StatusCode::BAD_REQUEST, e),
         Err(e @ BroadcastError::Unavailable { .. }) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 
+async fn broadcast(pool: WsPool, MsgBody(msg): MsgBody) -> Response {
+    broadcast_answer(pool.cluster_broadcast(msg).await)
+}
+
 async fn broadcast_all(pool: WsPool, MsgBody(msg): MsgBody) -> Response {
-    recipients(pool.broadcast_all(msg))
+    broadcast_answer(pool.cluster_broadcast_all(msg).await)
 }
 
 async fn clients(pool: WsPool) -> Response {
@@ -160,19 +166,18 @@ fn not_found(id: &str) -> Response {
 }
 
 async fn client(pool: WsPool, Params(id): Params<String>) -> Response {
-    match pool.client(&id) {
-        Some(client) => Json(client.info()).into_response(),
-        None => not_found(&id),
+    match pool.cluster_client(&id).await {
+        Ok(Some(info)) => Json(info).into_response(),
+        Ok(None) => not_found(&id),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 
 async fn disconnect(pool: WsPool, Params(id): Params<String>) -> Response {
-    match pool.client(&id) {
-        Some(client) => {
-            client.disconnect();
-            Json(json!({ "disconnected": id })).into_response()
-        }
-        None => not_found(&id),
+    match pool.cluster_disconnect(&id).await {
+        Ok(true) => Json(json!({ "disconnected": id })).into_response(),
+        Ok(false) => not_found(&id),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 

@@ -170,6 +170,7 @@ pub(crate) async fn connect(
         config: redis.clone(),
         pool: Mutex::new(Weak::new()),
         run: Mutex::new(String::new()),
+        tallies: Mutex::new(HashMap::new()),
         stats: Counters::default(),
     });
     shared.renew_lease().await?;
@@ -236,6 +237,10 @@ impl Keys {
             .and_then(|s| s.strip_prefix(':'))
             .unwrap_or(pubsub)
     }
+    /// The members of pub/sub channel `pubsub` that are away.
+    fn away(&self, pubsub: &str) -> String {
+        format!("{}:away:{}", self.prefix, self.suffix(pubsub))
+    }
     /// Set once per Redis lifetime: gone means Redis lost its data.
     fn run(&self) -> String {
         format!("{}:run", self.prefix)
@@ -248,6 +253,7 @@ struct Scripts {
     claim: Script,
     release: Script,
     check: Script,
+    kick: Script,
 }
 
 impl Scripts {
@@ -258,6 +264,7 @@ impl Scripts {
             claim: Script::new(scripts::CLAIM),
             release: Script::new(scripts::RELEASE),
             check: Script::new(scripts::CHECK),
+            kick: Script::new(scripts::KICK),
         }
     }
 
@@ -294,6 +301,9 @@ struct Shared {
     pool: Mutex<Weak<Inner>>,
     /// The run marker seen in Redis (see `check_run`).
     run: Mutex<String>,
+    /// Counted broadcasts waiting for answers, by envelope number. A
+    /// parking_lot mutex: held to update a few fields, never across await.
+    tallies: Mutex<HashMap<u64, Tally>>,
     stats: Counters,
 }
 
@@ -317,12 +327,36 @@ enum Op {
         env: Bytes,
         encoded: Arc<Encoded>,
     },
-    /// A broadcast, published to each channel (or to everyone).
+    /// A broadcast, published to each channel (or to everyone); `counted`
+    /// names the tally waiting for the nodes' answers.
     Publish {
         channels: Vec<String>,
         env: Bytes,
         encoded: Arc<Encoded>,
+        counted: Option<u64>,
     },
+    /// An answer to a counted broadcast: `R<id>:<count>` to its origin.
+    Reply { node: String, frame: String },
+}
+
+/// A counted broadcast waiting for the nodes' answers.
+struct Tally {
+    /// How many answers to expect (the nodes its publications reached),
+    /// once the publish has returned.
+    expected: Option<u64>,
+    answers: u64,
+    clients: u64,
+    done: Option<tokio::sync::oneshot::Sender<u64>>,
+}
+
+impl Tally {
+    fn settle(&mut self) {
+        if self.expected.is_some_and(|e| self.answers >= e) {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(self.clients);
+            }
+        }
+    }
 }
 
 enum SubOp {
@@ -464,6 +498,7 @@ impl Cluster for RedisCluster {
             channels: channels.iter().map(|c| s.keys.channel(c)).collect(),
             env,
             encoded: encoded.clone(),
+            counted: None,
         })
     }
 
@@ -474,6 +509,71 @@ impl Cluster for RedisCluster {
             channels: vec![s.keys.all()],
             env,
             encoded: encoded.clone(),
+            counted: None,
+        })
+    }
+
+    fn broadcast_counted<'a>(
+        &'a self,
+        encoded: &'a Arc<Encoded>,
+        channels: Option<&'a [String]>,
+    ) -> BoxFuture<'a, Result<usize, SendError>> {
+        Box::pin(async move {
+            let s = &self.shared;
+            let id = s.next_id();
+            let (target, pubsub) = match channels {
+                Some(list) => (
+                    Target::Channels(list),
+                    list.iter().map(|c| s.keys.channel(c)).collect(),
+                ),
+                None => (Target::All, vec![s.keys.all()]),
+            };
+            let env = super::counted_envelope(encoded, &s.node, id, target, true);
+            let (done, answer) = tokio::sync::oneshot::channel();
+            let tally = Tally {
+                expected: None,
+                answers: 0,
+                clients: 0,
+                done: Some(done),
+            };
+            s.tallies.lock().insert(id, tally);
+            let op = Op::Publish {
+                channels: pubsub,
+                env,
+                encoded: encoded.clone(),
+                counted: Some(id),
+            };
+            if let Err(e) = s.enqueue(op) {
+                s.tallies.lock().remove(&id);
+                return Err(e);
+            }
+            let counted = tokio::time::timeout(s.config.command_timeout, answer).await;
+            let partial = s.tallies.lock().remove(&id).map_or(0, |t| t.clients);
+            match counted {
+                Ok(Ok(clients)) => Ok(clients as usize),
+                _ => {
+                    tracing::debug!(id, "counted broadcast: not every node answered in time");
+                    Ok(partial as usize)
+                }
+            }
+        })
+    }
+
+    fn disconnect<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, SendError>> {
+        Box::pin(async move {
+            let s = &self.shared;
+            let mut conn = s.conn.clone();
+            let found: i64 = s
+                .scripts
+                .kick
+                .key(s.keys.owner(id))
+                .key(s.keys.buffer(id))
+                .arg(&s.keys.prefix)
+                .arg(id)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| SendError::Unavailable(e.to_string()))?;
+            Ok(found == 1)
         })
     }
 
@@ -494,9 +594,15 @@ impl Cluster for RedisCluster {
         Box::pin(claim(&self.shared, state, channels, refuse))
     }
 
-    fn release(&self, state: Arc<ClientState>, away: bool, left: Vec<Arc<Encoded>>) {
+    fn release(
+        &self,
+        state: Arc<ClientState>,
+        channels: Vec<String>,
+        away: bool,
+        left: Vec<Arc<Encoded>>,
+    ) {
         let shared = self.shared.clone();
-        tokio::spawn(async move { release(&shared, &state, away, left).await });
+        tokio::spawn(async move { release(&shared, &state, channels, away, left).await });
     }
 
     fn channels_changed(&self, state: &ClientState, channels: Vec<String>) {
@@ -532,7 +638,13 @@ fn presence(shared: &Shared, state: &ClientState, channels: Vec<String>) -> Stri
 
 /// Gives up `state`'s claim (see `Cluster::release`) and accounts for what
 /// it still had queued: buffered, forwarded to the new owner, or reported.
-async fn release(shared: &Shared, state: &ClientState, away: bool, left: Vec<Arc<Encoded>>) {
+async fn release(
+    shared: &Shared,
+    state: &ClientState,
+    channels: Vec<String>,
+    away: bool,
+    left: Vec<Arc<Encoded>>,
+) {
     let Some(pool) = shared.pool() else { return };
     let config = pool.config();
     let mut inv = shared.scripts.release.prepare_invoke();
@@ -544,7 +656,9 @@ async fn release(shared: &Shared, state: &ClientState, away: bool, left: Vec<Arc
         .arg(&*state.id)
         .arg(if away { "away" } else { "gone" })
         .arg((config.offline_ttl().as_millis() as u64).max(1))
-        .arg(config.offline_max_messages());
+        .arg(config.offline_max_messages())
+        .arg(&shared.keys.prefix)
+        .arg(channels.join(","));
     for m in &left {
         let env = envelope(m, &shared.node, shared.next_id(), Target::Id(&state.id));
         inv.arg(env.as_ref());
@@ -618,19 +732,27 @@ async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
                 Op::Publish { channels, env, .. } => {
                     pipe.cmd("EVALSHA")
                         .arg(shared.scripts.publish.get_hash())
-                        .arg(channels.len() * 2);
+                        .arg(channels.len() * 3);
                     for ch in channels {
                         pipe.arg(shared.keys.sequence(ch))
-                            .arg(shared.keys.history(ch));
+                            .arg(shared.keys.history(ch))
+                            .arg(shared.keys.away(ch));
                     }
                     pipe.arg(shared.config.history_len.max(1))
                         .arg(history_ttl.max(1))
-                        .arg(env.as_ref());
+                        .arg(env.as_ref())
+                        .arg(&shared.keys.prefix)
+                        .arg(max);
                     for ch in channels {
                         pipe.arg(ch);
                     }
-                    pipe.ignore();
                     bump(&shared.stats.published, 1);
+                }
+                Op::Reply { node, frame } => {
+                    pipe.cmd("PUBLISH")
+                        .arg(shared.keys.node_channel(node))
+                        .arg(frame)
+                        .ignore();
                 }
             }
         }
@@ -661,6 +783,7 @@ async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
                                 pool.undeliverable(encoded, to, shared.unavailable())
                             }
                             Op::Publish { encoded, .. } => pool.cluster_lost(encoded),
+                            Op::Reply { .. } => {}
                         }
                     }
                 }
@@ -674,22 +797,62 @@ fn is_noscript(r: &redis::RedisResult<Value>) -> bool {
     matches!(r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
 }
 
-/// Reports the direct messages the send script could not route.
+/// Acts on the results of a pipeline: reports the direct messages the
+/// send script could not route; tells counted broadcasts how many answers
+/// to expect.
 fn report_sends(shared: &Shared, batch: &[Op], results: &[redis::RedisResult<Value>]) {
     let Some(pool) = shared.pool() else { return };
     let mut results = results.iter();
     for op in batch {
-        let Op::Send { to, encoded, .. } = op else {
-            continue;
-        };
-        let why = match results.next() {
-            Some(Ok(Value::Int(0))) => SendError::NotConnected(ClientId::from(to.as_str())),
-            Some(Ok(Value::Int(3))) => SendError::QueueFull(ClientId::from(to.as_str())),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => SendError::Unavailable(e.to_string()),
-            None => shared.unavailable(),
-        };
-        pool.undeliverable(encoded, to, why);
+        match op {
+            Op::Send { to, encoded, .. } => {
+                let why = match results.next() {
+                    Some(Ok(Value::Int(0))) => SendError::NotConnected(ClientId::from(to.as_str())),
+                    Some(Ok(Value::Int(3))) => SendError::QueueFull(ClientId::from(to.as_str())),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => SendError::Unavailable(e.to_string()),
+                    None => shared.unavailable(),
+                };
+                pool.undeliverable(encoded, to, why);
+            }
+            Op::Publish {
+                counted, encoded, ..
+            } => {
+                let (mut reached, mut buffered) = (None, 0);
+                if let Some(Ok(Value::Array(out))) = results.next() {
+                    let mut out = out.iter();
+                    if let (Some(Value::Int(r)), Some(Value::Int(b))) = (out.next(), out.next()) {
+                        reached = Some(*r as u64);
+                        buffered = *b as u64;
+                    }
+                    // Away members whose buffer was full: skipped, as a
+                    // full queue is by a broadcast on one node.
+                    for id in out {
+                        if let Value::BulkString(id) = id {
+                            let id = String::from_utf8_lossy(id);
+                            pool.undeliverable(
+                                encoded,
+                                &id,
+                                SendError::QueueFull(ClientId::from(&*id)),
+                            );
+                        }
+                    }
+                }
+                if reached.is_none() {
+                    pool.cluster_lost(encoded);
+                }
+                if let Some(id) = counted {
+                    if let Some(tally) = shared.tallies.lock().get_mut(id) {
+                        // This node's own subscription answers too (it
+                        // counts 0: it reached its members directly).
+                        tally.expected = Some(reached.unwrap_or(0));
+                        tally.clients += buffered;
+                        tally.settle();
+                    }
+                }
+            }
+            Op::Reply { .. } => {}
+        }
     }
 }
 
@@ -845,6 +1008,11 @@ fn node_message(shared: &Shared, pool: &WsPool, payload: &[u8]) {
                 pool.cluster_replaced(id, epoch);
             }
         }
+        b'R' => {
+            if let Some(clients) = std::str::from_utf8(body).ok().and_then(|c| c.parse().ok()) {
+                tally(shared, epoch, clients);
+            }
+        }
         b'X' => {
             if let Ok(id) = std::str::from_utf8(body) {
                 if let Some(client) = pool.client(id) {
@@ -863,15 +1031,38 @@ fn publication(shared: &Shared, pool: &WsPool, channel: &str, body: &[u8]) {
         tracing::debug!(channel, "undecodable envelope");
         return;
     };
-    if env.origin_node == shared.node {
-        return;
+    let answer = env.count.then(|| (env.origin_node.clone(), env.id));
+    let reached = if env.origin_node == shared.node {
+        0
+    } else {
+        bump(&shared.stats.received, 1);
+        if env.all {
+            pool.cluster_deliver(env, None, 0)
+        } else if let Some(name) = channel.strip_prefix(&shared.keys.channel("")) {
+            let name = name.to_owned();
+            pool.cluster_deliver(env, Some(&name), 0)
+        } else {
+            0
+        }
+    };
+    if let Some((node, id)) = answer {
+        if node == shared.node {
+            tally(shared, id, reached as u64);
+        } else {
+            let frame = format!("R{id}:{reached}");
+            if shared.enqueue(Op::Reply { node, frame }).is_err() {
+                tracing::debug!(id, "could not answer a counted broadcast");
+            }
+        }
     }
-    bump(&shared.stats.received, 1);
-    if env.all {
-        pool.cluster_deliver(env, None, 0);
-    } else if let Some(name) = channel.strip_prefix(&shared.keys.channel("")) {
-        let name = name.to_owned();
-        pool.cluster_deliver(env, Some(&name), 0);
+}
+
+/// One node's answer to counted broadcast `id`.
+fn tally(shared: &Shared, id: u64, clients: u64) {
+    if let Some(tally) = shared.tallies.lock().get_mut(&id) {
+        tally.answers += 1;
+        tally.clients += clients;
+        tally.settle();
     }
 }
 

@@ -41,6 +41,13 @@ local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch', 'state')
 local alive = cur[1] and cur[3] == 'on' and redis.call('EXISTS', ARGV[1] .. ':node:' .. cur[1]) == 1
 if ARGV[4] == '1' and alive and cur[1] ~= ARGV[2] then return {-1} end
 local epoch = redis.call('INCR', ARGV[1] .. ':epoch')
+local was = redis.call('HGET', KEYS[1], 'channels')
+if was then
+  for ch in string.gmatch(was, '[^,]+') do
+    redis.call('SREM', ARGV[1] .. ':away:c:' .. ch, ARGV[3])
+  end
+  redis.call('HDEL', KEYS[1], 'channels')
+end
 redis.call('HSET', KEYS[1], 'node', ARGV[2], 'epoch', epoch, 'state', 'on')
 redis.call('PERSIST', KEYS[1])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
@@ -55,8 +62,10 @@ return out
 
 /// Releases an id when its connection here ends. KEYS: the owner hash,
 /// the buffer, this node's presence hash. ARGV: node, epoch, id, mode
-/// ('away' or 'gone'), offline ttl (ms), buffer limit, envelopes still
-/// queued (oldest first).
+/// ('away' or 'gone'), offline ttl (ms), buffer limit, prefix, the channels
+/// it was in (comma-separated: a comma is not in a channel name), then the
+/// envelopes still queued (oldest first). Away, the id joins its channels'
+/// sets of members that are away, so broadcasts are buffered for it too.
 /// Returns {0} when another claim holds the id now (the caller forwards
 /// what was queued), {1, kept} when away (the first `kept` envelopes were
 /// buffered, the rest did not fit), {2} when gone.
@@ -68,11 +77,14 @@ if ARGV[4] == 'gone' then
   redis.call('DEL', KEYS[1], KEYS[2])
   return {2}
 end
-redis.call('HSET', KEYS[1], 'state', 'away')
+redis.call('HSET', KEYS[1], 'state', 'away', 'channels', ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
+for ch in string.gmatch(ARGV[8], '[^,]+') do
+  redis.call('SADD', ARGV[7] .. ':away:c:' .. ch, ARGV[3])
+end
 local kept = 0
 local room = tonumber(ARGV[6]) - redis.call('LLEN', KEYS[2])
-for i = 7, #ARGV do
+for i = 9, #ARGV do
   if kept >= room then break end
   redis.call('RPUSH', KEYS[2], ARGV[i])
   kept = kept + 1
@@ -99,24 +111,62 @@ table.insert(out, 1, 1)
 return out
 "#;
 
-/// Publishes one broadcast. KEYS: for each target, its sequence counter
-/// and its history list. ARGV: history length, history ttl (ms), the
-/// envelope, then each target's pub/sub channel.
+/// Publishes one broadcast. KEYS: for each target, its sequence counter,
+/// its history list and its set of members that are away. ARGV: history
+/// length, history ttl (ms), the envelope, prefix, buffer limit, then each
+/// target's pub/sub channel.
 ///
 /// Each target numbers its publications (`INCR`) and keeps the last ones
 /// (`LPUSH`, `LTRIM`): what goes out is `<seq>:<envelope>`, so a node that
 /// sees a number jump knows it missed some and fetches them from the
-/// history. Returns how many nodes received each publication, summed.
+/// history. Members that are away get it in their buffer, once however
+/// many targets they are in. Returns {nodes reached (summed over the
+/// publications), clients buffered, ids whose buffer was full...}.
 pub(super) const PUBLISH: &str = r#"
-local reached = 0
-local n = #KEYS / 2
+local reached, buffered, full, seen = 0, 0, {}, {}
+local n = #KEYS / 3
 for i = 1, n do
-  local seq = redis.call('INCR', KEYS[2 * i - 1])
+  local seq = redis.call('INCR', KEYS[3 * i - 2])
   local framed = seq .. ':' .. ARGV[3]
-  redis.call('LPUSH', KEYS[2 * i], framed)
-  redis.call('LTRIM', KEYS[2 * i], 0, tonumber(ARGV[1]) - 1)
-  redis.call('PEXPIRE', KEYS[2 * i], ARGV[2])
-  reached = reached + redis.call('PUBLISH', ARGV[3 + i], framed)
+  redis.call('LPUSH', KEYS[3 * i - 1], framed)
+  redis.call('LTRIM', KEYS[3 * i - 1], 0, tonumber(ARGV[1]) - 1)
+  redis.call('PEXPIRE', KEYS[3 * i - 1], ARGV[2])
+  reached = reached + redis.call('PUBLISH', ARGV[5 + i], framed)
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[3 * i])) do
+    if not seen[id] then
+      seen[id] = true
+      local owner = ARGV[4] .. ':id:' .. id
+      if redis.call('HGET', owner, 'state') == 'away' then
+        local buf = ARGV[4] .. ':buf:' .. id
+        if redis.call('LLEN', buf) < tonumber(ARGV[5]) then
+          redis.call('RPUSH', buf, ARGV[3])
+          local ttl = redis.call('PTTL', owner)
+          if ttl > 0 then redis.call('PEXPIRE', buf, ttl) end
+          buffered = buffered + 1
+        else
+          table.insert(full, id)
+        end
+      else
+        redis.call('SREM', KEYS[3 * i], id)
+      end
+    end
+  end
 end
-return reached
+local out = {reached, buffered}
+for _, id in ipairs(full) do table.insert(out, id) end
+return out
+"#;
+
+/// Disconnects an id wherever it is. KEYS: the owner hash, the buffer.
+/// ARGV: prefix, id. Returns 1 when its node was told (`X0:<id>` on the
+/// node channel) or, away, the id was forgotten; 0 when no node has it.
+pub(super) const KICK: &str = r#"
+local cur = redis.call('HMGET', KEYS[1], 'node', 'state')
+if not cur[1] then return 0 end
+if cur[2] == 'on' then
+  local n = redis.call('PUBLISH', ARGV[1] .. ':n:' .. cur[1], 'X0:' .. ARGV[2])
+  if n > 0 then return 1 end
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
 "#;
