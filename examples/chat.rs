@@ -6,6 +6,13 @@
 //! cargo run --example chat -- --addr 0.0.0.0:8080 --max-message-size 65536 --queue-len 256
 //! ```
 //!
+//! Several processes over one Redis form one chat (feature `redis`):
+//!
+//! ```text
+//! cargo run --example chat --features redis -- --redis redis://127.0.0.1:6379 --addr 127.0.0.1:3000
+//! cargo run --example chat --features redis -- --redis redis://127.0.0.1:6379 --addr 127.0.0.1:3001
+//! ```
+//!
 //! Open the page in two browser tabs, connect as two ids, and chat. Drive
 //! the pool from a shell:
 //!
@@ -77,10 +84,24 @@ pub struct Args {
     /// this many seconds (slowloris).
     #[arg(long, default_value_t = 10)]
     pub header_read_timeout_secs: u64,
+    /// Join the cluster whose Redis is at this URL (feature `redis`).
+    #[cfg(feature = "redis")]
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// How long this node's lease in the cluster lives without renewal: a
+    /// node that died leaves presence within it.
+    #[cfg(feature = "redis")]
+    #[arg(long, default_value_t = 10)]
+    pub lease_secs: u64,
 }
 
 /// The pool the flags describe, or why they cannot work together.
 pub fn try_pool(args: &Args) -> Result<WsPool, ConfigError> {
+    builder(args).try_build()
+}
+
+/// A builder with the knobs the flags set.
+fn builder(args: &Args) -> wspool::WsPoolBuilder {
     let secs = Duration::from_secs;
     let mut builder = WsPool::builder()
         .max_message_size(args.max_message_size)
@@ -103,7 +124,19 @@ pub fn try_pool(args: &Args) -> Result<WsPool, ConfigError> {
     if let Some(n) = args.max_inbound_messages_per_sec {
         builder = builder.max_inbound_messages_per_sec(n);
     }
-    builder.try_build()
+    builder
+}
+
+/// The pool: one node, or a node of the cluster at `--redis`.
+async fn start_pool(args: &Args) -> Result<WsPool, String> {
+    #[cfg(feature = "redis")]
+    if let Some(url) = &args.redis {
+        let mut redis = wspool::cluster::redis::RedisConfig::new(url);
+        redis.lease = Duration::from_secs(args.lease_secs.max(1));
+        let pool = builder(args).redis_config(redis).connect().await;
+        return pool.map_err(|e| e.to_string());
+    }
+    try_pool(args).map_err(|e| e.to_string())
 }
 
 /// The pool the flags describe; panics on flags that cannot work together.
@@ -129,7 +162,7 @@ async fn main() -> std::io::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let pool = match try_pool(&args) {
+    let pool = match start_pool(&args).await {
         Ok(pool) => pool,
         Err(e) => {
             eprintln!("chat: {e}");

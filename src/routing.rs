@@ -338,13 +338,16 @@ impl WsPool {
     /// `via`, the channel it was published to, for a channel broadcast).
     /// A direct message for an id no longer here, or held here under an
     /// older claim than the envelope's, is routed on through the cluster.
+    /// Returns how many clients here it was queued or buffered for. With
+    /// `clients` false (this node's clients got it from their buffers),
+    /// only server-side subscriptions get a channel publication.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    /// Returns how many clients here it was queued or buffered for.
     pub(crate) fn cluster_deliver(
         &self,
         mut env: Envelope,
         via: Option<&str>,
         epoch: u64,
+        clients: bool,
     ) -> usize {
         let encoded = crate::cluster::arrived(&mut env);
         if encoded.expires_at <= tokio::time::Instant::now() {
@@ -366,6 +369,15 @@ impl WsPool {
                         self.undeliverable(&encoded, &env.to, e);
                     }
                 }
+            }
+            0
+        } else if !clients {
+            if let Some(i) = via.and_then(|v| env.channels.iter().position(|c| c == v)) {
+                (self.node()).notify_subscribers(
+                    &encoded,
+                    &env.channels[i..=i],
+                    &env.channels[..i],
+                );
             }
             0
         } else if env.all {

@@ -344,6 +344,16 @@ async fn presence_is_cluster_wide() {
     assert!(a.pool.cluster_client("bob").await.unwrap().is_none());
 }
 
+/// The next message a server-side subscription gets.
+async fn next(feed: &mut wspool::Subscription) -> String {
+    let got = tokio::time::timeout(WAIT, tokio_stream::StreamExt::next(feed)).await;
+    got.expect("a message in time")
+        .unwrap()
+        .unwrap()
+        .msg
+        .clone()
+}
+
 /// Kills one node's pub/sub connection in Redis (found by its
 /// subscription count, `subs`), as a network blip would.
 fn kill_pubsub_with(redis: &RedisServer, subs: usize) {
@@ -365,9 +375,11 @@ fn kill_pubsub_with(redis: &RedisServer, subs: usize) {
 }
 
 /// What B missed while its pub/sub link was down is recovered when it is
-/// back, with no client traffic: channel publications from the channel's
-/// history, in order, and direct messages from the buffer Redis kept
-/// because nobody listened. Past the history, the gap is reported.
+/// back, with no client traffic: its clients get everything from the
+/// buffers Redis kept for them (nobody listened on B's channel, so B's
+/// clients were marked away at the first publication), in order, once;
+/// its server-side subscriptions get channel publications from the
+/// channel's history, and a gap past the history is reported.
 #[tokio::test]
 async fn missed_traffic_is_recovered_or_reported() {
     let redis = RedisServer::start();
@@ -391,8 +403,10 @@ async fn missed_traffic_is_recovered_or_reported() {
         pool: b,
     };
     let mut bob = b.connect("bob_room").await; // B: n:B, all, c:room = 3
+    let mut feed = b.pool.subscribe(["room"]);
     a.broadcast(text_msg("", &["room"], "before")).unwrap();
     assert_eq!(bob.recv().await.msg, "before");
+    assert_eq!(next(&mut feed).await, "before");
     let mut events = b.pool.events();
 
     kill_pubsub_with(&redis, 3);
@@ -404,13 +418,11 @@ async fn missed_traffic_is_recovered_or_reported() {
         a.send(text_msg("bob", &[], "direct")),
         Ok(Delivery::Forwarded)
     );
-    // The send script buffers it: nobody listens on B's channel.
     until(|| {
-        let len: i64 = ::redis::cmd("LLEN")
-            .arg("wspool:buf:bob")
+        let len: i64 = (::redis::cmd("LLEN").arg("wspool:buf:bob"))
             .query(&mut redis.conn())
             .unwrap();
-        len == 1
+        len == 5
     })
     .await;
 
@@ -424,21 +436,21 @@ async fn missed_traffic_is_recovered_or_reported() {
         "m1 fell out of a history of 3"
     );
     wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterUp { .. })).await;
-    let got: Vec<String> = [
-        bob.recv().await,
-        bob.recv().await,
-        bob.recv().await,
-        bob.recv().await,
-    ]
-    .into_iter()
-    .map(|m| m.msg)
-    .collect();
-    assert_eq!(got, ["m2", "m3", "m4", "direct"]);
+    for expected in ["m1", "m2", "m3", "m4", "direct"] {
+        assert_eq!(bob.recv().await.msg, expected);
+    }
+    for expected in ["m2", "m3", "m4"] {
+        assert_eq!(next(&mut feed).await, expected);
+    }
     let stats = b.pool.stats().cluster.unwrap();
-    assert_eq!((stats.recovered, stats.missed, stats.outages), (4, 1, 1));
+    assert_eq!(
+        (stats.recovered, stats.missed, stats.outages),
+        (5 + 3, 1, 1)
+    );
 
     a.broadcast(text_msg("", &["room"], "live")).unwrap();
-    assert_eq!(bob.recv().await.msg, "live");
+    assert_eq!(bob.recv().await.msg, "live", "nothing twice before it");
+    assert_eq!(next(&mut feed).await, "live");
 }
 
 /// The admin API on either node answers for the cluster: it lists every
@@ -502,4 +514,109 @@ async fn admin_api_answers_for_the_cluster() {
     assert_eq!(bob.close_code().await, wspool::close_code::KICKED);
     let (status, _) = json_call(a.addr, "DELETE", "/api/clients/nobody", "").await;
     assert_eq!(status, 404);
+}
+
+/// A node in a process of its own (the chat example with `--redis`), so it
+/// can be SIGKILLed.
+struct ChildNode {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl ChildNode {
+    fn start(redis: &RedisServer, lease_secs: u64) -> Self {
+        use std::io::{BufRead, BufReader};
+        // target/<profile>/deps/cluster-* -> target/<profile>/examples/chat
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("examples/chat");
+        assert!(
+            bin.exists(),
+            "{} is missing: `cargo test --features redis` builds it (or `cargo build --example chat --features redis`)",
+            bin.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut child = std::process::Command::new(bin)
+            .args(["--redis", &redis.url(), "--addr", &addr.to_string()])
+            .args(["--lease-secs", &lease_secs.to_string()])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("chat on http://") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(WAIT).expect("the child node started");
+        ChildNode { child, addr }
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A node killed with SIGKILL loses nothing sent after its death: its
+/// client becomes away, what is sent to it (direct and to its channel) is
+/// buffered in Redis, it leaves presence within the lease, and it gets
+/// everything, in order, when it reconnects to another node.
+#[tokio::test]
+async fn a_killed_node_loses_nothing_sent_after_its_death() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let _peer = a.connect("peer_room").await;
+    let mut k = ChildNode::start(&redis, 2);
+    let kim = try_connect(k.addr, "/ws", Some("kim_room")).await.unwrap();
+    let on_k = || async { a.pool.cluster_client("kim").await.unwrap().is_some() };
+    tokio::time::timeout(WAIT, async {
+        while !on_k().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("kim shows in presence");
+
+    k.child.kill().unwrap(); // SIGKILL
+    k.child.wait().unwrap();
+    drop(kim);
+    assert_eq!(
+        a.pool.send(text_msg("kim", &[], "direct")),
+        Ok(Delivery::Forwarded)
+    );
+    let n = a
+        .pool
+        .cluster_broadcast(text_msg("", &["room"], "to the room"))
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "peer here, and kim's buffer");
+
+    tokio::time::timeout(WAIT, async {
+        while on_k().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("kim leaves presence within the lease");
+
+    let mut back = a.connect("kim_room").await;
+    assert_eq!(back.recv().await.msg, "direct");
+    assert_eq!(back.recv().await.msg, "to the room");
 }

@@ -225,6 +225,25 @@ impl Node {
         out
     }
 
+    /// Hands `encoded` to this node's server-side subscriptions to
+    /// `channels` (each once) that are not subscribed to a channel in
+    /// `skip`; clients are left out (they got it another way).
+    pub(crate) fn notify_subscribers(
+        &self,
+        encoded: &Encoded,
+        channels: &[String],
+        skip: &[String],
+    ) {
+        let registry = self.registry.read();
+        let mut seen = HashSet::new();
+        registry.for_each_member(skip, Some(&mut seen), |_| {});
+        registry.for_each_member(channels, Some(&mut seen), |member| {
+            if let Member::Subscriber(sub) = member {
+                let _ = sub.tx.send(encoded.msg.clone());
+            }
+        });
+    }
+
     /// Queues `encoded` for every connected client (not those away).
     pub(crate) fn push_all(&self, encoded: &Arc<Encoded>) -> FanOut {
         let mut out = FanOut::default();

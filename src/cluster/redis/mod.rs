@@ -237,6 +237,10 @@ impl Keys {
             .and_then(|s| s.strip_prefix(':'))
             .unwrap_or(pubsub)
     }
+    /// The nodes with members in pub/sub channel `pubsub`.
+    fn nodes_of(&self, pubsub: &str) -> String {
+        format!("{}:chnodes:{}", self.prefix, self.suffix(pubsub))
+    }
     /// The members of pub/sub channel `pubsub` that are away.
     fn away(&self, pubsub: &str) -> String {
         format!("{}:away:{}", self.prefix, self.suffix(pubsub))
@@ -732,17 +736,19 @@ async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
                 Op::Publish { channels, env, .. } => {
                     pipe.cmd("EVALSHA")
                         .arg(shared.scripts.publish.get_hash())
-                        .arg(channels.len() * 3);
+                        .arg(channels.len() * 4);
                     for ch in channels {
                         pipe.arg(shared.keys.sequence(ch))
                             .arg(shared.keys.history(ch))
-                            .arg(shared.keys.away(ch));
+                            .arg(shared.keys.away(ch))
+                            .arg(shared.keys.nodes_of(ch));
                     }
                     pipe.arg(shared.config.history_len.max(1))
                         .arg(history_ttl.max(1))
                         .arg(env.as_ref())
                         .arg(&shared.keys.prefix)
-                        .arg(max);
+                        .arg(max)
+                        .arg(ttl.max(1));
                     for ch in channels {
                         pipe.arg(ch);
                     }
@@ -894,11 +900,15 @@ async fn subscriber(
                 }
                 let list: Vec<&String> = channels.iter().collect();
                 if sink.subscribe(&list).await.is_ok() {
+                    announce(&shared, channels.iter(), true).await;
                     if !first {
                         shared.up.store(true, Ordering::Release);
                         check_run(&shared, &pool).await;
-                        catch_up(&shared, &pool, &mut last).await;
-                        pool.cluster_resynced(resync(&shared, &pool).await);
+                        // Buffers first: what they held is not delivered
+                        // to the clients again from the histories.
+                        let (closed, taken) = resync(&shared, &pool).await;
+                        catch_up(&shared, &pool, &mut last, &taken).await;
+                        pool.cluster_resynced(closed);
                     }
                     first = false;
                     if let Some(r) = ready.take() {
@@ -918,11 +928,14 @@ async fn subscriber(
                                         let channel = shared.keys.channel(&c);
                                         let seq = sequence(&shared, &channel).await.unwrap_or(0);
                                         last.insert(channel.clone(), seq);
-                                        sink.subscribe(channel).await
+                                        let r = sink.subscribe(&channel).await;
+                                        announce(&shared, [&channel], true).await;
+                                        r
                                     }
                                     Some(SubOp::Unsubscribe(c)) => {
                                         let channel = shared.keys.channel(&c);
                                         last.remove(&channel);
+                                        announce(&shared, [&channel], false).await;
                                         sink.unsubscribe(channel).await
                                     }
                                     None => return,
@@ -956,6 +969,29 @@ async fn subscriber(
     }
 }
 
+/// Records that this node has (`present`) or no longer has members in
+/// these pub/sub channels (`P:chnodes:*`): a publication that reaches
+/// fewer nodes than have members looks for a node that is gone.
+async fn announce<'a>(
+    shared: &Shared,
+    channels: impl IntoIterator<Item = &'a String>,
+    present: bool,
+) {
+    let mut pipe = redis::pipe();
+    let prefix = shared.keys.channel("");
+    for channel in channels.into_iter().filter(|c| c.starts_with(&prefix)) {
+        let cmd = if present { "SADD" } else { "SREM" };
+        pipe.cmd(cmd)
+            .arg(shared.keys.nodes_of(channel))
+            .arg(&shared.node)
+            .ignore();
+    }
+    let mut conn = shared.conn.clone();
+    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        tracing::debug!(error = %e, "recording this node's channels failed");
+    }
+}
+
 /// Handles one pub/sub message.
 async fn inbound(shared: &Shared, msg: redis::Msg, last: &mut HashMap<String, u64>) {
     let Some(pool) = shared.pool() else { return };
@@ -969,16 +1005,16 @@ async fn inbound(shared: &Shared, msg: redis::Msg, last: &mut HashMap<String, u6
         tracing::debug!(channel, "malformed publication");
         return;
     };
+    if last.get(channel).is_some_and(|&prev| seq <= prev) {
+        return; // seen already (recovered from the history)
+    }
     if let Some(&prev) = last.get(channel) {
-        if seq <= prev {
-            return; // seen already (recovered from the history)
-        }
         if seq > prev + 1 {
-            recover(shared, &pool, channel, prev, seq).await;
+            recover(shared, &pool, channel, prev, seq, &Taken::new()).await;
         }
     }
     last.insert(channel.to_owned(), seq);
-    publication(shared, &pool, channel, body);
+    publication(shared, &pool, channel, body, &Taken::new());
 }
 
 /// `<number>:<rest>`.
@@ -1000,7 +1036,7 @@ fn node_message(shared: &Shared, pool: &WsPool, payload: &[u8]) {
         b'D' => {
             if let Ok(env) = Envelope::decode(body) {
                 bump(&shared.stats.received, 1);
-                pool.cluster_deliver(env, None, epoch);
+                pool.cluster_deliver(env, None, epoch, true);
             }
         }
         b'K' => {
@@ -1026,21 +1062,25 @@ fn node_message(shared: &Shared, pool: &WsPool, payload: &[u8]) {
 
 /// Delivers one channel or `all` publication here (unless this node sent
 /// it: it reached its own members directly).
-fn publication(shared: &Shared, pool: &WsPool, channel: &str, body: &[u8]) {
+///
+/// `taken` names the envelopes this node's clients already got from their
+/// buffers (after a reconnect): those reach only its subscriptions.
+fn publication(shared: &Shared, pool: &WsPool, channel: &str, body: &[u8], taken: &Taken) {
     let Ok(env) = Envelope::decode(body) else {
         tracing::debug!(channel, "undecodable envelope");
         return;
     };
+    let clients = !taken.contains(&(env.origin_node.clone(), env.id));
     let answer = env.count.then(|| (env.origin_node.clone(), env.id));
     let reached = if env.origin_node == shared.node {
         0
     } else {
         bump(&shared.stats.received, 1);
         if env.all {
-            pool.cluster_deliver(env, None, 0)
+            pool.cluster_deliver(env, None, 0, clients)
         } else if let Some(name) = channel.strip_prefix(&shared.keys.channel("")) {
             let name = name.to_owned();
-            pool.cluster_deliver(env, Some(&name), 0)
+            pool.cluster_deliver(env, Some(&name), 0, clients)
         } else {
             0
         }
@@ -1068,7 +1108,14 @@ fn tally(shared: &Shared, id: u64, clients: u64) {
 
 /// Publications `after < n < before` on `channel` were missed: deliver
 /// those still in its history, in order; report the rest.
-async fn recover(shared: &Shared, pool: &WsPool, channel: &str, after: u64, before: u64) {
+async fn recover(
+    shared: &Shared,
+    pool: &WsPool,
+    channel: &str,
+    after: u64,
+    before: u64,
+    taken: &Taken,
+) {
     let mut conn = shared.conn.clone();
     let history: Vec<Vec<u8>> = redis::cmd("LRANGE")
         .arg(shared.keys.history(channel))
@@ -1086,7 +1133,7 @@ async fn recover(shared: &Shared, pool: &WsPool, channel: &str, after: u64, befo
     let missed = (before - after - 1).saturating_sub(found.len() as u64);
     bump(&shared.stats.recovered, found.len() as u64);
     for (_, body) in found {
-        publication(shared, pool, channel, body);
+        publication(shared, pool, channel, body, taken);
     }
     if missed > 0 {
         bump(&shared.stats.missed, missed);
@@ -1116,7 +1163,7 @@ async fn sequence(shared: &Shared, channel: &str) -> redis::RedisResult<u64> {
 
 /// After a reconnect: what was published to the subscribed channels while
 /// the link was down is recovered from their histories.
-async fn catch_up(shared: &Shared, pool: &WsPool, last: &mut HashMap<String, u64>) {
+async fn catch_up(shared: &Shared, pool: &WsPool, last: &mut HashMap<String, u64>, taken: &Taken) {
     let mut conn = shared.conn.clone();
     for (channel, prev) in last.iter_mut() {
         let now: Option<u64> = redis::cmd("GET")
@@ -1129,7 +1176,7 @@ async fn catch_up(shared: &Shared, pool: &WsPool, last: &mut HashMap<String, u64
         }
         match now {
             Some(now) if now > *prev => {
-                recover(shared, pool, channel, *prev, now + 1).await;
+                recover(shared, pool, channel, *prev, now + 1, taken).await;
                 *prev = now;
             }
             Some(_) => {}
@@ -1174,19 +1221,24 @@ async fn mark_run(shared: &Shared) -> redis::RedisResult<String> {
 /// After a reconnect: which of this node's ids does it still hold? Those
 /// lost to another claim are closed (4001); those Redis forgot are claimed
 /// again; what was buffered for held ones while the link was down is
-/// delivered. Returns how many were closed.
-async fn resync(shared: &Shared, pool: &WsPool) -> usize {
+/// delivered. Returns how many were closed, and the envelopes delivered.
+async fn resync(shared: &Shared, pool: &WsPool) -> (usize, Taken) {
     let _ = shared.renew_lease().await;
     let mut closed = 0;
+    let mut taken = Taken::new();
     for state in pool.node().online() {
         let mut conn = shared.conn.clone();
+        let info = presence(shared, &state, pool.node().channels_of(&state));
         let reply: redis::RedisResult<Vec<Value>> = shared
             .scripts
             .check
             .key(shared.keys.owner(&state.id))
             .key(shared.keys.buffer(&state.id))
+            .key(shared.keys.presence(&shared.node))
             .arg(&shared.node)
             .arg(state.epoch())
+            .arg(&*state.id)
+            .arg(info)
             .invoke_async(&mut conn)
             .await;
         let Ok(reply) = reply else { continue };
@@ -1197,7 +1249,7 @@ async fn resync(shared: &Shared, pool: &WsPool) -> usize {
                 closed += 1;
             }
             Some(Value::Int(1)) => {
-                let buffered = envelopes(it);
+                let buffered = envelopes(it, &mut taken);
                 bump(&shared.stats.recovered, buffered.len() as u64);
                 pool.cluster_take_buffered(&state, buffered);
             }
@@ -1210,17 +1262,24 @@ async fn resync(shared: &Shared, pool: &WsPool) -> usize {
             }
         }
     }
-    closed
+    (closed, taken)
 }
 
-/// Buffered envelopes from a script's reply, as messages for this node.
-fn envelopes(values: impl Iterator<Item = Value>) -> Vec<Arc<Encoded>> {
+/// Envelopes by name (origin node, number).
+type Taken = HashSet<(String, u64)>;
+
+/// Buffered envelopes from a script's reply, as messages for this node;
+/// their names go to `taken`.
+fn envelopes(values: impl Iterator<Item = Value>, taken: &mut Taken) -> Vec<Arc<Encoded>> {
     values
         .filter_map(|v| match v {
             Value::BulkString(b) => Envelope::decode(b.as_slice()).ok(),
             _ => None,
         })
-        .map(|mut env| arrived(&mut env))
+        .map(|mut env| {
+            taken.insert((env.origin_node.clone(), env.id));
+            arrived(&mut env)
+        })
         .collect()
 }
 
@@ -1255,7 +1314,7 @@ async fn claim(
     };
     Ok(Claimed {
         epoch,
-        buffered: envelopes(it),
+        buffered: envelopes(it, &mut Taken::new()),
     })
 }
 

@@ -2,6 +2,36 @@
 //! (read the owner of an id and act on it in one go). Keys and messages are
 //! described in CLUSTER.md.
 
+/// A Lua function shared by the scripts that find a node gone (nobody
+/// listens on its channel): each of its clients becomes away, with its
+/// channels, for the offline ttl, so what is sent to it from now on is
+/// buffered in Redis; its presence is dropped.
+macro_rules! adopt {
+    () => {
+        r#"
+local function adopt(prefix, node, ttl)
+  local pres = prefix .. ':presence:' .. node
+  local recs = redis.call('HGETALL', pres)
+  for i = 1, #recs, 2 do
+    local id = recs[i]
+    local owner = prefix .. ':id:' .. id
+    local cur = redis.call('HMGET', owner, 'node', 'state')
+    if cur[1] == node and cur[2] == 'on' then
+      local ok, rec = pcall(cjson.decode, recs[i + 1])
+      local chans = {}
+      if ok and type(rec) == 'table' and type(rec.channels) == 'table' then chans = rec.channels end
+      redis.call('HSET', owner, 'state', 'away', 'channels', table.concat(chans, ','))
+      redis.call('PEXPIRE', owner, ttl)
+      for _, ch in ipairs(chans) do redis.call('SADD', prefix .. ':away:c:' .. ch, id) end
+    end
+  end
+  redis.call('DEL', pres)
+  redis.call('SREM', prefix .. ':nodes', node)
+end
+"#
+    };
+}
+
 /// Routes one direct message. KEYS: the id's owner hash, its buffer.
 /// ARGV: prefix, envelope, buffer limit (messages), offline ttl (ms).
 /// Returns 0 no such id, 1 published to its node, 2 buffered, 3 buffer full.
@@ -10,22 +40,24 @@
 /// `D<epoch>:<envelope>`. When no node listens there (the owner died), or
 /// the client is away, it goes to the id's buffer in Redis, so it outlives
 /// any node.
-pub(super) const SEND: &str = r#"
+pub(super) const SEND: &str = concat!(
+    adopt!(),
+    r#"
 local owner = redis.call('HMGET', KEYS[1], 'node', 'epoch', 'state')
 if not owner[1] then return 0 end
 if owner[3] == 'on' then
   local n = redis.call('PUBLISH', ARGV[1] .. ':n:' .. owner[1], 'D' .. owner[2] .. ':' .. ARGV[2])
   if n > 0 then return 1 end
-  -- Nobody listens on the owner's channel: the node is gone. Its client is
-  -- away from now on; what is sent to it waits in Redis.
-  redis.call('HSET', KEYS[1], 'state', 'away')
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  -- Nobody listens on the owner's channel: the node is gone. Its clients
+  -- are away from now on; what is sent to them waits in Redis.
+  adopt(ARGV[1], owner[1], ARGV[4])
 end
 if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[3]) then return 3 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]) > 0 and redis.call('PTTL', KEYS[1]) or ARGV[4])
 return 2
-"#;
+"#
+);
 
 /// Claims an id for a connection on this node. KEYS: the owner hash, the
 /// buffer, this node's presence hash. ARGV: prefix, node, id, refuse (0/1),
@@ -94,7 +126,8 @@ return {1, kept}
 "#;
 
 /// Checks, after a reconnect, whether this node still holds one of its
-/// ids. KEYS: the owner hash, the buffer. ARGV: node, epoch.
+/// ids. KEYS: the owner hash, the buffer, this node's presence hash. ARGV:
+/// node, epoch, id, presence JSON.
 /// Returns {0} lost to another claim, {2} missing (Redis lost it: the
 /// caller claims it again), or {1, envelopes...} held: what was buffered
 /// while the link was down (no listener on this node's channel made the
@@ -104,7 +137,9 @@ local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch')
 if not cur[1] then return {2} end
 if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return {0} end
 redis.call('HSET', KEYS[1], 'state', 'on')
+redis.call('HDEL', KEYS[1], 'channels')
 redis.call('PERSIST', KEYS[1])
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 local out = redis.call('LRANGE', KEYS[2], 0, -1)
 redis.call('DEL', KEYS[2])
 table.insert(out, 1, 1)
@@ -112,27 +147,41 @@ return out
 "#;
 
 /// Publishes one broadcast. KEYS: for each target, its sequence counter,
-/// its history list and its set of members that are away. ARGV: history
-/// length, history ttl (ms), the envelope, prefix, buffer limit, then each
-/// target's pub/sub channel.
+/// its history list, its set of members that are away and its set of
+/// nodes with members. ARGV: history length, history ttl (ms), the
+/// envelope, prefix, buffer limit, offline ttl (ms), then each target's
+/// pub/sub channel.
 ///
 /// Each target numbers its publications (`INCR`) and keeps the last ones
 /// (`LPUSH`, `LTRIM`): what goes out is `<seq>:<envelope>`, so a node that
 /// sees a number jump knows it missed some and fetches them from the
-/// history. Members that are away get it in their buffer, once however
-/// many targets they are in. Returns {nodes reached (summed over the
-/// publications), clients buffered, ids whose buffer was full...}.
-pub(super) const PUBLISH: &str = r#"
+/// history. When fewer nodes got it than have members, the ones nobody
+/// listens for any more are gone: their clients become away. Members that
+/// are away get it in their buffer, once however many targets they are in.
+/// Returns {nodes reached (summed over the publications), clients
+/// buffered, ids whose buffer was full...}.
+pub(super) const PUBLISH: &str = concat!(
+    adopt!(),
+    r#"
 local reached, buffered, full, seen = 0, 0, {}, {}
-local n = #KEYS / 3
+local n = #KEYS / 4
 for i = 1, n do
-  local seq = redis.call('INCR', KEYS[3 * i - 2])
+  local seq = redis.call('INCR', KEYS[4 * i - 3])
   local framed = seq .. ':' .. ARGV[3]
-  redis.call('LPUSH', KEYS[3 * i - 1], framed)
-  redis.call('LTRIM', KEYS[3 * i - 1], 0, tonumber(ARGV[1]) - 1)
-  redis.call('PEXPIRE', KEYS[3 * i - 1], ARGV[2])
-  reached = reached + redis.call('PUBLISH', ARGV[5 + i], framed)
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[3 * i])) do
+  redis.call('LPUSH', KEYS[4 * i - 2], framed)
+  redis.call('LTRIM', KEYS[4 * i - 2], 0, tonumber(ARGV[1]) - 1)
+  redis.call('PEXPIRE', KEYS[4 * i - 2], ARGV[2])
+  local got = redis.call('PUBLISH', ARGV[6 + i], framed)
+  reached = reached + got
+  if got < redis.call('SCARD', KEYS[4 * i]) then
+    for _, node in ipairs(redis.call('SMEMBERS', KEYS[4 * i])) do
+      if redis.call('PUBSUB', 'NUMSUB', ARGV[4] .. ':n:' .. node)[2] == 0 then
+        adopt(ARGV[4], node, ARGV[6])
+        redis.call('SREM', KEYS[4 * i], node)
+      end
+    end
+  end
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[4 * i - 1])) do
     if not seen[id] then
       seen[id] = true
       local owner = ARGV[4] .. ':id:' .. id
@@ -147,7 +196,7 @@ for i = 1, n do
           table.insert(full, id)
         end
       else
-        redis.call('SREM', KEYS[3 * i], id)
+        redis.call('SREM', KEYS[4 * i - 1], id)
       end
     end
   end
@@ -155,7 +204,8 @@ end
 local out = {reached, buffered}
 for _, id in ipairs(full) do table.insert(out, id) end
 return out
-"#;
+"#
+);
 
 /// Disconnects an id wherever it is. KEYS: the owner hash, the buffer.
 /// ARGV: prefix, id. Returns 1 when its node was told (`X0:<id>` on the
