@@ -195,9 +195,7 @@ async fn refuse_policy_holds_across_nodes() {
     let mut first = a.connect("alice").await;
     match try_connect(b.addr, "/ws", Some("alice")).await {
         Err((status, _)) => assert_eq!(status, 409),
-        Ok(mut second) => {
-            assert_eq!(second.close_code().await, wspool::close_code::POLICY)
-        }
+        Ok(_) => panic!("a second connection of alice was accepted on B"),
     }
     b.pool.send(text_msg("alice", &[], "still here")).unwrap();
     assert_eq!(first.recv().await.msg, "still here");
@@ -562,7 +560,13 @@ impl ChildNode {
                 }
             }
         });
-        rx.recv_timeout(WAIT).expect("the child node started");
+        if rx.recv_timeout(WAIT).is_err() {
+            let status = child.try_wait().ok().flatten();
+            panic!(
+                "the chat example did not start as a cluster node (exit: {status:?}); it must be \
+                 built with the feature: `cargo test --features redis` builds it so"
+            );
+        }
         ChildNode { child, addr }
     }
 }
@@ -619,4 +623,50 @@ async fn a_killed_node_loses_nothing_sent_after_its_death() {
     let mut back = a.connect("kim_room").await;
     assert_eq!(back.recv().await.msg, "direct");
     assert_eq!(back.recv().await.msg, "to the room");
+}
+
+/// Concurrent connects of one id on three nodes leave exactly one
+/// connection: the others are closed with 4001.
+#[tokio::test]
+async fn concurrent_connects_leave_exactly_one() {
+    let redis = RedisServer::start();
+    let nodes = [node(&redis).await, node(&redis).await, node(&redis).await];
+    let (x, y, z) = tokio::join!(
+        try_connect(nodes[0].addr, "/ws", Some("dup")),
+        try_connect(nodes[1].addr, "/ws", Some("dup")),
+        try_connect(nodes[2].addr, "/ws", Some("dup")),
+    );
+    let mut clients = [x.unwrap(), y.unwrap(), z.unwrap()];
+    // Two of the three are told they were replaced; the survivor is the
+    // one the cluster routes to.
+    let owner = tokio::time::timeout(WAIT, async {
+        loop {
+            let list = nodes[0].pool.cluster_clients().await.unwrap();
+            let connected: usize = nodes.iter().map(|n| n.pool.clients().len()).sum();
+            if connected == 1 && list.len() == 1 {
+                return list[0].node.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("one connection left");
+    let survivor = nodes
+        .iter()
+        .position(|n| n.pool.clients().len() == 1)
+        .unwrap();
+    assert_eq!(
+        owner,
+        Some(nodes[survivor].pool.stats().cluster.unwrap().node)
+    );
+    for (i, client) in clients.iter_mut().enumerate() {
+        if i != survivor {
+            assert_eq!(client.close_code().await, wspool::close_code::REPLACED);
+        }
+    }
+    nodes[(survivor + 1) % 3]
+        .pool
+        .send(text_msg("dup", &[], "to the one"))
+        .unwrap();
+    assert_eq!(clients[survivor].recv().await.msg, "to the one");
 }

@@ -86,6 +86,13 @@ pub(crate) trait Cluster: Send + Sync + 'static {
         channels: Option<&'a [String]>,
     ) -> BoxFuture<'a, Result<usize, SendError>>;
 
+    /// Is `id` connected to another live node? (The duplicate policy
+    /// `Refuse` answers 409 before the upgrade when it is.)
+    ///
+    /// # Errors
+    /// [`SendError::Unavailable`] when the cluster cannot be reached.
+    fn connected_elsewhere<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, SendError>>;
+
     /// Closes (4002) the connection of `id` on whichever node has it, or
     /// forgets the id if it is away. Resolves to whether some node had it.
     ///

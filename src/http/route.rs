@@ -235,6 +235,17 @@ pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
     if json {
         config.format = Format::Json;
     }
+    if let Some(cluster) = pool.cluster() {
+        // The cluster-wide half of the duplicate check (the claim at
+        // registration settles a race between two nodes: 1008).
+        if pool.config().duplicate_policy() == DuplicatePolicy::Refuse
+            && cluster.connected_elsewhere(&config.id).await == Ok(true)
+        {
+            bump(&counters.refused_duplicate_id, 1);
+            let why = format!("id {} is already connected", config.id);
+            return refuse(StatusCode::CONFLICT, why);
+        }
+    }
     pool.upgrade(upgrade, config, ticket)
 }
 

@@ -563,6 +563,29 @@ impl Cluster for RedisCluster {
         })
     }
 
+    fn connected_elsewhere<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, SendError>> {
+        Box::pin(async move {
+            let s = &self.shared;
+            let mut conn = s.conn.clone();
+            let unavailable = |e: redis::RedisError| SendError::Unavailable(e.to_string());
+            let (node, state): (Option<String>, Option<String>) = redis::cmd("HMGET")
+                .arg(s.keys.owner(id))
+                .arg("node")
+                .arg("state")
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let Some(node) = node.filter(|n| *n != s.node && state.as_deref() == Some("on")) else {
+                return Ok(false);
+            };
+            redis::cmd("EXISTS")
+                .arg(s.keys.lease(&node))
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)
+        })
+    }
+
     fn disconnect<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, SendError>> {
         Box::pin(async move {
             let s = &self.shared;

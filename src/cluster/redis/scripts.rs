@@ -102,9 +102,9 @@ return out
 /// what was queued), {1, kept} when away (the first `kept` envelopes were
 /// buffered, the rest did not fit), {2} when gone.
 pub(super) const RELEASE: &str = r#"
+redis.call('HDEL', KEYS[3], ARGV[3])
 local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch')
 if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return {0} end
-redis.call('HDEL', KEYS[3], ARGV[3])
 if ARGV[4] == 'gone' then
   redis.call('DEL', KEYS[1], KEYS[2])
   return {2}
