@@ -670,3 +670,57 @@ async fn concurrent_connects_leave_exactly_one() {
         .unwrap();
     assert_eq!(clients[survivor].recv().await.msg, "to the one");
 }
+
+/// A client that does not come back within `offline_ttl`: what was
+/// buffered for it in Redis is reported once, `Undelivered`
+/// (`OfflineTimeout`), and the client a message was relayed from gets a
+/// receipt (status 3), as on one node; the id is then unknown.
+#[tokio::test]
+async fn a_closed_offline_window_is_reported() {
+    let redis = RedisServer::start();
+    let short = || WsPool::builder().offline_ttl(Duration::from_millis(300));
+    let (a, b) = (
+        node_with(&redis, short()).await,
+        node_with(&redis, short()).await,
+    );
+    let mut events_a = a.pool.events();
+    let mut events_b = b.pool.events();
+    let alice = a.connect("alice").await;
+    let mut bob = b.connect("bob").await;
+    assert!(alice.close_gracefully().await.is_empty());
+    until(|| {
+        let state: Option<String> = ::redis::cmd("HGET")
+            .arg("wspool:id:alice")
+            .arg("state")
+            .query(&mut redis.conn())
+            .unwrap();
+        state.as_deref() == Some("away")
+    })
+    .await;
+    let mut ping = text_msg("alice", &[], "are you there?");
+    ping.msg_id = "m-7".into();
+    bob.send(&ping).await;
+
+    let receipt = bob.recv().await;
+    assert_eq!(
+        (receipt.status, receipt.msg_id.as_str()),
+        (wspool::status::EXPIRED, "m-7")
+    );
+    let is_timeout = |e: &PoolEvent| matches!(e, PoolEvent::Undelivered { to, reason: UndeliveredReason::OfflineTimeout, .. } if to.as_str() == "alice");
+    let reported = tokio::select! {
+        e = async { wait_event(&mut events_a, is_timeout).await } => e,
+        e = async { wait_event(&mut events_b, is_timeout).await } => e,
+    };
+    let PoolEvent::Undelivered { msg, .. } = reported else {
+        unreachable!()
+    };
+    assert_eq!(msg.msg, "are you there?");
+
+    let mut events = a.pool.events();
+    a.pool.send(text_msg("alice", &[], "late")).unwrap();
+    let e = wait_event(&mut events, |e| matches!(e, PoolEvent::Undelivered { .. })).await;
+    let PoolEvent::Undelivered { reason, .. } = e else {
+        unreachable!()
+    };
+    assert_eq!(reason, UndeliveredReason::NotConnected);
+}

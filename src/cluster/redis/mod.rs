@@ -187,6 +187,7 @@ pub(crate) async fn connect(
     tokio::spawn(writer(shared.clone(), ops_rx));
     tokio::spawn(subscriber(shared.clone(), client, subs_rx, ready_tx));
     tokio::spawn(heartbeat(Arc::downgrade(&shared)));
+    tokio::spawn(expiry(Arc::downgrade(&shared)));
     // The node's own channels are subscribed before the pool is handed out.
     let _ = ready_rx.await;
     Ok(pool)
@@ -258,6 +259,7 @@ struct Scripts {
     release: Script,
     check: Script,
     kick: Script,
+    expire: Script,
 }
 
 impl Scripts {
@@ -269,6 +271,7 @@ impl Scripts {
             release: Script::new(scripts::RELEASE),
             check: Script::new(scripts::CHECK),
             kick: Script::new(scripts::KICK),
+            expire: Script::new(scripts::EXPIRE),
         }
     }
 
@@ -1339,6 +1342,47 @@ async fn claim(
         epoch,
         buffered: envelopes(it, &mut Taken::new()),
     })
+}
+
+/// Reports the offline windows that closed without the client coming
+/// back (on any node: the script hands each to one node): what its buffer
+/// held is `Undelivered` (`OfflineTimeout`), with receipts, as on one node.
+async fn expiry(shared: Weak<Shared>) {
+    loop {
+        let period = match shared.upgrade() {
+            Some(s) => match s.pool() {
+                Some(pool) => {
+                    let ttl = pool.config().offline_ttl();
+                    if !ttl.is_zero() {
+                        report_expired(&s, &pool).await;
+                    }
+                    (ttl / 8).clamp(Duration::from_millis(50), Duration::from_secs(1))
+                }
+                None => return,
+            },
+            None => return,
+        };
+        tokio::time::sleep(period).await;
+    }
+}
+
+async fn report_expired(shared: &Shared, pool: &WsPool) {
+    let mut conn = shared.conn.clone();
+    let reply: redis::RedisResult<Vec<Value>> = shared
+        .scripts
+        .expire
+        .key(format!("{}:expiring", shared.keys.prefix))
+        .arg(&shared.keys.prefix)
+        .arg(100)
+        .invoke_async(&mut conn)
+        .await;
+    let Ok(reply) = reply else { return };
+    let mut it = reply.into_iter();
+    while let (Some(Value::BulkString(id)), Some(Value::Int(n))) = (it.next(), it.next()) {
+        let id = ClientId::from(String::from_utf8_lossy(&id).as_ref());
+        let msgs = envelopes(it.by_ref().take(n.max(0) as usize), &mut Taken::new());
+        pool.report_undelivered(&id, msgs, UndeliveredReason::OfflineTimeout);
+    }
 }
 
 /// Renews this node's lease every third of it.

@@ -2,27 +2,49 @@
 //! (read the owner of an id and act on it in one go). Keys and messages are
 //! described in CLUSTER.md.
 
-/// A Lua function shared by the scripts that find a node gone (nobody
-/// listens on its channel): each of its clients becomes away, with its
-/// channels, for the offline ttl, so what is sent to it from now on is
-/// buffered in Redis; its presence is dropped.
-macro_rules! adopt {
+/// Lua functions shared by the scripts.
+///
+/// `away` makes a client away: its channels remembered (their sets of
+/// members that are away get it, so broadcasts are buffered for it), a
+/// deadline `until` = now + offline ttl, and an entry in `P:expiring` so a
+/// node reports its buffer when the deadline passes. The keys outlive the
+/// deadline by a minute, so the report can read them.
+///
+/// `adopt` is for a node found gone (nobody listens on its channel): each
+/// of its clients becomes away, so what is sent to it from now on is
+/// buffered; its presence is dropped.
+macro_rules! helpers {
     () => {
         r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function away(prefix, id, chans, ttl)
+  local owner = prefix .. ':id:' .. id
+  local due = now_ms() + tonumber(ttl)
+  redis.call('HSET', owner, 'state', 'away', 'channels', chans, 'until', due)
+  redis.call('PEXPIRE', owner, tonumber(ttl) + 60000)
+  for ch in string.gmatch(chans, '[^,]+') do
+    redis.call('SADD', prefix .. ':away:c:' .. ch, id)
+  end
+  redis.call('ZADD', prefix .. ':expiring', due, id)
+end
+local function past(owner)
+  local cur = redis.call('HMGET', owner, 'state', 'until')
+  return cur[1] == 'away' and tonumber(cur[2] or 0) <= now_ms()
+end
 local function adopt(prefix, node, ttl)
   local pres = prefix .. ':presence:' .. node
   local recs = redis.call('HGETALL', pres)
   for i = 1, #recs, 2 do
     local id = recs[i]
-    local owner = prefix .. ':id:' .. id
-    local cur = redis.call('HMGET', owner, 'node', 'state')
+    local cur = redis.call('HMGET', prefix .. ':id:' .. id, 'node', 'state')
     if cur[1] == node and cur[2] == 'on' then
       local ok, rec = pcall(cjson.decode, recs[i + 1])
       local chans = {}
       if ok and type(rec) == 'table' and type(rec.channels) == 'table' then chans = rec.channels end
-      redis.call('HSET', owner, 'state', 'away', 'channels', table.concat(chans, ','))
-      redis.call('PEXPIRE', owner, ttl)
-      for _, ch in ipairs(chans) do redis.call('SADD', prefix .. ':away:c:' .. ch, id) end
+      away(prefix, id, table.concat(chans, ','), ttl)
     end
   end
   redis.call('DEL', pres)
@@ -41,10 +63,10 @@ end
 /// the client is away, it goes to the id's buffer in Redis, so it outlives
 /// any node.
 pub(super) const SEND: &str = concat!(
-    adopt!(),
+    helpers!(),
     r#"
 local owner = redis.call('HMGET', KEYS[1], 'node', 'epoch', 'state')
-if not owner[1] then return 0 end
+if not owner[1] or past(KEYS[1]) then return 0 end
 if owner[3] == 'on' then
   local n = redis.call('PUBLISH', ARGV[1] .. ':n:' .. owner[1], 'D' .. owner[2] .. ':' .. ARGV[2])
   if n > 0 then return 1 end
@@ -54,7 +76,7 @@ if owner[3] == 'on' then
 end
 if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[3]) then return 3 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]) > 0 and redis.call('PTTL', KEYS[1]) or ARGV[4])
+redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
 return 2
 "#
 );
@@ -68,29 +90,39 @@ return 2
 /// The claim number comes from one counter for the whole cluster, so it
 /// only grows. A previous owner on another node is told on its node
 /// channel, `K<epoch>:<id>`: it closes its connection (4001).
-pub(super) const CLAIM: &str = r#"
+pub(super) const CLAIM: &str = concat!(
+    helpers!(),
+    r#"
 local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch', 'state')
 local alive = cur[1] and cur[3] == 'on' and redis.call('EXISTS', ARGV[1] .. ':node:' .. cur[1]) == 1
 if ARGV[4] == '1' and alive and cur[1] ~= ARGV[2] then return {-1} end
 local epoch = redis.call('INCR', ARGV[1] .. ':epoch')
+-- Back within the window: what was buffered is this connection's. Past
+-- it (not yet reported): the buffer is left to the expiry report.
+local late = past(KEYS[1])
 local was = redis.call('HGET', KEYS[1], 'channels')
 if was then
   for ch in string.gmatch(was, '[^,]+') do
     redis.call('SREM', ARGV[1] .. ':away:c:' .. ch, ARGV[3])
   end
-  redis.call('HDEL', KEYS[1], 'channels')
 end
+redis.call('HDEL', KEYS[1], 'channels', 'until')
+if not late then redis.call('ZREM', ARGV[1] .. ':expiring', ARGV[3]) end
 redis.call('HSET', KEYS[1], 'node', ARGV[2], 'epoch', epoch, 'state', 'on')
 redis.call('PERSIST', KEYS[1])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
 if alive and cur[1] ~= ARGV[2] then
   redis.call('PUBLISH', ARGV[1] .. ':n:' .. cur[1], 'K' .. epoch .. ':' .. ARGV[3])
 end
-local out = redis.call('LRANGE', KEYS[2], 0, -1)
-redis.call('DEL', KEYS[2])
+local out = {}
+if not late then
+  out = redis.call('LRANGE', KEYS[2], 0, -1)
+  redis.call('DEL', KEYS[2])
+end
 table.insert(out, 1, epoch)
 return out
-"#;
+"#
+);
 
 /// Releases an id when its connection here ends. KEYS: the owner hash,
 /// the buffer, this node's presence hash. ARGV: node, epoch, id, mode
@@ -101,7 +133,9 @@ return out
 /// Returns {0} when another claim holds the id now (the caller forwards
 /// what was queued), {1, kept} when away (the first `kept` envelopes were
 /// buffered, the rest did not fit), {2} when gone.
-pub(super) const RELEASE: &str = r#"
+pub(super) const RELEASE: &str = concat!(
+    helpers!(),
+    r#"
 redis.call('HDEL', KEYS[3], ARGV[3])
 local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch')
 if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return {0} end
@@ -109,11 +143,7 @@ if ARGV[4] == 'gone' then
   redis.call('DEL', KEYS[1], KEYS[2])
   return {2}
 end
-redis.call('HSET', KEYS[1], 'state', 'away', 'channels', ARGV[8])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-for ch in string.gmatch(ARGV[8], '[^,]+') do
-  redis.call('SADD', ARGV[7] .. ':away:c:' .. ch, ARGV[3])
-end
+away(ARGV[7], ARGV[3], ARGV[8], ARGV[5])
 local kept = 0
 local room = tonumber(ARGV[6]) - redis.call('LLEN', KEYS[2])
 for i = 9, #ARGV do
@@ -121,9 +151,10 @@ for i = 9, #ARGV do
   redis.call('RPUSH', KEYS[2], ARGV[i])
   kept = kept + 1
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1])) end
 return {1, kept}
-"#;
+"#
+);
 
 /// Checks, after a reconnect, whether this node still holds one of its
 /// ids. KEYS: the owner hash, the buffer, this node's presence hash. ARGV:
@@ -161,7 +192,7 @@ return out
 /// Returns {nodes reached (summed over the publications), clients
 /// buffered, ids whose buffer was full...}.
 pub(super) const PUBLISH: &str = concat!(
-    adopt!(),
+    helpers!(),
     r#"
 local reached, buffered, full, seen = 0, 0, {}, {}
 local n = #KEYS / 4
@@ -185,7 +216,7 @@ for i = 1, n do
     if not seen[id] then
       seen[id] = true
       local owner = ARGV[4] .. ':id:' .. id
-      if redis.call('HGET', owner, 'state') == 'away' then
+      if redis.call('HGET', owner, 'state') == 'away' and not past(owner) then
         local buf = ARGV[4] .. ':buf:' .. id
         if redis.call('LLEN', buf) < tonumber(ARGV[5]) then
           redis.call('RPUSH', buf, ARGV[3])
@@ -220,3 +251,38 @@ end
 redis.call('DEL', KEYS[1], KEYS[2])
 return 1
 "#;
+
+/// Reports the offline windows that closed. KEYS: `P:expiring`. ARGV:
+/// prefix, most ids per call. Returns {id, count, envelopes..., id, ...}:
+/// what each id's buffer held. Atomic, so exactly one node reports each.
+pub(super) const EXPIRE: &str = concat!(
+    helpers!(),
+    r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], id)
+  local owner = ARGV[1] .. ':id:' .. id
+  local buf = ARGV[1] .. ':buf:' .. id
+  local msgs = {}
+  if redis.call('HGET', owner, 'state') ~= 'on' then
+    msgs = redis.call('LRANGE', buf, 0, -1)
+    local chans = redis.call('HGET', owner, 'channels')
+    if chans then
+      for ch in string.gmatch(chans, '[^,]+') do
+        redis.call('SREM', ARGV[1] .. ':away:c:' .. ch, id)
+      end
+    end
+    redis.call('DEL', owner)
+  else
+    -- Claimed late (after the window): the old buffer is still reported.
+    msgs = redis.call('LRANGE', buf, 0, -1)
+  end
+  redis.call('DEL', buf)
+  table.insert(out, id)
+  table.insert(out, #msgs)
+  for _, m in ipairs(msgs) do table.insert(out, m) end
+end
+return out
+"#
+);
