@@ -369,6 +369,8 @@ impl Tally {
 enum SubOp {
     Subscribe(String),
     Unsubscribe(String),
+    /// Answered once every operation before it is done.
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The [`Cluster`] the pool holds.
@@ -621,7 +623,16 @@ impl Cluster for RedisCluster {
         channels: Vec<String>,
         refuse: bool,
     ) -> BoxFuture<'a, Result<Claimed, SendError>> {
-        Box::pin(claim(&self.shared, state, channels, refuse))
+        Box::pin(async move {
+            let s = &self.shared;
+            // This node subscribes to the client's channels first, so a
+            // broadcast made once it is registered reaches it.
+            let (done, subscribed) = tokio::sync::oneshot::channel();
+            if s.subs.send(SubOp::Barrier(done)).is_ok() {
+                let _ = tokio::time::timeout(s.config.command_timeout, subscribed).await;
+            }
+            claim(s, state, channels, refuse).await
+        })
     }
 
     fn release(
@@ -963,6 +974,10 @@ async fn subscriber(
                                         last.remove(&channel);
                                         announce(&shared, [&channel], false).await;
                                         sink.unsubscribe(channel).await
+                                    }
+                                    Some(SubOp::Barrier(done)) => {
+                                        let _ = done.send(());
+                                        Ok(())
                                     }
                                     None => return,
                                 };
