@@ -28,13 +28,18 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
 const SERVERS: [&str; 5] = ["wspool", "socketioxide", "node-ws", "naive-axum", "limit"];
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 6] = [
     "fanout_1k",
     "fanout_10k",
     "direct_10k",
     "idle_15k",
     "connect_10k",
+    "cluster_fanout",
 ];
+
+/// The servers with a cluster mode over Redis: the only ones
+/// `cluster_fanout` runs.
+const CLUSTERED: [&str; 2] = ["wspool", "socketioxide"];
 
 #[derive(Parser)]
 #[command(about = "wspool load benchmark: wspool and its peers side by side")]
@@ -74,7 +79,13 @@ enum Cmd {
         offline_ttl_secs: u64,
     },
     /// Run one server (used by `all`).
-    Serve { server: String, port: u16 },
+    Serve {
+        server: String,
+        port: u16,
+        /// As one node of a cluster over this Redis.
+        #[arg(long)]
+        redis: Option<String>,
+    },
     /// Run one scenario against a running server; prints its metrics as JSON.
     Load {
         scenario: String,
@@ -84,6 +95,12 @@ enum Cmd {
         pid: u32,
         #[arg(long)]
         quick: bool,
+        /// A second node of the same cluster: its port and process id.
+        #[arg(long, num_args = 2, value_names = ["PORT", "PID"])]
+        node2: Option<Vec<u32>>,
+        /// The cluster's Redis, for its command counters.
+        #[arg(long)]
+        redis: Option<String>,
     },
 }
 
@@ -125,13 +142,17 @@ fn main() {
             );
             std::process::exit(if clean { 0 } else { 1 });
         }
-        Cmd::Serve { server, port } => {
+        Cmd::Serve {
+            server,
+            port,
+            redis,
+        } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
                 .build();
             let rt = rt.expect("runtime");
-            if let Err(e) = rt.block_on(servers::serve(&server, port)) {
+            if let Err(e) = rt.block_on(servers::serve(&server, port, redis.as_deref())) {
                 eprintln!("server {server}: {e}");
                 std::process::exit(1);
             }
@@ -142,6 +163,8 @@ fn main() {
             port,
             pid,
             quick,
+            node2,
+            redis,
         } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -152,6 +175,8 @@ fn main() {
                 port,
                 server_pid: pid,
                 quick,
+                others: node2.map(|v| vec![(v[0] as u16, v[1])]).unwrap_or_default(),
+                redis,
             };
             let result = rt.block_on(async {
                 match scenario.as_str() {
@@ -160,6 +185,7 @@ fn main() {
                     "direct_10k" => scenarios::direct(&ctx, 10_000, 20_000).await,
                     "idle_15k" => scenarios::idle(&ctx, 15_000).await,
                     "connect_10k" => scenarios::connect_storm(&ctx, 10_000).await,
+                    "cluster_fanout" => scenarios::fanout(&ctx, 2_000).await,
                     other => Err(format!("unknown scenario {other}")),
                 }
             });
@@ -203,11 +229,14 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn start_server(server: &str, port: u16) -> Child {
+fn start_server(server: &str, port: u16, redis: Option<&str>) -> Child {
     let exe = std::env::current_exe().expect("exe");
     let mut cmd = Command::new("taskset");
     cmd.arg("-c").arg("0");
-    if server == "node-ws" {
+    if let Some(url) = redis {
+        cmd.arg(exe)
+            .args(["serve", server, &port.to_string(), "--redis", url]);
+    } else if server == "node-ws" {
         let dir = workspace_root().join("benches/load/node");
         cmd.arg("node")
             .arg(dir.join("server.js"))
@@ -229,12 +258,78 @@ fn start_server(server: &str, port: u16) -> Child {
     child
 }
 
+/// A `redis-server` for `cluster_fanout`, pinned with the load generator
+/// to core 1, no persistence; killed when dropped.
+struct Redis {
+    child: Child,
+    url: String,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("taskset")
+            .args(["-c", "1", "redis-server", "--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on the PATH (apt-get install redis-server)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `scenario` against `server`: one process, or for `cluster_fanout`
+/// two nodes over a fresh Redis.
+fn run_one(scenario: &str, server: &str, quick: bool) -> Result<BTreeMap<String, f64>, String> {
+    if scenario != "cluster_fanout" {
+        let port = free_port();
+        let mut child = start_server(server, port, None);
+        let result = run_load(scenario, server, port, child.id(), quick, &[]);
+        let _ = child.kill();
+        let _ = child.wait();
+        return result;
+    }
+    let redis = Redis::start();
+    let (p1, p2) = (free_port(), free_port());
+    let mut a = start_server(server, p1, Some(&redis.url));
+    let mut b = start_server(server, p2, Some(&redis.url));
+    let extra = [
+        "--node2".to_owned(),
+        p2.to_string(),
+        b.id().to_string(),
+        "--redis".to_owned(),
+        redis.url.clone(),
+    ];
+    let result = run_load(scenario, server, p1, a.id(), quick, &extra);
+    for child in [&mut a, &mut b] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    result
+}
+
 fn run_load(
     scenario: &str,
     server: &str,
     port: u16,
     pid: u32,
     quick: bool,
+    extra: &[String],
 ) -> Result<BTreeMap<String, f64>, String> {
     let exe = std::env::current_exe().expect("exe");
     let mut cmd = Command::new("taskset");
@@ -248,6 +343,7 @@ fn run_load(
     if quick {
         cmd.arg("--quick");
     }
+    cmd.args(extra);
     let out = cmd
         .stderr(Stdio::inherit())
         .output()
@@ -306,7 +402,7 @@ fn machine() -> Value {
 /// peer: above 1 is better for throughputs, below 1 for latency and memory).
 fn headline(scenario: &str) -> &'static str {
     match scenario {
-        s if s.starts_with("fanout") => "deliveries_per_s",
+        s if s.contains("fanout") => "deliveries_per_s",
         "direct_10k" => "p99_ms",
         "idle_15k" => "rss_kib_per_conn",
         _ => "handshakes_per_s",
@@ -343,12 +439,11 @@ fn run_all(quick: bool, rounds: usize, servers: &[String], scenarios: &[String])
         for scenario in scenarios {
             let mut this_round = BTreeMap::new();
             for server in servers {
+                if scenario == "cluster_fanout" && !CLUSTERED.contains(&server.as_str()) {
+                    continue;
+                }
                 eprintln!("round {round}/{rounds}  {scenario:12} {server}");
-                let port = free_port();
-                let mut child = start_server(server, port);
-                let result = run_load(scenario, server, port, child.id(), quick);
-                let _ = child.kill();
-                let _ = child.wait();
+                let result = run_one(scenario, server, quick);
                 match result {
                     Ok(metrics) => {
                         raw.push(json!({ "round": round, "scenario": scenario, "server": server, "metrics": metrics }));

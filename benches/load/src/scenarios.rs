@@ -28,6 +28,45 @@ pub struct Ctx {
     pub port: u16,
     pub server_pid: u32,
     pub quick: bool,
+    /// The other nodes of a cluster (port, process id): clients are spread
+    /// over all nodes, and CPU is the sum of all.
+    pub others: Vec<(u16, u32)>,
+    /// The cluster's Redis, whose command count is reported.
+    pub redis: Option<String>,
+}
+
+impl Ctx {
+    /// The port client `i` connects to: the nodes in turn.
+    fn port_for(&self, i: usize) -> u16 {
+        match i % (self.others.len() + 1) {
+            0 => self.port,
+            k => self.others[k - 1].0,
+        }
+    }
+
+    /// CPU seconds used by every node so far.
+    fn cpu(&self) -> f64 {
+        cpu_secs(self.server_pid)
+            + self
+                .others
+                .iter()
+                .map(|(_, pid)| cpu_secs(*pid))
+                .sum::<f64>()
+    }
+}
+
+/// Commands Redis has processed so far (`INFO stats`), when there is one.
+async fn redis_commands(ctx: &Ctx) -> Option<f64> {
+    let client = redis::Client::open(ctx.redis.as_deref()?).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Sequence numbers from here on mark warm-up traffic, which is not
@@ -137,7 +176,7 @@ async fn connect_many(
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let gate = gate.clone();
-        let (proto, port, room) = (ctx.proto, ctx.port, room.map(str::to_owned));
+        let (proto, port, room) = (ctx.proto, ctx.port_for(i), room.map(str::to_owned));
         let pb = pb.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire().await.map_err(|e| e.to_string())?;
@@ -170,7 +209,8 @@ pub async fn fanout(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
         tokio::spawn(run_client(ctx.proto, ws, rec.clone(), None));
     }
     let mut publisher = connect(ctx.proto, ctx.port, "publisher", None).await?;
-    let cpu0 = cpu_secs(ctx.server_pid);
+    let cpu0 = ctx.cpu();
+    let redis0 = redis_commands(ctx).await;
     let start = Instant::now();
     let mut seq = 0u64;
     let pb = bar(duration.as_secs(), "publishing (s)");
@@ -211,9 +251,12 @@ pub async fn fanout(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = cpu_secs(ctx.server_pid) - cpu0;
+    let cpu = ctx.cpu() - cpu0;
     let received = rec.received.load(Relaxed);
     let mut m = Metrics::new();
+    if let (Some(before), Some(after)) = (redis0, redis_commands(ctx).await) {
+        m.insert("redis_cmds_per_s".into(), (after - before) / elapsed);
+    }
     m.insert("deliveries_per_s".into(), received as f64 / elapsed);
     m.insert("published".into(), seq as f64);
     m.insert("lost".into(), expected.saturating_sub(received) as f64);

@@ -26,7 +26,9 @@ use tokio::{
     sync::{broadcast, mpsc},
 };
 
-pub async fn serve(kind: &str, port: u16) -> std::io::Result<()> {
+/// Serves `kind` on `port`; with `redis`, as one node of a cluster over
+/// that Redis (wspool and socketioxide only).
+pub async fn serve(kind: &str, port: u16, redis: Option<&str>) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     // Every server sends small frames at once: Nagle off, as node's ws does.
@@ -35,6 +37,18 @@ pub async fn serve(kind: &str, port: u16) -> std::io::Result<()> {
             let _ = tcp.set_nodelay(true);
         })
     };
+    if let Some(url) = redis {
+        let app = match kind {
+            "wspool" => wspool_cluster_app(url).await?,
+            "socketioxide" => socketio_cluster_app(url).await?,
+            other => {
+                return Err(std::io::Error::other(format!(
+                    "{other} has no cluster mode"
+                )))
+            }
+        };
+        return axum::serve(nodelay(listener), app).await;
+    }
     match kind {
         "wspool" => axum::serve(nodelay(listener), wspool_app()).await,
         "socketioxide" => axum::serve(nodelay(listener), socketio_app()).await,
@@ -51,12 +65,22 @@ pub async fn serve(kind: &str, port: u16) -> std::io::Result<()> {
 /// thousands of connections at once, and the fan-out publisher sends
 /// faster than a browser would. The peers have no such limits.
 pub fn wspool_pool() -> wspool::WsPool {
+    wspool_builder().build()
+}
+
+fn wspool_builder() -> wspool::WsPoolBuilder {
     wspool::WsPool::builder()
         .max_connections_per_ip(usize::MAX)
         .max_handshakes_in_flight(usize::MAX)
         .max_inbound_messages_per_sec(u32::MAX)
         .max_inbound_bytes_per_sec(usize::MAX)
-        .build()
+}
+
+/// A wspool node of a cluster over the Redis at `url`.
+async fn wspool_cluster_app(url: &str) -> std::io::Result<Router> {
+    let pool = wspool_builder().redis(url).connect().await;
+    let pool = pool.map_err(std::io::Error::other)?;
+    Ok(Router::new().merge(wspool::route()).layer(pool.layer()))
 }
 
 fn wspool_app() -> Router {
@@ -96,6 +120,43 @@ fn socketio_app() -> Router {
         let _ = s.emit("ready", &());
     });
     Router::new().layer(layer)
+}
+
+/// A socketioxide node with its Redis adapter (socketioxide-redis), as its
+/// README sets it up.
+async fn socketio_cluster_app(url: &str) -> std::io::Result<Router> {
+    use socketioxide::SocketIo;
+    use socketioxide_redis::{RedisAdapter, RedisAdapterCtr};
+    let client =
+        redis::Client::open(format!("{url}/?protocol=resp3")).map_err(std::io::Error::other)?;
+    let adapter = RedisAdapterCtr::new_with_redis(&client)
+        .await
+        .map_err(std::io::Error::other)?;
+    let (layer, io) = SocketIo::builder()
+        .with_adapter::<RedisAdapter<_>>(adapter)
+        .build_layer();
+    io.ns("/", sio_connect)
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(Router::new().layer(layer))
+}
+
+async fn sio_connect<A: socketioxide::adapter::Adapter>(
+    s: socketioxide::extract::SocketRef<A>,
+    socketioxide::extract::Data(hello): socketioxide::extract::Data<Hello>,
+) {
+    let mut rooms = vec![hello.id];
+    rooms.extend(hello.room);
+    s.join(rooms);
+    s.on("pub", sio_publish);
+    let _ = s.emit("ready", &());
+}
+
+async fn sio_publish<A: socketioxide::adapter::Adapter>(
+    s: socketioxide::extract::SocketRef<A>,
+    socketioxide::extract::Data(msg): socketioxide::extract::Data<Publish>,
+) {
+    let _ = s.broadcast().to(msg.to).emit("m", &msg.p).await;
 }
 
 // ----- naive-axum: the axum chat-example pattern -----
