@@ -55,18 +55,19 @@ impl Ctx {
     }
 }
 
-/// Commands Redis has processed so far (`INFO stats`), when there is one.
-async fn redis_commands(ctx: &Ctx) -> Option<f64> {
+/// Commands Redis has processed so far (commands inside scripts
+/// included) and the CPU seconds it has used (`INFO`), when there is one.
+async fn redis_usage(ctx: &Ctx) -> Option<(f64, f64)> {
     let client = redis::Client::open(ctx.redis.as_deref()?).ok()?;
     let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query_async(&mut conn)
-        .await
-        .ok()?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_commands_processed:"))
-        .and_then(|v| v.trim().parse().ok())
+    let info: String = redis::cmd("INFO").query_async(&mut conn).await.ok()?;
+    let field = |name: &str| -> Option<f64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let cpu = field("used_cpu_user")? + field("used_cpu_sys")?;
+    Some((field("total_commands_processed")?, cpu))
 }
 
 /// Sequence numbers from here on mark warm-up traffic, which is not
@@ -210,7 +211,7 @@ pub async fn fanout(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
     }
     let mut publisher = connect(ctx.proto, ctx.port, "publisher", None).await?;
     let cpu0 = ctx.cpu();
-    let redis0 = redis_commands(ctx).await;
+    let redis0 = redis_usage(ctx).await;
     let start = Instant::now();
     let mut seq = 0u64;
     let pb = bar(duration.as_secs(), "publishing (s)");
@@ -254,8 +255,9 @@ pub async fn fanout(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
     let cpu = ctx.cpu() - cpu0;
     let received = rec.received.load(Relaxed);
     let mut m = Metrics::new();
-    if let (Some(before), Some(after)) = (redis0, redis_commands(ctx).await) {
-        m.insert("redis_cmds_per_s".into(), (after - before) / elapsed);
+    if let (Some(before), Some(after)) = (redis0, redis_usage(ctx).await) {
+        m.insert("redis_cmds_per_s".into(), (after.0 - before.0) / elapsed);
+        m.insert("redis_cpu_share".into(), (after.1 - before.1) / elapsed);
     }
     m.insert("deliveries_per_s".into(), received as f64 / elapsed);
     m.insert("published".into(), seq as f64);
