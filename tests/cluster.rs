@@ -724,3 +724,35 @@ async fn a_closed_offline_window_is_reported() {
     };
     assert_eq!(reason, UndeliveredReason::NotConnected);
 }
+
+/// A pool that is dropped leaves the cluster: its pub/sub connection
+/// closes and its lease is deleted, so other nodes stop counting on it.
+#[tokio::test]
+async fn a_dropped_pool_leaves_the_cluster() {
+    let redis = RedisServer::start();
+    let pool = WsPool::builder()
+        .redis(redis.url())
+        .connect()
+        .await
+        .unwrap();
+    let node = pool.stats().cluster.unwrap().node;
+    let listeners = |redis: &RedisServer| -> i64 {
+        let (_, n): (String, i64) = ::redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(format!("wspool:n:{node}"))
+            .query(&mut redis.conn())
+            .unwrap();
+        n
+    };
+    assert_eq!(listeners(&redis), 1);
+    drop(pool);
+    until(|| listeners(&redis) == 0).await;
+    until(|| {
+        let alive: bool = ::redis::cmd("EXISTS")
+            .arg(format!("wspool:node:{node}"))
+            .query(&mut redis.conn())
+            .unwrap();
+        !alive
+    })
+    .await;
+}

@@ -170,6 +170,7 @@ pub(crate) async fn connect(
         config: redis.clone(),
         pool: Mutex::new(Weak::new()),
         run: Mutex::new(String::new()),
+        stop: tokio::sync::watch::Sender::new(false),
         tallies: Mutex::new(HashMap::new()),
         stats: Counters::default(),
     });
@@ -306,6 +307,8 @@ struct Shared {
     config: RedisConfig,
     /// The pool, to deliver what arrives; weak, so the tasks end with it.
     pool: Mutex<Weak<Inner>>,
+    /// Set when the pool is dropped: the backend's tasks end.
+    stop: tokio::sync::watch::Sender<bool>,
     /// The run marker seen in Redis (see `check_run`).
     run: Mutex<String>,
     /// Counted broadcasts waiting for answers, by envelope number. A
@@ -376,6 +379,28 @@ enum SubOp {
 /// The [`Cluster`] the pool holds.
 struct RedisCluster {
     shared: Arc<Shared>,
+}
+
+/// The pool is gone: its tasks stop, and the node leaves the cluster (its
+/// lease and presence are deleted, best effort), so other nodes buffer for
+/// its clients instead of publishing to nobody.
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.shared.stop.send_replace(true);
+        let s = &self.shared;
+        let mut conn = s.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL")
+            .arg(s.keys.lease(&s.node))
+            .arg(s.keys.presence(&s.node))
+            .ignore();
+        pipe.cmd("SREM").arg(s.keys.nodes()).arg(&s.node).ignore();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = pipe.query_async::<()>(&mut conn).await;
+            });
+        }
+    }
 }
 
 impl Shared {
@@ -734,6 +759,11 @@ async fn release(
     }
 }
 
+/// Resolves once the pool is gone.
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// Most commands sent in one pipeline.
 const BATCH: usize = 256;
 
@@ -741,7 +771,15 @@ const BATCH: usize = 256;
 /// reports what failed.
 async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
     let mut batch = Vec::with_capacity(BATCH);
-    while ops.recv_many(&mut batch, BATCH).await > 0 {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        let got = tokio::select! {
+            n = ops.recv_many(&mut batch, BATCH) => n,
+            _ = stopped(&mut stop) => 0,
+        };
+        if got == 0 {
+            return;
+        }
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         let Some(pool) = shared.pool() else { return };
@@ -912,6 +950,7 @@ async fn subscriber(
 ) {
     let mut ready = Some(ready);
     let mut first = true;
+    let mut stop = shared.stop.subscribe();
     // The last publication number seen per subscribed pub/sub channel.
     let mut last: HashMap<String, u64> = HashMap::new();
     loop {
@@ -955,6 +994,7 @@ async fn subscriber(
                     let mut probe = tokio::time::interval(shared.config.probe_interval);
                     loop {
                         tokio::select! {
+                            _ = stopped(&mut stop) => return,
                             msg = stream.next() => match msg {
                                 Some(msg) => inbound(&shared, msg, &mut last).await,
                                 None => break,
