@@ -2,6 +2,8 @@
 //! (read the owner of an id and act on it in one go). Keys and messages are
 //! described in CLUSTER.md.
 
+use redis::{aio::ConnectionManager, Script};
+
 /// Lua functions shared by the scripts.
 ///
 /// `away` makes a client away: its channels remembered (their sets of
@@ -286,3 +288,35 @@ end
 return out
 "#
 );
+
+pub(super) struct Scripts {
+    pub(super) send: Script,
+    pub(super) publish: Script,
+    pub(super) claim: Script,
+    pub(super) release: Script,
+    pub(super) check: Script,
+    pub(super) kick: Script,
+    pub(super) expire: Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        Scripts {
+            send: Script::new(SEND),
+            publish: Script::new(PUBLISH),
+            claim: Script::new(CLAIM),
+            release: Script::new(RELEASE),
+            check: Script::new(CHECK),
+            kick: Script::new(KICK),
+            expire: Script::new(EXPIRE),
+        }
+    }
+
+    /// Loads the scripts the writer pipelines by hash (after a restart
+    /// Redis has forgotten them: `NOSCRIPT`).
+    pub(super) async fn load(&self, conn: &mut ConnectionManager) {
+        for script in [&self.send, &self.publish] {
+            let _ = script.prepare_invoke().load_async(conn).await;
+        }
+    }
+}

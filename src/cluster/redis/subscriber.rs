@@ -1,0 +1,393 @@
+//! The pub/sub link: what other nodes send this node, the recovery of what
+//! it missed, and the link's upkeep.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use prost::Message as _;
+use redis::{Client, Value};
+use tokio::sync::mpsc;
+
+use super::{
+    config::random_id,
+    ids::{resync, Taken},
+    stopped,
+    writer::{tally, Op},
+    Shared,
+};
+use crate::{proto::cluster::Envelope, stats::bump, WsPool};
+
+/// Keeps the pub/sub link: subscribes this node's channel, `all`, and the
+/// channels this node has members in; delivers what arrives, recovering
+/// publications it missed from their history; probes the link and
+/// reconnects (resubscribing, recovering, then checking this node's ids)
+/// when it breaks or goes quiet.
+pub(super) async fn subscriber(
+    shared: Arc<Shared>,
+    client: Client,
+    mut subs: mpsc::UnboundedReceiver<SubOp>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    let mut first = true;
+    let mut stop = shared.stop.subscribe();
+    // The last publication number seen per subscribed pub/sub channel.
+    let mut last: HashMap<String, u64> = HashMap::new();
+    loop {
+        let Some(pool) = shared.pool() else { return };
+        match client.get_async_pubsub().await {
+            Ok(pubsub) => {
+                let (mut sink, mut stream) = pubsub.split();
+                // Changes queued before this point are in the list below.
+                while subs.try_recv().is_ok() {}
+                let mut channels: HashSet<String> = (pool.node().channel_names().iter())
+                    .map(|c| shared.keys.channel(c))
+                    .collect();
+                channels.insert(shared.keys.node_channel(&shared.node));
+                channels.insert(shared.keys.all());
+                last.retain(|c, _| channels.contains(c));
+                // Numbered before subscribing: a publication between the two
+                // shows as a gap and is recovered, not skipped.
+                for channel in &channels {
+                    if !last.contains_key(channel) {
+                        let seq = sequence(&shared, channel).await.unwrap_or(0);
+                        last.insert(channel.clone(), seq);
+                    }
+                }
+                let list: Vec<&String> = channels.iter().collect();
+                if sink.subscribe(&list).await.is_ok() {
+                    announce(&shared, channels.iter(), true).await;
+                    if !first {
+                        shared.up.store(true, Ordering::Release);
+                        check_run(&shared, &pool).await;
+                        // Buffers first: what they held is not delivered
+                        // to the clients again from the histories.
+                        let (closed, taken) = resync(&shared, &pool).await;
+                        catch_up(&shared, &pool, &mut last, &taken).await;
+                        pool.cluster_resynced(closed);
+                    }
+                    first = false;
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                    drop(pool);
+                    let mut probe = tokio::time::interval(shared.config.probe_interval);
+                    loop {
+                        tokio::select! {
+                            _ = stopped(&mut stop) => return,
+                            msg = stream.next() => match msg {
+                                Some(msg) => inbound(&shared, msg, &mut last).await,
+                                None => break,
+                            },
+                            op = subs.recv() => {
+                                let r = match op {
+                                    Some(SubOp::Subscribe(c)) => {
+                                        let channel = shared.keys.channel(&c);
+                                        let seq = sequence(&shared, &channel).await.unwrap_or(0);
+                                        last.insert(channel.clone(), seq);
+                                        let r = sink.subscribe(&channel).await;
+                                        announce(&shared, [&channel], true).await;
+                                        r
+                                    }
+                                    Some(SubOp::Unsubscribe(c)) => {
+                                        let channel = shared.keys.channel(&c);
+                                        last.remove(&channel);
+                                        announce(&shared, [&channel], false).await;
+                                        sink.unsubscribe(channel).await
+                                    }
+                                    Some(SubOp::Barrier(done)) => {
+                                        let _ = done.send(());
+                                        Ok(())
+                                    }
+                                    None => return,
+                                };
+                                if r.is_err() { break; }
+                            }
+                            _ = probe.tick() => {
+                                let ping = tokio::time::timeout(
+                                    shared.config.probe_interval.max(Duration::from_millis(100)),
+                                    sink.ping::<Value>(),
+                                );
+                                if !matches!(ping.await, Ok(Ok(_))) { break; }
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "redis pub/sub connect failed"),
+        }
+        if let Some(pool) = shared.pool() {
+            if shared.up.swap(false, Ordering::AcqRel) {
+                tracing::warn!("redis pub/sub link lost: reconnecting");
+                bump(&shared.stats.outages, 1);
+                pool.cluster_down();
+            }
+        }
+        if let Some(r) = ready.take() {
+            let _ = r.send(());
+        }
+        tokio::time::sleep(shared.config.reconnect_delay).await;
+    }
+}
+
+/// Records that this node has (`present`) or no longer has members in
+/// these pub/sub channels (`P:chnodes:*`): a publication that reaches
+/// fewer nodes than have members looks for a node that is gone.
+pub(super) async fn announce<'a>(
+    shared: &Shared,
+    channels: impl IntoIterator<Item = &'a String>,
+    present: bool,
+) {
+    let mut pipe = redis::pipe();
+    let prefix = shared.keys.channel("");
+    for channel in channels.into_iter().filter(|c| c.starts_with(&prefix)) {
+        let cmd = if present { "SADD" } else { "SREM" };
+        pipe.cmd(cmd)
+            .arg(shared.keys.nodes_of(channel))
+            .arg(&shared.node)
+            .ignore();
+    }
+    let mut conn = shared.conn.clone();
+    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        tracing::debug!(error = %e, "recording this node's channels failed");
+    }
+}
+
+/// Handles one pub/sub message.
+pub(super) async fn inbound(shared: &Shared, msg: redis::Msg, last: &mut HashMap<String, u64>) {
+    let Some(pool) = shared.pool() else { return };
+    let channel = msg.get_channel_name();
+    let payload = msg.get_payload_bytes();
+    if channel == shared.keys.node_channel(&shared.node) {
+        node_message(shared, &pool, payload);
+        return;
+    }
+    let Some((seq, body)) = split_number(payload) else {
+        tracing::debug!(channel, "malformed publication");
+        return;
+    };
+    if last.get(channel).is_some_and(|&prev| seq <= prev) {
+        return; // seen already (recovered from the history)
+    }
+    if let Some(&prev) = last.get(channel) {
+        if seq > prev + 1 {
+            recover(shared, &pool, channel, prev, seq, &Taken::new()).await;
+        }
+    }
+    last.insert(channel.to_owned(), seq);
+    publication(shared, &pool, channel, body, &Taken::new());
+}
+
+/// `<number>:<rest>`.
+pub(super) fn split_number(payload: &[u8]) -> Option<(u64, &[u8])> {
+    let colon = payload.iter().position(|b| *b == b':')?;
+    let n = std::str::from_utf8(&payload[..colon]).ok()?.parse().ok()?;
+    Some((n, &payload[colon + 1..]))
+}
+
+/// A message on this node's own channel: a direct message, or a takeover.
+pub(super) fn node_message(shared: &Shared, pool: &WsPool, payload: &[u8]) {
+    let Some((&kind, rest)) = payload.split_first() else {
+        return;
+    };
+    let Some((epoch, body)) = split_number(rest) else {
+        return;
+    };
+    match kind {
+        b'D' => {
+            if let Ok(env) = Envelope::decode(body) {
+                bump(&shared.stats.received, 1);
+                pool.cluster_deliver(env, None, epoch, true);
+            }
+        }
+        b'K' => {
+            if let Ok(id) = std::str::from_utf8(body) {
+                pool.cluster_replaced(id, epoch);
+            }
+        }
+        b'R' => {
+            if let Some(clients) = std::str::from_utf8(body).ok().and_then(|c| c.parse().ok()) {
+                tally(shared, epoch, clients);
+            }
+        }
+        b'X' => {
+            if let Ok(id) = std::str::from_utf8(body) {
+                if let Some(client) = pool.client(id) {
+                    client.disconnect();
+                }
+            }
+        }
+        _ => tracing::debug!(kind, "unknown node message"),
+    }
+}
+
+/// Delivers one channel or `all` publication here (unless this node sent
+/// it: it reached its own members directly).
+///
+/// `taken` names the envelopes this node's clients already got from their
+/// buffers (after a reconnect): those reach only its subscriptions.
+pub(super) fn publication(
+    shared: &Shared,
+    pool: &WsPool,
+    channel: &str,
+    body: &[u8],
+    taken: &Taken,
+) {
+    let Ok(env) = Envelope::decode(body) else {
+        tracing::debug!(channel, "undecodable envelope");
+        return;
+    };
+    let clients = !taken.contains(&(env.origin_node.clone(), env.id));
+    let answer = env.count.then(|| (env.origin_node.clone(), env.id));
+    let reached = if env.origin_node == shared.node {
+        0
+    } else {
+        bump(&shared.stats.received, 1);
+        if env.all {
+            pool.cluster_deliver(env, None, 0, clients)
+        } else if let Some(name) = channel.strip_prefix(&shared.keys.channel("")) {
+            let name = name.to_owned();
+            pool.cluster_deliver(env, Some(&name), 0, clients)
+        } else {
+            0
+        }
+    };
+    if let Some((node, id)) = answer {
+        if node == shared.node {
+            tally(shared, id, reached as u64);
+        } else {
+            let frame = format!("R{id}:{reached}");
+            if shared.enqueue(Op::Reply { node, frame }).is_err() {
+                tracing::debug!(id, "could not answer a counted broadcast");
+            }
+        }
+    }
+}
+
+/// Publications `after < n < before` on `channel` were missed: deliver
+/// those still in its history, in order; report the rest.
+pub(super) async fn recover(
+    shared: &Shared,
+    pool: &WsPool,
+    channel: &str,
+    after: u64,
+    before: u64,
+    taken: &Taken,
+) {
+    let mut conn = shared.conn.clone();
+    let history: Vec<Vec<u8>> = redis::cmd("LRANGE")
+        .arg(shared.keys.history(channel))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    let mut found: Vec<(u64, &[u8])> = (history.iter())
+        .filter_map(|h| split_number(h))
+        .filter(|(n, _)| *n > after && *n < before)
+        .collect();
+    found.sort_by_key(|(n, _)| *n);
+    found.dedup_by_key(|(n, _)| *n);
+    let missed = (before - after - 1).saturating_sub(found.len() as u64);
+    bump(&shared.stats.recovered, found.len() as u64);
+    for (_, body) in found {
+        publication(shared, pool, channel, body, taken);
+    }
+    if missed > 0 {
+        bump(&shared.stats.missed, missed);
+        tracing::warn!(
+            channel,
+            missed,
+            "publications missed and no longer in the history"
+        );
+        pool.cluster_gap(
+            channel
+                .strip_prefix(&shared.keys.channel(""))
+                .unwrap_or("*"),
+            missed,
+        );
+    }
+}
+
+/// The number of the last publication to pub/sub channel `channel`.
+pub(super) async fn sequence(shared: &Shared, channel: &str) -> redis::RedisResult<u64> {
+    let mut conn = shared.conn.clone();
+    let seq: Option<u64> = redis::cmd("GET")
+        .arg(shared.keys.sequence(channel))
+        .query_async(&mut conn)
+        .await?;
+    Ok(seq.unwrap_or(0))
+}
+
+/// After a reconnect: what was published to the subscribed channels while
+/// the link was down is recovered from their histories.
+pub(super) async fn catch_up(
+    shared: &Shared,
+    pool: &WsPool,
+    last: &mut HashMap<String, u64>,
+    taken: &Taken,
+) {
+    let mut conn = shared.conn.clone();
+    for (channel, prev) in last.iter_mut() {
+        let now: Option<u64> = redis::cmd("GET")
+            .arg(shared.keys.sequence(channel))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or(None);
+        if channel == &shared.keys.node_channel(&shared.node) {
+            continue; // direct messages: recovered by `resync`
+        }
+        match now {
+            Some(now) if now > *prev => {
+                recover(shared, pool, channel, *prev, now + 1, taken).await;
+                *prev = now;
+            }
+            Some(_) => {}
+            // The counter is gone: Redis lost its data (reported by
+            // `check_run`); numbering starts again.
+            None => *prev = 0,
+        }
+    }
+}
+
+/// Detects a Redis that lost its data (restarted without persistence, or
+/// flushed): the run marker this node saw is gone.
+pub(super) async fn check_run(shared: &Shared, pool: &WsPool) {
+    let seen = shared.run.lock().clone();
+    match mark_run(shared).await {
+        Ok(now) if now != seen => {
+            bump(&shared.stats.data_losses, 1);
+            tracing::warn!("redis lost its data: ids are claimed again, buffers are gone");
+            pool.cluster_data_lost();
+            *shared.run.lock() = now;
+        }
+        _ => {}
+    }
+}
+
+/// Sets the run marker unless present; returns it.
+pub(super) async fn mark_run(shared: &Shared) -> redis::RedisResult<String> {
+    let mut conn = shared.conn.clone();
+    let (run,): (String,) = redis::pipe()
+        .cmd("SET")
+        .arg(shared.keys.run())
+        .arg(random_id())
+        .arg("NX")
+        .ignore()
+        .cmd("GET")
+        .arg(shared.keys.run())
+        .query_async(&mut conn)
+        .await?;
+    Ok(run)
+}
+
+pub(super) enum SubOp {
+    Subscribe(String),
+    Unsubscribe(String),
+    /// Answered once every operation before it is done.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
