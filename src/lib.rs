@@ -84,6 +84,15 @@
 //! server, 4008 too slow. The whole contract is `PROTOCOL.md` in the
 //! repository; what a hostile client meets is `SECURITY.md`.
 //!
+//! ## Several nodes
+//!
+//! With the feature `redis`, nodes behind a load balancer behave as one
+//! pool over one Redis: `WsPool::builder().redis(url).connect().await`.
+//! `send`, `broadcast` and `broadcast_all` reach clients on every node,
+//! one id has one connection cluster-wide, offline buffers live in Redis,
+//! and the `cluster_*` methods answer for the whole cluster. See
+//! [`cluster`] and `CLUSTER.md` in the repository.
+//!
 //! ## Concurrency
 //!
 //! Each connection is one task owning its socket. Routing never waits: it
