@@ -8,7 +8,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use common::{redis::RedisServer, *};
 use wspool::{
-    cluster::redis::RedisConfig, Delivery, DuplicatePolicy, PoolEvent, SendError,
+    cluster::redis::RedisConfig, BroadcastError, Delivery, DuplicatePolicy, PoolEvent, SendError,
     UndeliveredReason, WsPool,
 };
 
@@ -276,6 +276,11 @@ async fn redis_restart_is_detected_and_recovered() {
         Ok(Delivery::Queued)
     );
     assert_eq!(local.recv().await.msg, "still served");
+    match a.pool.broadcast(text_msg("", &["room"], "local part")) {
+        Err(BroadcastError::Unavailable { local: 1, .. }) => {}
+        other => panic!("expected Unavailable with the local part served, got {other:?}"),
+    }
+    assert_eq!(local.recv().await.msg, "local part");
 
     redis.restart();
     wait_event(&mut events_a, |e| matches!(e, PoolEvent::ClusterUp { .. })).await;
@@ -755,4 +760,23 @@ async fn a_dropped_pool_leaves_the_cluster() {
         !alive
     })
     .await;
+}
+
+/// A pub/sub link that goes quiet (Redis stops answering without closing
+/// the connection) is noticed by the probe and reconnected once Redis
+/// answers again.
+#[tokio::test]
+async fn a_quiet_link_is_noticed_by_the_probe() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await; // probe every 200 ms
+    let mut events = a.pool.events();
+    let _: () = ::redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1_500)
+        .arg("ALL")
+        .query(&mut redis.conn())
+        .unwrap();
+    wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterDown)).await;
+    wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterUp { .. })).await;
+    assert_eq!(a.pool.stats().cluster.unwrap().outages, 1);
 }
