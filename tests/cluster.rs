@@ -636,12 +636,17 @@ async fn a_killed_node_loses_nothing_sent_after_its_death() {
 async fn concurrent_connects_leave_exactly_one() {
     let redis = RedisServer::start();
     let nodes = [node(&redis).await, node(&redis).await, node(&redis).await];
+    let mut registered: Vec<_> = nodes.iter().map(|n| n.pool.events()).collect();
     let (x, y, z) = tokio::join!(
         try_connect(nodes[0].addr, "/ws", Some("dup")),
         try_connect(nodes[1].addr, "/ws", Some("dup")),
         try_connect(nodes[2].addr, "/ws", Some("dup")),
     );
     let mut clients = [x.unwrap(), y.unwrap(), z.unwrap()];
+    // Every node has registered (and so claimed) its connection.
+    for events in &mut registered {
+        wait_event(events, |e| matches!(e, PoolEvent::Connected(_))).await;
+    }
     // Two of the three are told they were replaced; the survivor is the
     // one the cluster routes to.
     let owner = tokio::time::timeout(WAIT, async {
