@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { chromium } from 'playwright-core';
 
 const root = new URL('../../', import.meta.url).pathname;
+const target = process.env.CARGO_TARGET_DIR || `${root}target`;
 const freePort = async () => {
   const srv = createServer().listen(0, '127.0.0.1');
   await once(srv, 'listening');
@@ -18,7 +19,7 @@ const freePort = async () => {
 
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
-const server = spawn(`${root}target/debug/examples/chat`, ['--addr', `127.0.0.1:${port}`], {
+const server = spawn(`${target}/debug/examples/chat`, ['--addr', `127.0.0.1:${port}`], {
   env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' },
   stdio: ['ignore', 'pipe', 'inherit'],
 });

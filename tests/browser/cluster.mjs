@@ -9,6 +9,7 @@ import { once } from 'node:events';
 import { chromium } from 'playwright-core';
 
 const root = new URL('../../', import.meta.url).pathname;
+const target = process.env.CARGO_TARGET_DIR || `${root}target`;
 const freePort = async () => {
   const srv = createServer().listen(0, '127.0.0.1');
   await once(srv, 'listening');
@@ -30,7 +31,7 @@ await ready(redis, 'Ready to accept connections');
 
 const node = async () => {
   const port = await freePort();
-  const child = spawn(`${root}target/debug/examples/chat`,
+  const child = spawn(`${target}/debug/examples/chat`,
     ['--addr', `127.0.0.1:${port}`, '--redis', `redis://127.0.0.1:${redisPort}`], {
       env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' },
       stdio: ['ignore', 'pipe', 'inherit'],
