@@ -1,18 +1,23 @@
 //! The seam between this node and the rest of a cluster.
 //!
-//! Routing asks the local node (`Node`) first; what the node does
-//! not have (an id connected elsewhere, the members of a channel on other
-//! nodes) it hands to a cluster backend (the crate-private trait `Cluster`). A single-node pool has none: routing
-//! pays one untaken branch for the seam (`Option::None`), nothing else.
+//! Routing asks the local node first; what the node does not have (an id
+//! connected elsewhere, the members of a channel on other nodes) it hands
+//! to a cluster backend, the crate-private trait `Cluster`. A single-node
+//! pool has none: routing pays one untaken branch for the seam
+//! (`Option::None`), nothing else.
 //!
 //! A backend talks to the pool through `WsPool`'s crate-private
-//! `cluster_*` methods (deliver what arrived, close a replaced client) and
-//! to the node only through its API, never its fields. The Redis backend
-//! (`cluster::redis`, feature `redis`) is the one backend today.
+//! `cluster_*` methods (deliver what arrived, close a replaced client,
+//! report a gap) and to the node only through its API, never its fields.
+//! The Redis backend (`cluster::redis`, feature `redis`) is the one backend
+//! today; what it does, and the keys and messages it uses, is in
+//! `CLUSTER.md` in the repository.
 //!
-//! Messages cross processes as an `Envelope` (`proto/cluster.proto`): the `SendMsg`, a wall-clock deadline, the
-//! origin client and node, a per-node number for dedupe, and the target
-//! (an id with its owner's claim number, channels, or everyone).
+//! Messages cross processes as an `Envelope` (`proto/cluster.proto`): the
+//! `SendMsg`, a wall-clock deadline, the origin client and node, a
+//! per-node number (with the node, the message's name for dedupe), the
+//! target (an id, channels in order, or everyone), and whether the origin
+//! counts recipients. It is encoded once per send.
 
 use std::{sync::Arc, time::Duration};
 
