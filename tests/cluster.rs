@@ -62,6 +62,32 @@ async fn until(mut check: impl FnMut() -> bool) {
     .expect("condition not reached in time");
 }
 
+/// Waits until Redis has `id` away (its release is done on its node's
+/// tasks, after the disconnect event).
+async fn until_away(redis: &RedisServer, id: &str) {
+    until(|| {
+        let state: Option<String> = ::redis::cmd("HGET")
+            .arg(format!("wspool:id:{id}"))
+            .arg("state")
+            .query(&mut redis.conn())
+            .unwrap();
+        state.as_deref() == Some("away")
+    })
+    .await;
+}
+
+/// Waits until Redis buffers `n` messages for `id`.
+async fn until_buffered(redis: &RedisServer, id: &str, n: i64) {
+    until(|| {
+        let len: i64 = ::redis::cmd("LLEN")
+            .arg(format!("wspool:buf:{id}"))
+            .query(&mut redis.conn())
+            .unwrap();
+        len == n
+    })
+    .await;
+}
+
 /// A send to an id on another node is forwarded to that node and arrives;
 /// a send to an id no node has is reported `Undelivered(NotConnected)`.
 #[tokio::test]
@@ -214,15 +240,7 @@ async fn offline_buffer_follows_the_client_to_another_node() {
     assert!(alice.close_gracefully().await.is_empty());
     wait_event(&mut events, |e| matches!(e, PoolEvent::Disconnected { .. })).await;
     // The release reaches Redis on A's tasks: wait until the id is away.
-    until(|| {
-        let state: Option<String> = ::redis::cmd("HGET")
-            .arg("wspool:id:alice")
-            .arg("state")
-            .query(&mut redis.conn())
-            .unwrap();
-        state.as_deref() == Some("away")
-    })
-    .await;
+    until_away(&redis, "alice").await;
 
     assert_eq!(
         b.pool.send(text_msg("alice", &[], "one")),
@@ -234,14 +252,7 @@ async fn offline_buffer_follows_the_client_to_another_node() {
         .unwrap();
     assert_eq!(n, 2, "peer on B, and alice's buffer");
     b.pool.send(text_msg("alice", &[], "three")).unwrap();
-    until(|| {
-        let len: i64 = ::redis::cmd("LLEN")
-            .arg("wspool:buf:alice")
-            .query(&mut redis.conn())
-            .unwrap();
-        len == 3
-    })
-    .await;
+    until_buffered(&redis, "alice", 3).await;
 
     let mut back = b.connect("alice_room").await;
     for expected in ["one", "two", "three"] {
@@ -252,7 +263,7 @@ async fn offline_buffer_follows_the_client_to_another_node() {
 }
 
 /// Redis killed and restarted (empty) mid-traffic: the nodes report the
-/// outage, a send to another node fails with `Unavailable` while local
+/// outage and the lost data, a send to another node fails with `Unavailable` while local
 /// clients are still served, and once Redis is back the nodes resubscribe
 /// and reclaim their ids with no client traffic, and cross-node delivery
 /// works again.
@@ -283,6 +294,7 @@ async fn redis_restart_is_detected_and_recovered() {
     assert_eq!(local.recv().await.msg, "local part");
 
     redis.restart();
+    wait_event(&mut events_a, |e| matches!(e, PoolEvent::ClusterDataLost)).await;
     wait_event(&mut events_a, |e| matches!(e, PoolEvent::ClusterUp { .. })).await;
     wait_event(&mut events_b, |e| matches!(e, PoolEvent::ClusterUp { .. })).await;
     until(|| numsub(&redis, "room") == 2).await;
@@ -421,13 +433,7 @@ async fn missed_traffic_is_recovered_or_reported() {
         a.send(text_msg("bob", &[], "direct")),
         Ok(Delivery::Forwarded)
     );
-    until(|| {
-        let len: i64 = (::redis::cmd("LLEN").arg("wspool:buf:bob"))
-            .query(&mut redis.conn())
-            .unwrap();
-        len == 5
-    })
-    .await;
+    until_buffered(&redis, "bob", 5).await;
 
     let gap = wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterGap { .. })).await;
     let PoolEvent::ClusterGap { channel, missed } = gap else {
@@ -698,15 +704,7 @@ async fn a_closed_offline_window_is_reported() {
     let alice = a.connect("alice").await;
     let mut bob = b.connect("bob").await;
     assert!(alice.close_gracefully().await.is_empty());
-    until(|| {
-        let state: Option<String> = ::redis::cmd("HGET")
-            .arg("wspool:id:alice")
-            .arg("state")
-            .query(&mut redis.conn())
-            .unwrap();
-        state.as_deref() == Some("away")
-    })
-    .await;
+    until_away(&redis, "alice").await;
     let mut ping = text_msg("alice", &[], "are you there?");
     ping.msg_id = "m-7".into();
     bob.send(&ping).await;
@@ -784,4 +782,61 @@ async fn a_quiet_link_is_noticed_by_the_probe() {
     wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterDown)).await;
     wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterUp { .. })).await;
     assert_eq!(a.pool.stats().cluster.unwrap().outages, 1);
+}
+
+/// Redis restarted with its data (`SHUTDOWN SAVE`): no data loss is
+/// reported, and what was buffered for a client that is away survives the
+/// restart and reaches it on another node.
+#[tokio::test]
+async fn a_restart_with_persistence_keeps_the_buffers() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut events = a.pool.events();
+    let alice = a.connect("alice").await;
+    assert!(alice.close_gracefully().await.is_empty());
+    until_away(&redis, "alice").await;
+    b.pool.send(text_msg("alice", &[], "kept")).unwrap();
+    until_buffered(&redis, "alice", 1).await;
+
+    redis.restart_keeping_data();
+    wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterDown)).await;
+    let up = wait_event(&mut events, |e| {
+        matches!(e, PoolEvent::ClusterUp { .. } | PoolEvent::ClusterDataLost)
+    })
+    .await;
+    assert!(
+        matches!(up, PoolEvent::ClusterUp { .. }),
+        "no data loss: {up:?}"
+    );
+    let mut back = b.connect("alice").await;
+    assert_eq!(back.recv().await.msg, "kept");
+    assert_eq!(a.pool.stats().cluster.unwrap().data_losses, 0);
+}
+
+/// An offline buffer in Redis is bounded as on one node: past
+/// `offline_max_messages`, a relayed message earns its sender a receipt
+/// with status 5.
+#[tokio::test]
+async fn a_full_offline_buffer_refuses_with_a_receipt() {
+    let redis = RedisServer::start();
+    let one = || WsPool::builder().offline_max_messages(1);
+    let (a, b) = (
+        node_with(&redis, one()).await,
+        node_with(&redis, one()).await,
+    );
+    let alice = a.connect("alice").await;
+    let mut bob = b.connect("bob").await;
+    assert!(alice.close_gracefully().await.is_empty());
+    until_away(&redis, "alice").await;
+    let mut first = text_msg("alice", &[], "fits");
+    first.msg_id = "m-1".into();
+    let mut second = text_msg("alice", &[], "does not fit");
+    second.msg_id = "m-2".into();
+    bob.send(&first).await;
+    bob.send(&second).await;
+    let receipt = bob.recv().await;
+    assert_eq!(
+        (receipt.status, receipt.msg_id.as_str()),
+        (wspool::status::QUEUE_FULL, "m-2")
+    );
 }

@@ -12,6 +12,9 @@ use std::{
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// Where it keeps its snapshot (`SHUTDOWN SAVE`, then a restart, keeps
+    /// the data); removed when dropped.
+    dir: std::path::PathBuf,
 }
 
 impl RedisServer {
@@ -21,8 +24,14 @@ impl RedisServer {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut server = RedisServer { child: None, port };
-        server.restart();
+        let dir = std::env::temp_dir().join(format!("wspool-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir,
+        };
+        server.spawn();
         server
     }
 
@@ -38,12 +47,29 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port, empty.
+    /// Stops the server with `SHUTDOWN SAVE` (its data written to disk) and
+    /// starts it again on the same port: it comes back with its data.
+    pub fn restart_keeping_data(&mut self) {
+        let _: Result<(), _> = redis::cmd("SHUTDOWN").arg("SAVE").query(&mut self.conn());
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        self.spawn();
+    }
+
+    /// Kills the server and starts it again on the same port, empty.
     pub fn restart(&mut self) {
         self.kill();
+        let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
         let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "notice"])
+            .arg("--dir")
+            .arg(&self.dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -77,5 +103,6 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
