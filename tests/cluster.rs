@@ -840,3 +840,48 @@ async fn a_full_offline_buffer_refuses_with_a_receipt() {
         (wspool::status::QUEUE_FULL, "m-2")
     );
 }
+
+/// Priorities and time to live hold across nodes: what was buffered in
+/// Redis comes highest priority first, and a message past its time to live
+/// (a wall-clock deadline that crossed the nodes) is not written: its
+/// sender on the other node gets a status-3 receipt.
+#[tokio::test]
+async fn priorities_and_ttl_cross_nodes() {
+    let redis = RedisServer::start();
+    let short_ttl = WsPool::builder().message_ttl(Duration::from_millis(100));
+    let (a, b) = (node_with(&redis, short_ttl).await, node(&redis).await);
+    let mut alice = a.connect("alice").await;
+    let bob = b.connect("bob").await;
+    assert!(bob.close_gracefully().await.is_empty());
+    until_away(&redis, "bob").await;
+
+    let mut low = text_msg("bob", &[], "low");
+    low.priority = 0;
+    let mut high = text_msg("bob", &[], "high");
+    high.priority = 5;
+    let long = wspool::SendOptions::new().ttl(Duration::from_secs(60));
+    a.pool.send_with(low, &long).unwrap();
+    a.pool.send_with(high, &long).unwrap();
+    let mut stale = text_msg("bob", &[], "stale");
+    stale.msg_id = "m-9".into();
+    alice.send(&stale).await; // relayed with A's message_ttl: 100 ms
+    until_buffered(&redis, "bob", 3).await;
+    // Let the relayed message's deadline pass: the time to live is what is
+    // under test.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    let mut back = b.connect("bob").await;
+    assert_eq!(back.recv().await.msg, "high");
+    assert_eq!(back.recv().await.msg, "low");
+    let receipt = alice.recv().await;
+    assert_eq!(
+        (receipt.status, receipt.msg_id.as_str()),
+        (wspool::status::EXPIRED, "m-9")
+    );
+    b.pool.send(text_msg("bob", &[], "next")).unwrap();
+    assert_eq!(
+        back.recv().await.msg,
+        "next",
+        "the stale one was not written"
+    );
+}
