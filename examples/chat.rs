@@ -26,7 +26,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use axum::{response::Html, routing::get, Router};
+use axum::{http::header, response::Html, routing::get, Router};
 use clap::Parser;
 use tokio_stream::StreamExt;
 use wspool::{ConfigError, PoolEvent, WsPool};
@@ -148,6 +148,10 @@ pub fn pool(args: &Args) -> WsPool {
 pub fn app(pool: &WsPool) -> Router {
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
+        .route(
+            "/wspool-client.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], CLIENT_JS) }),
+        )
         .merge(wspool::route())
         .merge(wspool::admin::router())
         .layer(pool.layer())
@@ -197,7 +201,10 @@ async fn main() -> std::io::Result<()> {
         .await
 }
 
-/// The chat page: plain HTML and JS, JSON frames, no build step.
+/// The wspool JavaScript client (`clients/js`), bundled for browsers.
+pub const CLIENT_JS: &str = include_str!("../clients/js/dist/wspool-client.js");
+
+/// The chat page: plain HTML on the wspool JavaScript client, JSON frames.
 pub const PAGE: &str = r#"<!doctype html>
 <html lang="en">
 <head>
@@ -234,38 +241,46 @@ pub const PAGE: &str = r#"<!doctype html>
  <h2>Online</h2>
  <ul id="online"></ul>
 </aside>
-<script>
-let ws = null;
+<script type="module">
+// The wspool JavaScript client (clients/js), served by this example.
+import { WsPoolClient, token } from '/wspool-client.js';
+let client = null;
 const $ = (id) => document.getElementById(id);
 function log(text, cls) {
   const line = document.createElement('div');
   line.textContent = text; line.className = cls || '';
   $('log').appendChild(line); $('log').scrollTop = 1e9;
 }
+function disconnected() { client = null; $('connectBtn').textContent = 'Connect'; }
 $('connect').onsubmit = (e) => {
   e.preventDefault();
-  if (ws) { ws.close(); ws = null; $('connectBtn').textContent = 'Connect'; return; }
-  const chans = $('channels').value.split(/[\s,]+/).filter(Boolean);
-  const token = [$('id').value, ...chans].join('_');
-  const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws?format=json';
-  ws = new WebSocket(url, token);
-  ws.onopen = () => { log('connected as ' + token, 'sys'); $('connectBtn').textContent = 'Disconnect'; refresh(); };
-  ws.onclose = (ev) => { log('closed: ' + ev.code + ' ' + ev.reason, 'sys'); ws = null; $('connectBtn').textContent = 'Connect'; refresh(); };
-  ws.onerror = () => log('connection failed (is the id valid and free?)', 'err');
-  ws.onmessage = (ev) => {
-    const m = JSON.parse(ev.data);
-    if (!m.fromClientId && m.status) { log('[pool] status ' + m.status + ': ' + m.callbackMsg, 'err'); return; }
+  if (client) { client.close(); return; }
+  const id = $('id').value;
+  const channels = $('channels').value.split(/[\s,]+/).filter(Boolean);
+  const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
+  let c;
+  try { c = new WsPoolClient(url, { id, channels, format: 'json' }); } catch (err) { log(err.message, 'err'); return; }
+  client = c;
+  $('connectBtn').textContent = 'Disconnect';
+  c.on('open', () => { log('connected as ' + token(id, channels), 'sys'); refresh(); });
+  c.on('close', ({ code, reason, reconnecting }) => {
+    log('closed: ' + code + ' ' + reason + (reconnecting ? ' (reconnecting)' : ''), 'sys');
+    if (!reconnecting && client === c) disconnected();
+    refresh();
+  });
+  c.on('receipt', (m) => log('[pool] status ' + m.status + ': ' + m.callbackMsg, 'err'));
+  c.on('message', (m) => {
     const who = m.fromClientId || 'server';
     const where = (m.channel && m.channel.length) ? '#' + m.channel.join(',#') : 'direct';
-    log(who + ' (' + where + '): ' + m.msg, who === $('id').value ? 'me' : '');
-  };
+    log(who + ' (' + where + '): ' + m.msg, who === id ? 'me' : '');
+  });
 };
 $('send').onsubmit = (e) => {
   e.preventDefault();
-  if (!ws || ws.readyState !== 1) { log('not connected', 'err'); return; }
+  if (!client) { log('not connected', 'err'); return; }
   const msg = { msg: $('text').value, toClientId: $('to').value,
                 channel: $('toChannels').value.split(/[\s,]+/).filter(Boolean) };
-  ws.send(JSON.stringify(msg));
+  try { client.send(msg); } catch (err) { log(err.message, 'err'); return; }
   if (msg.toClientId && !msg.channel.length) log('you -> ' + msg.toClientId + ': ' + msg.msg, 'me');
   $('text').value = '';
 };

@@ -105,14 +105,20 @@ fn ping_and_write_timeout_flags() {
     ));
 }
 
-/// `/` serves the chat page, which speaks JSON frames to /ws.
+/// `/` serves the chat page, which uses the JavaScript client (served at
+/// `/wspool-client.js`, the committed bundle) in JSON mode.
 #[tokio::test]
-async fn serves_the_page() {
+async fn serves_the_page_and_the_client() {
     let (_pool, addr) = start_example(&[]).await;
     let (status, body) = http(addr, "GET", "/", "").await;
     assert_eq!(status, 200);
     assert!(body.contains("<title>wspool chat</title>"));
-    assert!(body.contains("/ws?format=json"));
+    assert!(body.contains("from '/wspool-client.js'"));
+    assert!(body.contains("format: 'json'"));
+    let (status, js) = http(addr, "GET", "/wspool-client.js", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(js, chat::CLIENT_JS);
+    assert!(js.contains("WsPoolClient"));
 }
 
 /// send, broadcast and broadcast_all over HTTP, with their error answers.
