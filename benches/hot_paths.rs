@@ -61,5 +61,27 @@ fn token(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, fanout, channel_index, priority, token);
-criterion_main!(benches);
+/// With the `metrics` feature, the cost is measured with a real Prometheus
+/// recorder installed, as a server would run.
+#[cfg(feature = "metrics")]
+fn install_recorder() {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let delay = Matcher::Full("wspool_queue_delay_seconds".into());
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(delay, wspool::metrics::QUEUE_DELAY_BUCKETS)
+        .expect("buckets");
+    // The recorder stays installed; nothing renders it here.
+    let _handle = builder.install_recorder().expect("recorder");
+}
+
+fn benches(c: &mut Criterion) {
+    #[cfg(feature = "metrics")]
+    install_recorder();
+    fanout(c);
+    channel_index(c);
+    priority(c);
+    token(c);
+}
+
+criterion_group!(all, benches);
+criterion_main!(all);

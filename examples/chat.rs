@@ -144,9 +144,42 @@ pub fn pool(args: &Args) -> WsPool {
     try_pool(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The whole app: page, pool route, admin API.
+/// `GET /metrics`: the pool in Prometheus text format (feature `metrics`).
+#[cfg(feature = "metrics")]
+async fn metrics(pool: WsPool) -> impl axum::response::IntoResponse {
+    pool.export_metrics();
+    let content_type = [(header::CONTENT_TYPE, "text/plain; version=0.0.4")];
+    (content_type, prometheus().render())
+}
+
+#[cfg(not(feature = "metrics"))]
+async fn metrics() -> impl axum::response::IntoResponse {
+    let why = "metrics: run the example with --features metrics";
+    (axum::http::StatusCode::NOT_FOUND, why)
+}
+
+/// The process's Prometheus recorder, installed on first use (before the
+/// pool is built, so its series exist from the first scrape).
+#[cfg(feature = "metrics")]
+pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let delay = Matcher::Full("wspool_queue_delay_seconds".into());
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(delay, wspool::metrics::QUEUE_DELAY_BUCKETS)
+            .expect("buckets");
+        builder
+            .install_recorder()
+            .expect("the only metrics recorder")
+    })
+}
+
+/// The whole app: page, pool route, admin API, metrics.
 pub fn app(pool: &WsPool) -> Router {
     Router::new()
+        .route("/metrics", get(metrics))
         .route("/", get(|| async { Html(PAGE) }))
         .route(
             "/wspool-client.js",
@@ -165,6 +198,8 @@ async fn main() -> std::io::Result<()> {
                 .unwrap_or_else(|_| "info,wspool=debug".into()),
         )
         .init();
+    #[cfg(feature = "metrics")]
+    prometheus();
     let args = Args::parse();
     let pool = match start_pool(&args).await {
         Ok(pool) => pool,

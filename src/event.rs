@@ -158,6 +158,37 @@ impl UndeliveredReason {
         }
     }
 
+    /// Every reason, in the order of [`label`](Self::label)'s index.
+    pub(crate) const ALL: [UndeliveredReason; 8] = [
+        UndeliveredReason::Expired,
+        UndeliveredReason::OfflineTimeout,
+        UndeliveredReason::OfflineFull,
+        UndeliveredReason::Disconnected,
+        UndeliveredReason::Shutdown,
+        UndeliveredReason::WriteFailed,
+        UndeliveredReason::NotConnected,
+        UndeliveredReason::ClusterUnavailable,
+    ];
+
+    /// A short snake_case name (a metrics label).
+    pub fn label(self) -> &'static str {
+        match self {
+            UndeliveredReason::Expired => "expired",
+            UndeliveredReason::OfflineTimeout => "offline_timeout",
+            UndeliveredReason::OfflineFull => "offline_full",
+            UndeliveredReason::Disconnected => "disconnected",
+            UndeliveredReason::Shutdown => "shutdown",
+            UndeliveredReason::WriteFailed => "write_failed",
+            UndeliveredReason::NotConnected => "not_connected",
+            UndeliveredReason::ClusterUnavailable => "cluster_unavailable",
+        }
+    }
+
+    /// Its place in [`ALL`](Self::ALL).
+    pub(crate) fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+
     pub(crate) fn describe(self) -> &'static str {
         match self {
             UndeliveredReason::Expired => "expired in the queue",
@@ -214,6 +245,45 @@ pub enum DisconnectReason {
 }
 
 impl DisconnectReason {
+    /// Every label, in the order of [`label`](Self::label)'s index.
+    pub(crate) const LABELS: [&'static str; 12] = [
+        "client_closed",
+        "connection_lost",
+        "replaced",
+        "kicked",
+        "shutdown",
+        "idle_timeout",
+        "message_too_big",
+        "too_slow",
+        "refused",
+        "protocol_violation",
+        "rate_limited",
+        "error",
+    ];
+
+    /// A short snake_case name (a metrics label).
+    pub fn label(&self) -> &'static str {
+        Self::LABELS[self.index()]
+    }
+
+    /// Its place in [`LABELS`](Self::LABELS).
+    pub(crate) fn index(&self) -> usize {
+        match self {
+            DisconnectReason::ClientClosed(_) => 0,
+            DisconnectReason::ConnectionLost => 1,
+            DisconnectReason::Replaced => 2,
+            DisconnectReason::Kicked => 3,
+            DisconnectReason::Shutdown => 4,
+            DisconnectReason::IdleTimeout => 5,
+            DisconnectReason::MessageTooBig => 6,
+            DisconnectReason::TooSlow => 7,
+            DisconnectReason::Refused => 8,
+            DisconnectReason::ProtocolViolation { .. } => 9,
+            DisconnectReason::RateLimited => 10,
+            DisconnectReason::Error(_) => 11,
+        }
+    }
+
     /// The close code sent or received, if any.
     pub fn code(&self) -> Option<u16> {
         use crate::close_code::*;

@@ -58,6 +58,7 @@
 //! | [`pool`] | [`WsPool`], the handle: clients, channels, events, stats, shutdown |
 //! | [`routing`] | `send`, `broadcast`, `broadcast_all`, relays, receipts; the delivery guarantees |
 //! | [`cluster`] | the seam to other nodes, and the Redis backend (feature `redis`) |
+//! | `metrics` | Prometheus-style numbers through the `metrics` facade (feature `metrics`) |
 //! | [`client`] | [`ClientHandle`], [`ClientConfig`], [`ClientInfo`] |
 //! | [`config`] | every knob, its default and what happens at its limit |
 //! | [`event`] | [`PoolEvent`] and the event stream |
@@ -119,6 +120,8 @@ mod error;
 pub mod event;
 mod http;
 pub mod message;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod node;
 pub mod pool;
 pub mod proto;

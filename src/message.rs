@@ -76,17 +76,22 @@ pub(crate) struct Encoded {
     pub(crate) origin: Option<ClientId>,
     /// Not written after this instant: reported as expired instead.
     pub(crate) expires_at: Instant,
+    /// When it was queued: the start of `wspool_queue_delay_seconds`.
+    #[cfg(feature = "metrics")]
+    pub(crate) queued_at: Instant,
     binary: OnceLock<Bytes>,
     json: OnceLock<Utf8Bytes>,
 }
 
 impl Encoded {
     pub(crate) fn new(msg: Arc<SendMsg>, origin: Option<ClientId>, ttl: Duration) -> Arc<Self> {
-        let expires_at = after(ttl);
+        let now = Instant::now();
         Arc::new(Encoded {
             msg,
             origin,
-            expires_at,
+            expires_at: after_from(now, ttl),
+            #[cfg(feature = "metrics")]
+            queued_at: now,
             binary: OnceLock::new(),
             json: OnceLock::new(),
         })

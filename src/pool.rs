@@ -125,6 +125,11 @@ impl WsPool {
             let watcher = move |channel: &str, present| cluster.channel_changed(channel, present);
             pool.node().watch_channels(watcher);
         }
+        #[cfg(feature = "metrics")]
+        {
+            crate::metrics::describe();
+            pool.export_metrics();
+        }
         pool
     }
 

@@ -220,6 +220,13 @@ impl WsPool {
         }
     }
 
+    /// Counts `n` undelivered messages, in all and by reason.
+    fn count_undelivered(&self, reason: UndeliveredReason, n: u64) {
+        let counters = self.counters();
+        bump(&counters.undelivered, n);
+        bump(&counters.undelivered_by[reason.index()], n);
+    }
+
     /// Reports messages that will not be written to `to`: counted, an event
     /// each, and a receipt to the client each was relayed from.
     pub(crate) fn report_undelivered(
@@ -231,7 +238,7 @@ impl WsPool {
         if msgs.is_empty() {
             return;
         }
-        bump(&self.counters().undelivered, msgs.len() as u64);
+        self.count_undelivered(reason, msgs.len() as u64);
         tracing::debug!(%to, count = msgs.len(), ?reason, "undelivered");
         for encoded in msgs {
             if let (Some(origin), Some(status)) = (&encoded.origin, reason.receipt_status()) {
@@ -484,7 +491,7 @@ impl WsPool {
     /// particular (`to` is empty), counted.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn cluster_lost(&self, encoded: &Arc<Encoded>) {
-        bump(&self.counters().undelivered, 1);
+        self.count_undelivered(UndeliveredReason::ClusterUnavailable, 1);
         self.emit(|| PoolEvent::Undelivered {
             to: ClientId::from(""),
             msg: encoded.msg.clone(),
@@ -546,8 +553,8 @@ impl WsPool {
             // Counted as dropped by the push that failed.
             self.emit(|| PoolEvent::Dropped { to, msg });
         } else {
-            bump(&self.counters().undelivered, 1);
             let reason = UndeliveredReason::NotConnected;
+            self.count_undelivered(reason, 1);
             self.emit(|| PoolEvent::Undelivered { to, msg, reason });
         }
     }

@@ -1,6 +1,11 @@
 //! Counters a user can read from the pool ([`WsPool::stats`](crate::WsPool::stats)).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+};
+
+use crate::{DisconnectReason, UndeliveredReason};
 
 /// Live counters. Relaxed atomics: each is an independent tally, read as a
 /// snapshot that need not be consistent across counters.
@@ -26,10 +31,25 @@ pub(crate) struct Counters {
     pub(crate) refused_shutting_down: AtomicU64,
     pub(crate) refused_per_ip: AtomicU64,
     pub(crate) refused_busy: AtomicU64,
+    /// Undelivered messages by reason (`UndeliveredReason::index`).
+    pub(crate) undelivered_by: [AtomicU64; 8],
+    /// Ended connections by reason (`DisconnectReason::index`).
+    pub(crate) disconnects_by: [AtomicU64; 12],
 }
 
 pub(crate) fn bump(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Relaxed);
+}
+
+/// The non-zero counters of `by`, under their labels.
+fn labelled(
+    by: &[AtomicU64],
+    label: impl Fn(usize) -> &'static str,
+) -> BTreeMap<&'static str, u64> {
+    (by.iter().enumerate())
+        .map(|(i, c)| (label(i), c.load(Relaxed)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 /// A snapshot of the pool's counters.
@@ -76,6 +96,14 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// Handshakes refused, by reason.
     pub refused: RefusedStats,
+    /// [`undelivered`](Self::undelivered) by reason
+    /// ([`UndeliveredReason::label`](crate::UndeliveredReason::label)):
+    /// the reasons that occurred.
+    pub undelivered_by_reason: BTreeMap<&'static str, u64>,
+    /// Connections that ended, by reason
+    /// ([`DisconnectReason::label`](crate::DisconnectReason::label)): the
+    /// reasons that occurred.
+    pub disconnects: BTreeMap<&'static str, u64>,
     /// In a cluster, this node's traffic with the others (`None` on a
     /// single node).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,6 +200,10 @@ impl Counters {
                 per_ip: r(&self.refused_per_ip),
                 busy: r(&self.refused_busy),
             },
+            undelivered_by_reason: labelled(&self.undelivered_by, |i| {
+                UndeliveredReason::ALL[i].label()
+            }),
+            disconnects: labelled(&self.disconnects_by, |i| DisconnectReason::LABELS[i]),
             cluster: None,
         }
     }

@@ -280,6 +280,7 @@ impl Connection {
 
     /// Reports the end of the connection: log, event, `on_close` callbacks.
     fn ended(&self, reason: &DisconnectReason) {
+        bump(&self.pool().counters().disconnects_by[reason.index()], 1);
         tracing::debug!(
             ?reason,
             still_queued = self.state().mailbox.len().0,

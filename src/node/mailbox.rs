@@ -164,8 +164,8 @@ impl Mailbox {
     }
 
     /// Moves up to `max_frames` messages (about `max_bytes`) for connection
-    /// `conn_id` into `batch`, highest priority first, and expired messages
-    /// into `expired`. Returns the payload bytes taken. Wakes the connection
+    /// `conn_id` into `batch`, highest priority first, and messages expired
+    /// at `now` into `expired`. Returns the payload bytes taken. Wakes the connection
     /// again if messages remain.
     pub(crate) fn drain(
         &self,
@@ -175,12 +175,12 @@ impl Mailbox {
         max_frames: usize,
         max_bytes: usize,
         limits: &MailLimits,
+        now: Instant,
     ) -> usize {
         let mut s = self.state.lock();
         if s.attached.as_ref().map(|a| a.conn_id) != Some(conn_id) {
             return 0;
         }
-        let now = Instant::now();
         let mut taken = 0;
         while batch.len() < max_frames && taken < max_bytes {
             let Some((msg, len)) = s.pop() else { break };
@@ -473,7 +473,15 @@ mod tests {
             mb.push(&msg(t, p, HOUR), &l, None).unwrap();
         }
         let (mut batch, mut expired) = (Vec::new(), Vec::new());
-        mb.drain(7, &mut batch, &mut expired, 100, usize::MAX, &l);
+        mb.drain(
+            7,
+            &mut batch,
+            &mut expired,
+            100,
+            usize::MAX,
+            &l,
+            Instant::now(),
+        );
         assert_eq!(texts(&batch), ["d9", "b5", "e5", "a0", "c0", "f-1"]);
         assert_eq!(mb.len(), (0, 0));
     }
@@ -500,10 +508,29 @@ mod tests {
         let total = l.offline_bytes.load(Relaxed);
         assert_eq!(total, mb.len().1);
         let (mut batch, mut expired) = (Vec::new(), Vec::new());
-        assert_eq!(mb.drain(7, &mut batch, &mut expired, 10, usize::MAX, &l), 0);
+        assert_eq!(
+            mb.drain(
+                7,
+                &mut batch,
+                &mut expired,
+                10,
+                usize::MAX,
+                &l,
+                Instant::now()
+            ),
+            0
+        );
         mb.attach(8, Arc::new(Notify::new()), Format::Binary, &l);
         assert_eq!(l.offline_bytes.load(Relaxed), 0);
-        mb.drain(8, &mut batch, &mut expired, 10, usize::MAX, &l);
+        mb.drain(
+            8,
+            &mut batch,
+            &mut expired,
+            10,
+            usize::MAX,
+            &l,
+            Instant::now(),
+        );
         assert_eq!(texts(&batch), ["1", "2"]);
     }
 
@@ -518,7 +545,15 @@ mod tests {
         let rest = mb.prepend(earlier, &l);
         assert_eq!(texts(&rest), ["b4"]);
         let (mut batch, mut expired) = (Vec::new(), Vec::new());
-        mb.drain(7, &mut batch, &mut expired, 10, usize::MAX, &l);
+        mb.drain(
+            7,
+            &mut batch,
+            &mut expired,
+            10,
+            usize::MAX,
+            &l,
+            Instant::now(),
+        );
         assert_eq!(texts(&batch), ["b1", "b2", "b3", "live"]);
     }
 
@@ -554,7 +589,15 @@ mod tests {
             .unwrap();
         tokio::time::advance(Duration::from_secs(2)).await;
         let (mut batch, mut expired) = (Vec::new(), Vec::new());
-        mb.drain(7, &mut batch, &mut expired, 10, usize::MAX, &l);
+        mb.drain(
+            7,
+            &mut batch,
+            &mut expired,
+            10,
+            usize::MAX,
+            &l,
+            Instant::now(),
+        );
         assert_eq!(texts(&batch), ["long"]);
         assert_eq!(expired.len(), 1);
     }
@@ -571,10 +614,26 @@ mod tests {
         assert_eq!(mb.push(&msg("m", 0, HOUR), &l, None), Err(PushError::Full));
         assert!(mb.full_since().is_some());
         let (mut batch, mut expired) = (Vec::new(), Vec::new());
-        mb.drain(7, &mut batch, &mut expired, 1, usize::MAX, &l);
+        mb.drain(
+            7,
+            &mut batch,
+            &mut expired,
+            1,
+            usize::MAX,
+            &l,
+            Instant::now(),
+        );
         assert!(mb.full_since().is_some(), "3 of 4 is not below half");
         batch.clear();
-        mb.drain(7, &mut batch, &mut expired, 1, usize::MAX, &l);
+        mb.drain(
+            7,
+            &mut batch,
+            &mut expired,
+            1,
+            usize::MAX,
+            &l,
+            Instant::now(),
+        );
         assert!(mb.full_since().is_none());
     }
 }

@@ -62,6 +62,9 @@ pub(crate) struct Node {
     /// Told when a channel gains its first member here or loses its last
     /// (a cluster subscribes to it), under the write lock, in order.
     watcher: OnceLock<ChannelWatcher>,
+    /// `wspool_queue_delay_seconds`, registered once.
+    #[cfg(feature = "metrics")]
+    queue_delay: metrics::Histogram,
 }
 
 /// See [`Node::watch_channels`].
@@ -106,6 +109,8 @@ impl Node {
             next_id: AtomicU64::new(1),
             sweeper_started: AtomicBool::new(false),
             watcher: OnceLock::new(),
+            #[cfg(feature = "metrics")]
+            queue_delay: crate::metrics::queue_delay(),
         }
     }
 
@@ -272,14 +277,22 @@ impl Node {
         max_frames: usize,
         max_bytes: usize,
     ) -> usize {
-        (state.mailbox).drain(
+        #[cfg(feature = "metrics")]
+        let before = batch.len();
+        // One clock read for the expiry check and the queue delay.
+        let now = Instant::now();
+        let bytes = (state.mailbox).drain(
             state.conn_id,
             batch,
             expired,
             max_frames,
             max_bytes,
             &self.limits,
-        )
+            now,
+        );
+        #[cfg(feature = "metrics")]
+        crate::metrics::queue_delays(&self.queue_delay, &batch[before..], now);
+        bytes
     }
 
     /// Puts `msgs` (oldest first) ahead of everything queued for `state`'s

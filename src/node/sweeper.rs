@@ -26,6 +26,8 @@ pub(crate) fn ensure_started(pool: &WsPool) {
     let period = period(pool);
     let weak = Arc::downgrade(&pool.inner);
     tokio::spawn(run(weak, period));
+    #[cfg(feature = "metrics")]
+    tokio::spawn(crate::metrics::run(Arc::downgrade(&pool.inner)));
 }
 
 /// A fraction of the shortest deadline, between 10 ms and 1 s.
