@@ -41,6 +41,14 @@ pub enum Delivery {
     Forwarded,
 }
 
+/// How much one drain takes, and when it happens (for the expiry check).
+#[derive(Clone, Copy)]
+pub(crate) struct Take {
+    pub(crate) max_frames: usize,
+    pub(crate) max_bytes: usize,
+    pub(crate) now: Instant,
+}
+
 /// Why a push failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PushError {
@@ -172,11 +180,14 @@ impl Mailbox {
         conn_id: u64,
         batch: &mut Vec<Arc<Encoded>>,
         expired: &mut Vec<Arc<Encoded>>,
-        max_frames: usize,
-        max_bytes: usize,
+        take: Take,
         limits: &MailLimits,
-        now: Instant,
     ) -> usize {
+        let Take {
+            max_frames,
+            max_bytes,
+            now,
+        } = take;
         let mut s = self.state.lock();
         if s.attached.as_ref().map(|a| a.conn_id) != Some(conn_id) {
             return 0;
@@ -457,6 +468,15 @@ mod tests {
 
     const HOUR: Duration = Duration::from_secs(3600);
 
+    /// Up to `n` messages, any size, now.
+    fn take(n: usize) -> Take {
+        Take {
+            max_frames: n,
+            max_bytes: usize::MAX,
+            now: Instant::now(),
+        }
+    }
+
     /// Higher priority first, FIFO within a priority.
     #[test]
     fn priority_then_fifo() {
@@ -473,15 +493,7 @@ mod tests {
             mb.push(&msg(t, p, HOUR), &l, None).unwrap();
         }
         let (mut batch, mut expired) = (Vec::new(), Vec::new());
-        mb.drain(
-            7,
-            &mut batch,
-            &mut expired,
-            100,
-            usize::MAX,
-            &l,
-            Instant::now(),
-        );
+        mb.drain(7, &mut batch, &mut expired, take(100), &l);
         assert_eq!(texts(&batch), ["d9", "b5", "e5", "a0", "c0", "f-1"]);
         assert_eq!(mb.len(), (0, 0));
     }
@@ -508,29 +520,10 @@ mod tests {
         let total = l.offline_bytes.load(Relaxed);
         assert_eq!(total, mb.len().1);
         let (mut batch, mut expired) = (Vec::new(), Vec::new());
-        assert_eq!(
-            mb.drain(
-                7,
-                &mut batch,
-                &mut expired,
-                10,
-                usize::MAX,
-                &l,
-                Instant::now()
-            ),
-            0
-        );
+        assert_eq!(mb.drain(7, &mut batch, &mut expired, take(10), &l), 0);
         mb.attach(8, Arc::new(Notify::new()), Format::Binary, &l);
         assert_eq!(l.offline_bytes.load(Relaxed), 0);
-        mb.drain(
-            8,
-            &mut batch,
-            &mut expired,
-            10,
-            usize::MAX,
-            &l,
-            Instant::now(),
-        );
+        mb.drain(8, &mut batch, &mut expired, take(10), &l);
         assert_eq!(texts(&batch), ["1", "2"]);
     }
 
@@ -545,15 +538,7 @@ mod tests {
         let rest = mb.prepend(earlier, &l);
         assert_eq!(texts(&rest), ["b4"]);
         let (mut batch, mut expired) = (Vec::new(), Vec::new());
-        mb.drain(
-            7,
-            &mut batch,
-            &mut expired,
-            10,
-            usize::MAX,
-            &l,
-            Instant::now(),
-        );
+        mb.drain(7, &mut batch, &mut expired, take(10), &l);
         assert_eq!(texts(&batch), ["b1", "b2", "b3", "live"]);
     }
 
@@ -589,15 +574,7 @@ mod tests {
             .unwrap();
         tokio::time::advance(Duration::from_secs(2)).await;
         let (mut batch, mut expired) = (Vec::new(), Vec::new());
-        mb.drain(
-            7,
-            &mut batch,
-            &mut expired,
-            10,
-            usize::MAX,
-            &l,
-            Instant::now(),
-        );
+        mb.drain(7, &mut batch, &mut expired, take(10), &l);
         assert_eq!(texts(&batch), ["long"]);
         assert_eq!(expired.len(), 1);
     }
@@ -614,26 +591,10 @@ mod tests {
         assert_eq!(mb.push(&msg("m", 0, HOUR), &l, None), Err(PushError::Full));
         assert!(mb.full_since().is_some());
         let (mut batch, mut expired) = (Vec::new(), Vec::new());
-        mb.drain(
-            7,
-            &mut batch,
-            &mut expired,
-            1,
-            usize::MAX,
-            &l,
-            Instant::now(),
-        );
+        mb.drain(7, &mut batch, &mut expired, take(1), &l);
         assert!(mb.full_since().is_some(), "3 of 4 is not below half");
         batch.clear();
-        mb.drain(
-            7,
-            &mut batch,
-            &mut expired,
-            1,
-            usize::MAX,
-            &l,
-            Instant::now(),
-        );
+        mb.drain(7, &mut batch, &mut expired, take(1), &l);
         assert!(mb.full_since().is_none());
     }
 }

@@ -281,15 +281,12 @@ impl Node {
         let before = batch.len();
         // One clock read for the expiry check and the queue delay.
         let now = Instant::now();
-        let bytes = (state.mailbox).drain(
-            state.conn_id,
-            batch,
-            expired,
+        let take = mailbox::Take {
             max_frames,
             max_bytes,
-            &self.limits,
             now,
-        );
+        };
+        let bytes = (state.mailbox).drain(state.conn_id, batch, expired, take, &self.limits);
         #[cfg(feature = "metrics")]
         crate::metrics::queue_delays(&self.queue_delay, &batch[before..], now);
         bytes
