@@ -13,8 +13,8 @@
 //! cargo run --example chat --features redis -- --redis redis://127.0.0.1:6379 --addr 127.0.0.1:3001
 //! ```
 //!
-//! Open the page in two browser tabs, connect as two ids, and chat. Drive
-//! the pool from a shell:
+//! Open the page in two browser tabs, connect as two ids, and chat; the
+//! live dashboard is at `/dashboard`. Drive the pool from a shell:
 //!
 //! ```text
 //! curl localhost:3000/api/clients
@@ -181,6 +181,7 @@ pub fn app(pool: &WsPool) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/", get(|| async { Html(PAGE) }))
+        .route("/dashboard", get(|| async { Html(DASHBOARD) }))
         .route(
             "/wspool-client.js",
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], CLIENT_JS) }),
@@ -228,13 +229,160 @@ async fn main() -> std::io::Result<()> {
     });
 
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
-    tracing::info!("chat on http://{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    tracing::info!("chat on http://{addr}, dashboard on http://{addr}/dashboard");
     // Header read timeout, Nagle off, client addresses; Ctrl-C or SIGTERM
     // flushes every queue and closes every client with 1001.
     wspool::serve(listener, app(&pool), &pool)
         .header_read_timeout(Duration::from_secs(args.header_read_timeout_secs))
         .await
 }
+
+/// The live dashboard: charts fed by `/api/stats/stream` (server-sent
+/// events), the client list from `/api/clients`, kick, join and leave
+/// through the admin API. Plain HTML, JS and canvas; no build step.
+pub const DASHBOARD: &str = r##"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>wspool dashboard</title>
+<style>
+ * { box-sizing: border-box; }
+ body { font: 14px system-ui, sans-serif; margin: 0; padding: 16px 24px; color: #1d2433; background: #f6f7f9; }
+ header { display: flex; align-items: baseline; gap: 16px; }
+ h1 { font-size: 20px; margin: 0 0 12px; } header a { color: #2563eb; }
+ .tiles { display: grid; grid-template-columns: repeat(6, 1fr); gap: 12px; margin-bottom: 12px; }
+ .tile { background: #fff; border-radius: 8px; padding: 10px 14px; box-shadow: 0 1px 2px #0001; }
+ .tile b { display: block; font-size: 22px; margin-top: 2px; font-variant-numeric: tabular-nums; }
+ .tile span { color: #667085; font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
+ .charts { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; margin-bottom: 12px; }
+ .chart { background: #fff; border-radius: 8px; padding: 10px 14px; box-shadow: 0 1px 2px #0001; }
+ .chart h2 { font-size: 13px; margin: 0 0 6px; font-weight: 600; }
+ canvas { width: 100%; height: 170px; display: block; }
+ .legend i { display: inline-block; width: 10px; height: 3px; margin: 0 4px 3px 10px; vertical-align: middle; }
+ table { width: 100%; border-collapse: collapse; background: #fff; border-radius: 8px; overflow: hidden; box-shadow: 0 1px 2px #0001; }
+ th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid #eef0f3; }
+ th { font-size: 12px; color: #667085; text-transform: uppercase; letter-spacing: .04em; background: #fafbfc; }
+ .list { max-height: 270px; overflow-y: auto; border-radius: 8px; }
+ button { font: inherit; padding: 2px 8px; border: 1px solid #d0d5dd; background: #fff; border-radius: 5px; cursor: pointer; }
+ button.kick { color: #b42318; border-color: #fda29b; }
+ input { font: inherit; width: 7em; padding: 2px 4px; border: 1px solid #d0d5dd; border-radius: 5px; }
+ .muted { color: #98a2b3; }
+</style>
+</head>
+<body>
+<header><h1>wspool dashboard</h1><a href="/">chat</a><span class="muted" id="status">connecting...</span></header>
+<section class="tiles">
+ <div class="tile"><span>connections</span><b id="connections">-</b></div>
+ <div class="tile"><span>messages in/s</span><b id="rateIn">-</b></div>
+ <div class="tile"><span>messages out/s</span><b id="rateOut">-</b></div>
+ <div class="tile"><span>messages in</span><b id="totalIn">-</b></div>
+ <div class="tile"><span>dropped</span><b id="dropped">-</b></div>
+ <div class="tile"><span>undelivered</span><b id="undelivered">-</b></div>
+</section>
+<section class="charts">
+ <div class="chart"><h2>Connections <span class="legend"><i style="background:#2563eb"></i>now</span></h2><canvas id="connChart"></canvas></div>
+ <div class="chart"><h2>Messages per second <span class="legend"><i style="background:#16a34a"></i>in<i style="background:#f97316"></i>out</span></h2><canvas id="rateChart"></canvas></div>
+</section>
+<div class="list"><table>
+ <thead><tr><th>id</th><th>channels</th><th>address</th><th>connected since</th><th>in / out</th><th></th></tr></thead>
+ <tbody id="clients"></tbody>
+</table></div>
+<script>
+const $ = (id) => document.getElementById(id);
+const WINDOW = 300; // samples: the last five minutes, one a second
+const samples = [];
+let last = null;
+function draw(canvas, series) {
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth, h = canvas.clientHeight;
+  canvas.width = w * dpr; canvas.height = h * dpr;
+  const g = canvas.getContext('2d'); g.scale(dpr, dpr); g.clearRect(0, 0, w, h);
+  const max = Math.max(1, ...series.flatMap((s) => s.values));
+  g.strokeStyle = '#eef0f3'; g.fillStyle = '#98a2b3'; g.font = '11px system-ui';
+  for (let k = 0; k <= 4; k++) {
+    const y = 8 + (h - 24) * k / 4;
+    g.beginPath(); g.moveTo(36, y); g.lineTo(w, y); g.stroke();
+    const v = max * (4 - k) / 4;
+    g.fillText(max < 10 ? v.toFixed(1) : String(Math.round(v)), 0, y + 4);
+  }
+  g.fillText('-5 min', 36, h - 2); g.fillText('now', w - 22, h - 2);
+  for (const s of series) {
+    g.strokeStyle = s.color; g.lineWidth = 2; g.beginPath();
+    s.values.forEach((v, i) => {
+      const x = 36 + (w - 36) * (i + WINDOW - s.values.length) / (WINDOW - 1);
+      const y = 8 + (h - 24) * (1 - v / max);
+      i ? g.lineTo(x, y) : g.moveTo(x, y);
+    });
+    g.stroke();
+  }
+  canvas.dataset.points = String(series[0].values.length);
+}
+function render() {
+  draw($('connChart'), [{ color: '#2563eb', values: samples.map((p) => p.connections) }]);
+  draw($('rateChart'), [
+    { color: '#16a34a', values: samples.map((p) => p.rateIn) },
+    { color: '#f97316', values: samples.map((p) => p.rateOut) },
+  ]);
+}
+const stream = new EventSource('/api/stats/stream');
+stream.onopen = () => { $('status').textContent = 'live'; };
+stream.onerror = () => { $('status').textContent = 'reconnecting...'; };
+stream.addEventListener('stats', (e) => {
+  const s = JSON.parse(e.data), now = performance.now();
+  if (last) {
+    const dt = Math.max(0.001, (now - last.t) / 1000);
+    samples.push({
+      connections: s.connections,
+      rateIn: (s.messagesIn - last.s.messagesIn) / dt,
+      rateOut: (s.messagesOut - last.s.messagesOut) / dt,
+    });
+    if (samples.length > WINDOW) samples.shift();
+  }
+  last = { t: now, s };
+  const p = samples[samples.length - 1];
+  $('connections').textContent = s.connections;
+  $('totalIn').textContent = s.messagesIn;
+  $('dropped').textContent = s.dropped;
+  $('undelivered').textContent = s.undelivered;
+  $('rateIn').textContent = p ? p.rateIn.toFixed(1) : '0';
+  $('rateOut').textContent = p ? p.rateOut.toFixed(1) : '0';
+  render();
+});
+async function api(method, path) {
+  const res = await fetch(path, { method });
+  if (!res.ok) alert((await res.json()).error || res.status);
+  refreshClients();
+}
+function cell(row, text) { const td = row.insertCell(); td.textContent = text; return td; }
+async function refreshClients() {
+  let list;
+  try { list = await (await fetch('/api/clients')).json(); } catch { return; }
+  const body = $('clients'); body.innerHTML = '';
+  for (const c of list.slice(0, 500)) {
+    const row = body.insertRow(); row.dataset.id = c.id;
+    cell(row, c.id);
+    cell(row, c.channels.join(', '));
+    cell(row, c.remoteAddr || '');
+    cell(row, new Date(c.connectedAt).toLocaleTimeString());
+    cell(row, c.messagesIn + ' / ' + c.messagesOut);
+    const act = row.insertCell();
+    const id = encodeURIComponent(c.id);
+    const ch = document.createElement('input'); ch.placeholder = 'channel';
+    const join = document.createElement('button'); join.textContent = 'join'; join.className = 'join';
+    join.onclick = () => ch.value && api('PUT', `/api/clients/${id}/channels/${encodeURIComponent(ch.value)}`);
+    const leave = document.createElement('button'); leave.textContent = 'leave'; leave.className = 'leave';
+    leave.onclick = () => ch.value && api('DELETE', `/api/clients/${id}/channels/${encodeURIComponent(ch.value)}`);
+    const kick = document.createElement('button'); kick.textContent = 'kick'; kick.className = 'kick';
+    kick.onclick = () => api('DELETE', `/api/clients/${id}`);
+    act.append(ch, ' ', join, ' ', leave, ' ', kick);
+  }
+}
+setInterval(refreshClients, 2000); refreshClients(); render();
+</script>
+</body>
+</html>
+"##;
 
 /// The wspool JavaScript client (`clients/js`), bundled for browsers.
 pub const CLIENT_JS: &str = include_str!("../clients/js/dist/wspool-client.js");
@@ -255,7 +403,7 @@ pub const PAGE: &str = r#"<!doctype html>
 </head>
 <body>
 <main>
- <h1>wspool chat</h1>
+ <h1>wspool chat <small><a href="/dashboard">dashboard</a></small></h1>
  <form id="connect">
   <fieldset><legend>Who are you</legend>
    id <input id="id" required pattern="[A-Za-z0-9!#$%&'*+.^`|~\-]+" placeholder="alice">

@@ -264,3 +264,35 @@ async fn example_enforces_max_message_size() {
     a.send(&text_msg("a", &[], &"x".repeat(200))).await;
     assert_eq!(a.close_code().await, 1009);
 }
+
+/// `/dashboard` serves the live dashboard, linked with the chat page, and
+/// `/api/stats/stream` feeds it: server-sent `stats` events, once a second.
+#[tokio::test]
+async fn serves_the_dashboard_and_its_stream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_pool, addr) = start_example(&[]).await;
+    let (status, body) = http(addr, "GET", "/dashboard", "").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<title>wspool dashboard</title>"));
+    assert!(body.contains("new EventSource('/api/stats/stream')"));
+    let (_, page) = http(addr, "GET", "/", "").await;
+    assert!(page.contains(r#"href="/dashboard""#));
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET /api/stats/stream HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(WAIT, async {
+        // Two events: the feed keeps coming.
+        while seen.matches("event: stats").count() < 2 {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "stream ended: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
+    .await
+    .expect("two stats events");
+    assert!(seen.contains("content-type: text/event-stream"));
+    assert!(seen.contains(r#"data: {"connections":0"#), "{seen}");
+}

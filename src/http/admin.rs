@@ -12,6 +12,7 @@
 //! | `DELETE /api/clients/{id}/channels/{channel}` | `200 {"left": bool}`; 404 |
 //! | `DELETE /api/clients/{id}` | closes it with 4002 on whichever node has it: `200 {"disconnected": id}`; 404 |
 //! | `GET /api/stats` | [`Stats`](crate::Stats) of this node |
+//! | `GET /api/stats/stream` | server-sent events: `event: stats`, the [`Stats`](crate::Stats) of this node as JSON, once a second (the live dashboard's feed) |
 //!
 //! Joining and leaving act on this node's clients only.
 //!
@@ -29,6 +30,7 @@
 //! let app: Router = Router::new().merge(wspool::route()).merge(wspool::admin::router()).layer(pool.layer());
 //! ```
 
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Path, Request},
@@ -39,6 +41,7 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use tokio_stream::{wrappers::IntervalStream, Stream, StreamExt};
 
 use crate::{BroadcastError, Delivery, JoinError, SendError, SendMsg, WsPool};
 
@@ -53,6 +56,7 @@ where
         .route("/api/broadcast", post(broadcast))
         .route("/api/broadcast_all", post(broadcast_all))
         .route("/api/clients", get(clients))
+        .route("/api/stats/stream", get(stats_stream))
         .route("/api/clients/{id}", get(client).delete(disconnect))
         .route(
             "/api/clients/{id}/channels/{channel}",
@@ -146,6 +150,22 @@ async fn broadcast(pool: WsPool, MsgBody(msg): MsgBody) -> Response {
 
 async fn broadcast_all(pool: WsPool, MsgBody(msg): MsgBody) -> Response {
     broadcast_answer(pool.cluster_broadcast_all(msg).await)
+}
+
+/// This node's stats once a second, as server-sent events, until the
+/// client goes away.
+async fn stats_stream(
+    pool: WsPool,
+) -> Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
+    let ticks = IntervalStream::new(tokio::time::interval(std::time::Duration::from_secs(1)));
+    let events = ticks.map(move |_| {
+        let event = Event::default().event("stats");
+        // Serializing counters and maps of counters cannot fail.
+        Ok(event
+            .json_data(pool.stats())
+            .unwrap_or_else(|_| Event::default()))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
 }
 
 async fn clients(pool: WsPool) -> Response {
