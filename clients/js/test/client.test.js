@@ -49,12 +49,19 @@ before(async () => {
   server = await startChat(port);
   url = `ws://127.0.0.1:${port}/ws`;
 });
+// Every client a test made, closed at the end whatever happened (a client
+// left reconnecting would keep the process alive).
+const made = [];
 after(async () => {
+  for (const c of made) c.close();
   if (server) await stopChat(server);
 });
 
-const client = (id, options = {}) =>
-  new WsPoolClient(url, { id, WebSocket, minDelay: 50, maxDelay: 200, ...options });
+const client = (id, options = {}) => {
+  const c = new WsPoolClient(url, { id, WebSocket, minDelay: 50, maxDelay: 200, ...options });
+  made.push(c);
+  return c;
+};
 
 /** `promise`, failing after 5 s. */
 const within = (promise) =>
@@ -63,11 +70,13 @@ const within = (promise) =>
     new Promise((_, reject) => setTimeout(() => reject(new Error("nothing in 5 s")), 5000).unref()),
   ]);
 
-/** The next `event` the client fires, failing after 5 s. */
-const next = (c, event) =>
+/** The next `event` the client fires (that `pred` accepts), failing
+ * after 5 s. */
+const next = (c, event, pred = () => true) =>
   new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no ${event} in 5 s`)), 5000);
     const off = c.on(event, (v) => {
+      if (!pred(v)) return;
       clearTimeout(timer);
       off();
       resolve(v);
@@ -88,7 +97,8 @@ test("binary and JSON clients chat by channel and by id; int64 is a number in bo
   assert.equal(typeof got.timestamp, "number");
   assert.ok(got.timestamp > 1_600_000_000_000);
 
-  const direct = next(alice, "message");
+  // Alice is in room1 too: her own broadcast may still be on its way.
+  const direct = next(alice, "message", (m) => m.fromClientId === "bob");
   bob.send({ toClientId: "alice", msg: "hi alice", cmdData: "AQI=" });
   const back = await direct;
   assert.equal(back.fromClientId, "bob");
