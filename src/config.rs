@@ -20,7 +20,7 @@
 //! | [`duplicate_policy`](WsPoolBuilder::duplicate_policy) | [`Replace`](DuplicatePolicy::Replace) | the old connection is closed with 4001; with `Refuse` the newcomer gets HTTP 409 |
 //! | [`relay_policy`](WsPoolBuilder::relay_policy) | [`Targeted`](RelayPolicy::Targeted) | what the provided route relays of what clients send |
 //! | [`event_buffer`](WsPoolBuilder::event_buffer) | 1024 | a consumer of [`WsPool::events`](crate::WsPool::events) or [`WsPool::subscribe`](crate::WsPool::subscribe) that falls further behind gets a `Lagged(n)` item |
-//! | [`read_buffer_size`](WsPoolBuilder::read_buffer_size) | 4 KiB | per-socket read buffer (allocated per connection: the largest part of an idle connection's memory) |
+//! | [`read_buffer_size`](WsPoolBuilder::read_buffer_size) | 4 KiB | per-socket read buffer, and the size of each read (allocated per connection: the largest part of an idle connection's memory; 1 KiB saves 3 KiB per idle connection and reads 64 KiB messages at half the speed, BENCHMARKS.md) |
 //! | [`write_buffer_size`](WsPoolBuilder::write_buffer_size) | 4 KiB | per-socket write buffer: frames are collected up to this size before a write |
 //! | [`message_ttl`](WsPoolBuilder::message_ttl) | 60 s | a message not written within it is reported [`Undelivered`](crate::PoolEvent::Undelivered) (`Expired`), receipt 3 to a relaying client |
 //! | [`offline_ttl`](WsPoolBuilder::offline_ttl) | 120 s | a client away this long is forgotten; what was buffered is reported undelivered (`OfflineTimeout`), receipt 3. Zero turns offline buffering off |

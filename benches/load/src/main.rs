@@ -186,6 +186,7 @@ fn main() {
                     "idle_15k" => scenarios::idle(&ctx, 15_000).await,
                     "connect_10k" => scenarios::connect_storm(&ctx, 10_000).await,
                     "cluster_fanout" => scenarios::fanout(&ctx, 2_000).await,
+                    "inbound_64k" => scenarios::inbound(&ctx, 100, 64 * 1024).await,
                     other => Err(format!("unknown scenario {other}")),
                 }
             });

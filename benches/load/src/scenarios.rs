@@ -354,6 +354,44 @@ pub async fn idle(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
     Ok(m)
 }
 
+/// `n` clients each sending `size`-byte messages (to a channel nobody is
+/// in) as fast as the server reads them: the read path for large inbound
+/// messages, which the read buffer's size governs.
+pub async fn inbound(ctx: &Ctx, n: usize, size: usize) -> Result<Metrics, String> {
+    let duration = if ctx.quick {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(10)
+    };
+    let clients = connect_many(ctx, n, None, 64, "senders").await?;
+    let msg = client::publish(ctx.proto, "void", &"x".repeat(size));
+    let sent = Arc::new(AtomicU64::new(0));
+    let cpu0 = cpu_secs(ctx.server_pid);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for mut ws in clients {
+        let (msg, sent) = (msg.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            while start.elapsed() < duration {
+                if ws.send(msg.clone()).await.is_err() {
+                    return;
+                }
+                sent.fetch_add(1, Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_secs(ctx.server_pid) - cpu0;
+    let bytes = sent.load(Relaxed) as f64 * size as f64;
+    let mut m = Metrics::new();
+    m.insert("mib_in_per_s".into(), bytes / elapsed / (1 << 20) as f64);
+    m.insert("cpu_s_per_gib".into(), cpu / (bytes / (1u64 << 30) as f64));
+    Ok(m)
+}
+
 /// `n` clients connecting at once.
 pub async fn connect_storm(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
     let cpu0 = cpu_secs(ctx.server_pid);

@@ -69,11 +69,19 @@ pub fn wspool_pool() -> wspool::WsPool {
 }
 
 fn wspool_builder() -> wspool::WsPoolBuilder {
-    wspool::WsPool::builder()
+    let builder = wspool::WsPool::builder()
         .max_connections_per_ip(usize::MAX)
         .max_handshakes_in_flight(usize::MAX)
         .max_inbound_messages_per_sec(u32::MAX)
-        .max_inbound_bytes_per_sec(usize::MAX)
+        .max_inbound_bytes_per_sec(usize::MAX);
+    // `benches/load/read_buffer.sh` compares read buffer sizes.
+    match std::env::var("WSPOOL_BENCH_READ_BUFFER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(size) => builder.read_buffer_size(size),
+        None => builder,
+    }
 }
 
 /// A wspool node of a cluster over the Redis at `url`.
