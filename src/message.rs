@@ -85,6 +85,31 @@ pub(crate) struct Encoded {
 
 impl Encoded {
     pub(crate) fn new(msg: Arc<SendMsg>, origin: Option<ClientId>, ttl: Duration) -> Arc<Self> {
+        Self::with_binary(msg, OnceLock::new(), origin, ttl)
+    }
+
+    /// A message that came encoded (from another node): `binary` is its
+    /// binary form, not encoded again.
+    pub(crate) fn decoded(
+        binary: Bytes,
+        origin: Option<ClientId>,
+        ttl: Duration,
+    ) -> Result<Arc<Self>, prost::DecodeError> {
+        let msg = SendMsg::decode(binary.clone())?;
+        Ok(Self::with_binary(
+            Arc::new(msg),
+            OnceLock::from(binary),
+            origin,
+            ttl,
+        ))
+    }
+
+    fn with_binary(
+        msg: Arc<SendMsg>,
+        binary: OnceLock<Bytes>,
+        origin: Option<ClientId>,
+        ttl: Duration,
+    ) -> Arc<Self> {
         let now = Instant::now();
         Arc::new(Encoded {
             msg,
@@ -92,7 +117,7 @@ impl Encoded {
             expires_at: after_from(now, ttl),
             #[cfg(feature = "metrics")]
             queued_at: now,
-            binary: OnceLock::new(),
+            binary,
             json: OnceLock::new(),
         })
     }
@@ -119,7 +144,8 @@ impl Encoded {
         }
     }
 
-    fn binary(&self) -> &Bytes {
+    /// The binary (protobuf) form, encoded on first use.
+    pub(crate) fn binary(&self) -> &Bytes {
         self.binary
             .get_or_init(|| Bytes::from(self.msg.encode_to_vec()))
     }

@@ -345,7 +345,8 @@ impl WsPool {
     /// `via`, the channel it was published to, for a channel broadcast).
     /// A direct message for an id no longer here, or held here under an
     /// older claim than the envelope's, is routed on through the cluster.
-    /// Returns how many clients here it was queued or buffered for. With
+    /// Returns how many clients here it was queued or buffered for (`None`:
+    /// the message in it does not decode, nothing was done). With
     /// `clients` false (this node's clients got it from their buffers),
     /// only server-side subscriptions get a channel publication.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -355,49 +356,50 @@ impl WsPool {
         via: Option<&str>,
         epoch: u64,
         clients: bool,
-    ) -> usize {
-        let encoded = crate::cluster::arrived(&mut env);
+    ) -> Option<usize> {
+        let encoded = crate::cluster::arrived(&mut env)?;
         if encoded.expires_at <= tokio::time::Instant::now() {
             let to = ClientId::from(env.to.as_str());
             self.report_undelivered(&to, vec![encoded], UndeliveredReason::Expired);
-            return 0;
+            return Some(0);
         }
-        if !env.to.is_empty() {
-            let held = self.node().conn(&env.to).map(|c| c.epoch());
-            let pushed = match held {
-                Some(held) if held >= epoch => self.node().push(&env.to, &encoded),
-                _ => None,
-            };
-            match pushed {
-                Some(Ok(_)) => return 1,
-                Some(Err(e)) => self.undeliverable(&encoded, &env.to, push_error(e, &env.to)),
+        let reached = if !env.to.is_empty() {
+            match self.node().push_fenced(&env.to, epoch, &encoded) {
+                Some(Ok(_)) => 1,
+                Some(Err(e)) => {
+                    self.undeliverable(&encoded, &env.to, push_error(e, &env.to));
+                    0
+                }
                 None => {
                     if let Err(e) = self.send_remote(&encoded, &env.to) {
                         self.undeliverable(&encoded, &env.to, e);
                     }
+                    0
                 }
             }
-            0
-        } else if !clients {
-            if let Some(i) = via.and_then(|v| env.channels.iter().position(|c| c == v)) {
-                (self.node()).notify_subscribers(
-                    &encoded,
-                    &env.channels[i..=i],
-                    &env.channels[..i],
-                );
-            }
-            0
         } else if env.all {
-            let out = self.node().push_all(&encoded);
-            self.report_dropped(out.dropped, &encoded);
-            out.recipients
-        } else if let Some(via) = via {
-            let i = env.channels.iter().position(|c| c == via);
-            let Some(i) = i else { return 0 };
-            (self.fan_out(&encoded, "", &env.channels[i..=i], &env.channels[..i])).recipients
+            if clients {
+                let out = self.node().push_all(&encoded);
+                self.report_dropped(out.dropped, &encoded);
+                out.recipients
+            } else {
+                0
+            }
         } else {
-            0
-        }
+            // Through `via`, the i-th target: members of the earlier ones
+            // were reached through those.
+            let Some(i) = via.and_then(|v| env.channels.iter().position(|c| c == v)) else {
+                return Some(0);
+            };
+            let (this, before) = (&env.channels[i..=i], &env.channels[..i]);
+            if clients {
+                self.fan_out(&encoded, "", this, before).recipients
+            } else {
+                self.node().notify_subscribers(&encoded, this, before);
+                0
+            }
+        };
+        Some(reached)
     }
 
     /// [`broadcast`](Self::broadcast), answering how many clients it was

@@ -137,6 +137,10 @@ pub struct ClusterStats {
     pub outages: u64,
     /// Times the cluster's store was found to have lost its data.
     pub data_losses: u64,
+    /// Messages from Redis that did not parse (dropped and logged at
+    /// `debug`): another version of wspool, or something else writing to
+    /// this pool's channels.
+    pub malformed: u64,
 }
 
 /// Handshakes refused, by reason.

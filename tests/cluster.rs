@@ -885,3 +885,55 @@ async fn priorities_and_ttl_cross_nodes() {
         "the stale one was not written"
     );
 }
+
+/// Garbage on a node's channels in Redis (as from another version of
+/// wspool, or another program) is counted, dropped, and disturbs nothing:
+/// no frame without a number, no undecodable envelope or message, no
+/// unknown kind, no publication number ahead of the channel's counter
+/// (which would otherwise report a false gap and hide what follows).
+#[tokio::test]
+async fn malformed_messages_from_redis_are_dropped_and_counted() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut bob = b.connect("bob_room").await;
+    a.pool.broadcast(text_msg("", &["room"], "before")).unwrap();
+    assert_eq!(bob.recv().await.msg, "before");
+
+    let node = b.pool.stats().cluster.unwrap().node;
+    // An envelope (field 1, 2 bytes) whose message is not a SendMsg.
+    let bad_msg: &[u8] = &[0x0a, 0x02, 0xff, 0xff];
+    let mut frames: Vec<(String, Vec<u8>)> = vec![
+        (format!("wspool:n:{node}"), b"".to_vec()),
+        (format!("wspool:n:{node}"), b"Dnot-a-number".to_vec()),
+        (format!("wspool:n:{node}"), b"D1:\xff\xff\xff".to_vec()),
+        (
+            format!("wspool:n:{node}"),
+            [b"D1:".as_slice(), bad_msg].concat(),
+        ),
+        (format!("wspool:n:{node}"), b"Z1:x".to_vec()),
+        (format!("wspool:n:{node}"), b"K1:\xff".to_vec()),
+        ("wspool:c:room".into(), b"no number".to_vec()),
+        ("wspool:c:room".into(), b"999999:whatever".to_vec()),
+    ];
+    frames.push(("wspool:c:room".into(), [b"2:".as_slice(), bad_msg].concat()));
+    let mut conn = redis.conn();
+    for (channel, payload) in &frames {
+        let _: i64 = ::redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload.as_slice())
+            .query(&mut conn)
+            .unwrap();
+    }
+
+    // Real traffic still flows, in order, and nothing was delivered twice
+    // or reported missing.
+    a.pool.broadcast(text_msg("", &["room"], "after")).unwrap();
+    a.pool.send(text_msg("bob", &[], "direct")).unwrap();
+    assert_eq!(bob.recv().await.msg, "after");
+    assert_eq!(bob.recv().await.msg, "direct");
+    let stats = b.pool.stats().cluster.unwrap();
+    assert_eq!(stats.malformed, frames.len() as u64);
+    assert_eq!(stats.missed, 0, "no false gap (ClusterGap goes with it)");
+    a.pool.broadcast(text_msg("", &["room"], "last")).unwrap();
+    assert_eq!(bob.recv().await.msg, "last");
+}

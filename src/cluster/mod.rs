@@ -14,7 +14,8 @@
 //! `CLUSTER.md` in the repository.
 //!
 //! Messages cross processes as an `Envelope` (`proto/cluster.proto`): the
-//! `SendMsg`, a wall-clock deadline, the origin client and node, a
+//! encoded `SendMsg` (the bytes binary clients get, so a message is
+//! encoded once in the whole cluster), a wall-clock deadline, the origin client and node, a
 //! per-node number (with the node, the message's name for dedupe), the
 //! target (an id, channels in order, or everyone), and whether the origin
 //! counts recipients. It is encoded once per send.
@@ -197,7 +198,8 @@ pub(crate) fn counted_envelope(
         .saturating_duration_since(tokio::time::Instant::now());
     let deadline_ms = now_ms().saturating_add(remaining.as_millis().min(i64::MAX as u128) as i64);
     let mut env = Envelope {
-        msg: Some((*encoded.msg).clone()),
+        // The recipients' bytes, encoded once: a clone of the shared buffer.
+        msg: encoded.binary().clone(),
         deadline_ms,
         origin: encoded.origin.as_deref().unwrap_or_default().to_owned(),
         origin_node: node.to_owned(),
@@ -214,13 +216,22 @@ pub(crate) fn counted_envelope(
 }
 
 /// A message that arrived from another node, ready for local mailboxes:
-/// its deadline turned back into an `Instant` on this node's clock.
+/// its deadline turned back into an `Instant` on this node's clock, its
+/// bytes kept as they came. `None` (logged) when the message does not
+/// decode: another node, or whatever wrote to Redis, sent garbage.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-pub(crate) fn arrived(env: &mut Envelope) -> Arc<Encoded> {
-    let msg = env.msg.take().unwrap_or_default();
+pub(crate) fn arrived(env: &mut Envelope) -> Option<Arc<Encoded>> {
     let left_ms = env.deadline_ms.saturating_sub(now_ms()).max(0) as u64;
     let origin = (!env.origin.is_empty()).then(|| ClientId::from(env.origin.as_str()));
-    Encoded::new(Arc::new(msg), origin, Duration::from_millis(left_ms))
+    let ttl = Duration::from_millis(left_ms);
+    match Encoded::decoded(std::mem::take(&mut env.msg), origin, ttl) {
+        Ok(encoded) => Some(encoded),
+        Err(e) => {
+            let from = &env.origin_node;
+            tracing::debug!(error = %e, %from, "undecodable message from another node");
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -242,7 +253,8 @@ mod tests {
         let mut env = Envelope::decode(bytes).unwrap();
         assert_eq!((env.to.as_str(), env.id), ("bob", 7));
         assert_eq!(env.origin_node, "node-a");
-        let back = arrived(&mut env);
+        let back = arrived(&mut env).unwrap();
+        assert_eq!(back.binary(), enc.binary(), "the bytes travel as they are");
         assert_eq!(back.msg.msg, "hi");
         assert_eq!(back.priority(), 3);
         assert_eq!(back.origin.as_deref(), Some("alice"));

@@ -179,6 +179,24 @@ impl Node {
         Some(self.push_into(&mailbox, encoded, None))
     }
 
+    /// Queues `encoded` for client `id` if it is connected here under a
+    /// claim of at least `epoch` (a cluster's fence); `None` if not here
+    /// or fenced off. One lookup, under the read lock.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn push_fenced(
+        &self,
+        id: &str,
+        epoch: u64,
+        encoded: &Arc<Encoded>,
+    ) -> Option<Result<Delivery, PushError>> {
+        let registry = self.registry.read();
+        let entry = registry.get(id)?;
+        if entry.conn.as_ref()?.epoch() < epoch {
+            return None;
+        }
+        Some(self.push_into(&entry.mailbox, encoded, None))
+    }
+
     /// Queues `encoded` for connection `state` only, while it is attached.
     pub(crate) fn push_to_conn(
         &self,

@@ -82,7 +82,7 @@ pub(super) fn envelopes(
             Value::BulkString(b) => Envelope::decode(b.as_slice()).ok(),
             _ => None,
         })
-        .map(|mut env| {
+        .filter_map(|mut env| {
             taken.insert((env.origin_node.clone(), env.id));
             arrived(&mut env)
         })

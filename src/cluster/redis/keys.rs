@@ -3,9 +3,22 @@
 /// Key and channel names (CLUSTER.md lists them all).
 pub(super) struct Keys {
     pub(super) prefix: String,
+    /// `P:c:`, made once: every publication a node receives is matched
+    /// against it.
+    channel_prefix: String,
 }
 
 impl Keys {
+    pub(super) fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_owned(),
+            channel_prefix: format!("{prefix}:c:"),
+        }
+    }
+    /// The wspool channel a pub/sub channel `P:c:<name>` carries.
+    pub(super) fn channel_name<'a>(&self, pubsub: &'a str) -> Option<&'a str> {
+        pubsub.strip_prefix(self.channel_prefix.as_str())
+    }
     pub(super) fn owner(&self, id: &str) -> String {
         format!("{}:id:{id}", self.prefix)
     }
@@ -25,7 +38,7 @@ impl Keys {
         format!("{}:n:{node}", self.prefix)
     }
     pub(super) fn channel(&self, channel: &str) -> String {
-        format!("{}:c:{channel}", self.prefix)
+        format!("{}{channel}", self.channel_prefix)
     }
     pub(super) fn all(&self) -> String {
         format!("{}:all", self.prefix)

@@ -84,9 +84,8 @@ pub(crate) async fn connect(
     let (ops, ops_rx) = mpsc::channel(redis.max_pending.max(1));
     let (subs, subs_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
-        keys: Keys {
-            prefix: redis.prefix.clone(),
-        },
+        keys: Keys::new(&redis.prefix),
+        node_channel: Keys::new(&redis.prefix).node_channel(&redis.node_id),
         node: redis.node_id.clone(),
         conn: conn.clone(),
         scripts: Scripts::new(),
@@ -125,6 +124,8 @@ pub(crate) async fn connect(
 struct Shared {
     keys: Keys,
     node: String,
+    /// `P:n:<node>`, made once: matched against every message received.
+    node_channel: String,
     /// One multiplexed connection for commands, reconnected when it breaks:
     /// cloning it shares the socket, and commands sent on it are pipelined
     /// in order.
@@ -164,6 +165,7 @@ struct Counters {
     unavailable: AtomicU64,
     outages: AtomicU64,
     data_losses: AtomicU64,
+    malformed: AtomicU64,
 }
 
 /// The [`Cluster`] the pool holds.
@@ -264,6 +266,7 @@ impl Cluster for RedisCluster {
             unavailable: get(&c.unavailable),
             outages: get(&c.outages),
             data_losses: get(&c.data_losses),
+            malformed: get(&c.malformed),
         }
     }
 

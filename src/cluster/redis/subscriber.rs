@@ -47,7 +47,7 @@ pub(super) async fn subscriber(
                 let mut channels: HashSet<String> = (pool.node().channel_names().iter())
                     .map(|c| shared.keys.channel(c))
                     .collect();
-                channels.insert(shared.keys.node_channel(&shared.node));
+                channels.insert(shared.node_channel.clone());
                 channels.insert(shared.keys.all());
                 last.retain(|c, _| channels.contains(c));
                 // Numbered before subscribing: a publication between the two
@@ -143,8 +143,10 @@ pub(super) async fn announce<'a>(
     present: bool,
 ) {
     let mut pipe = redis::pipe();
-    let prefix = shared.keys.channel("");
-    for channel in channels.into_iter().filter(|c| c.starts_with(&prefix)) {
+    let named = channels
+        .into_iter()
+        .filter(|c| shared.keys.channel_name(c).is_some());
+    for channel in named {
         let cmd = if present { "SADD" } else { "SREM" };
         pipe.cmd(cmd)
             .arg(shared.keys.nodes_of(channel))
@@ -162,24 +164,45 @@ pub(super) async fn inbound(shared: &Shared, msg: redis::Msg, last: &mut HashMap
     let Some(pool) = shared.pool() else { return };
     let channel = msg.get_channel_name();
     let payload = msg.get_payload_bytes();
-    if channel == shared.keys.node_channel(&shared.node) {
+    if channel == shared.node_channel {
         node_message(shared, &pool, payload);
         return;
     }
     let Some((seq, body)) = split_number(payload) else {
-        tracing::debug!(channel, "malformed publication");
-        return;
+        return malformed(shared, channel, "no publication number");
     };
-    if last.get(channel).is_some_and(|&prev| seq <= prev) {
+    // Subscribed channels have an entry (set when subscribing).
+    let prev = last.get(channel).copied();
+    if prev.is_some_and(|prev| seq <= prev) {
         return; // seen already (recovered from the history)
     }
-    if let Some(&prev) = last.get(channel) {
-        if seq > prev + 1 {
-            recover(shared, &pool, channel, prev, seq, &Taken::new()).await;
+    if let Some(prev) = prev.filter(|prev| seq > prev + 1) {
+        // A jump: believe it only if the channel's counter got there (a
+        // forged number would otherwise report a gap and make every real
+        // publication after it look seen already).
+        if sequence(shared, channel).await.is_ok_and(|now| now < seq) {
+            return malformed(shared, channel, "number ahead of the channel's counter");
+        }
+        recover(shared, &pool, channel, prev, seq, &Taken::new()).await;
+    }
+    // Numbered as seen only once it parsed: garbage must not move the
+    // count past the real publication of that number.
+    if publication(shared, &pool, channel, body, &Taken::new()) {
+        match last.get_mut(channel) {
+            Some(n) => *n = seq,
+            None => {
+                last.insert(channel.to_owned(), seq);
+            }
         }
     }
-    last.insert(channel.to_owned(), seq);
-    publication(shared, &pool, channel, body, &Taken::new());
+}
+
+/// Counts and logs a message from Redis that does not parse: another
+/// node of another version, or something else writing to our channels.
+/// It is dropped; nothing else is disturbed.
+pub(super) fn malformed(shared: &Shared, channel: &str, what: &str) {
+    bump(&shared.stats.malformed, 1);
+    tracing::debug!(channel, what, "malformed message from redis: dropped");
 }
 
 /// `<number>:<rest>`.
@@ -191,37 +214,35 @@ pub(super) fn split_number(payload: &[u8]) -> Option<(u64, &[u8])> {
 
 /// A message on this node's own channel: a direct message, or a takeover.
 pub(super) fn node_message(shared: &Shared, pool: &WsPool, payload: &[u8]) {
-    let Some((&kind, rest)) = payload.split_first() else {
-        return;
+    let channel = shared.node_channel.as_str();
+    let Some((kind, rest)) = payload.split_first() else {
+        return malformed(shared, channel, "empty");
     };
-    let Some((epoch, body)) = split_number(rest) else {
-        return;
+    let Some((number, body)) = split_number(rest) else {
+        return malformed(shared, channel, "no number");
     };
-    match kind {
-        b'D' => {
-            if let Ok(env) = Envelope::decode(body) {
-                bump(&shared.stats.received, 1);
-                pool.cluster_deliver(env, None, epoch, true);
+    let text = || std::str::from_utf8(body).ok();
+    match (kind, text()) {
+        (b'D', _) => {
+            let delivered = Envelope::decode(body)
+                .ok()
+                .and_then(|env| pool.cluster_deliver(env, None, number, true));
+            match delivered {
+                Some(_) => bump(&shared.stats.received, 1),
+                None => malformed(shared, channel, "undecodable direct message"),
             }
         }
-        b'K' => {
-            if let Ok(id) = std::str::from_utf8(body) {
-                pool.cluster_replaced(id, epoch);
+        (b'K', Some(id)) => pool.cluster_replaced(id, number),
+        (b'R', Some(count)) => match count.parse() {
+            Ok(clients) => tally(shared, number, clients),
+            Err(_) => malformed(shared, channel, "bad count"),
+        },
+        (b'X', Some(id)) => {
+            if let Some(client) = pool.client(id) {
+                client.disconnect();
             }
         }
-        b'R' => {
-            if let Some(clients) = std::str::from_utf8(body).ok().and_then(|c| c.parse().ok()) {
-                tally(shared, epoch, clients);
-            }
-        }
-        b'X' => {
-            if let Ok(id) = std::str::from_utf8(body) {
-                if let Some(client) = pool.client(id) {
-                    client.disconnect();
-                }
-            }
-        }
-        _ => tracing::debug!(kind, "unknown node message"),
+        _ => malformed(shared, channel, "unknown kind or not UTF-8"),
     }
 }
 
@@ -230,30 +251,34 @@ pub(super) fn node_message(shared: &Shared, pool: &WsPool, payload: &[u8]) {
 ///
 /// `taken` names the envelopes this node's clients already got from their
 /// buffers (after a reconnect): those reach only its subscriptions.
+/// Returns whether it parsed.
 pub(super) fn publication(
     shared: &Shared,
     pool: &WsPool,
     channel: &str,
     body: &[u8],
     taken: &Taken,
-) {
+) -> bool {
     let Ok(env) = Envelope::decode(body) else {
-        tracing::debug!(channel, "undecodable envelope");
-        return;
+        malformed(shared, channel, "undecodable envelope");
+        return false;
     };
-    let clients = !taken.contains(&(env.origin_node.clone(), env.id));
+    // (The set is empty but after a reconnect: no allocation then.)
+    let clients = taken.is_empty() || !taken.contains(&(env.origin_node.clone(), env.id));
     let answer = env.count.then(|| (env.origin_node.clone(), env.id));
     let reached = if env.origin_node == shared.node {
         0
     } else {
-        bump(&shared.stats.received, 1);
-        if env.all {
-            pool.cluster_deliver(env, None, 0, clients)
-        } else if let Some(name) = channel.strip_prefix(&shared.keys.channel("")) {
-            let name = name.to_owned();
-            pool.cluster_deliver(env, Some(&name), 0, clients)
-        } else {
-            0
+        let via = shared.keys.channel_name(channel);
+        match pool.cluster_deliver(env, via, 0, clients) {
+            Some(n) => {
+                bump(&shared.stats.received, 1);
+                n
+            }
+            None => {
+                malformed(shared, channel, "undecodable message");
+                return false;
+            }
         }
     };
     if let Some((node, id)) = answer {
@@ -266,6 +291,7 @@ pub(super) fn publication(
             }
         }
     }
+    true
 }
 
 /// Publications `after < n < before` on `channel` were missed: deliver
@@ -304,12 +330,7 @@ pub(super) async fn recover(
             missed,
             "publications missed and no longer in the history"
         );
-        pool.cluster_gap(
-            channel
-                .strip_prefix(&shared.keys.channel(""))
-                .unwrap_or("*"),
-            missed,
-        );
+        pool.cluster_gap(shared.keys.channel_name(channel).unwrap_or("*"), missed);
     }
 }
 
@@ -338,7 +359,7 @@ pub(super) async fn catch_up(
             .query_async(&mut conn)
             .await
             .unwrap_or(None);
-        if channel == &shared.keys.node_channel(&shared.node) {
+        if *channel == shared.node_channel {
             continue; // direct messages: recovered by `resync`
         }
         match now {
