@@ -937,3 +937,41 @@ async fn malformed_messages_from_redis_are_dropped_and_counted() {
     a.pool.broadcast(text_msg("", &["room"], "last")).unwrap();
     assert_eq!(bob.recv().await.msg, "last");
 }
+
+/// The offline buffer in Redis is bounded in bytes too
+/// (`offline_max_bytes`, counted in envelope bytes): a message that would
+/// pass it earns its sender a status-5 receipt, and a reconnect gets what
+/// fitted.
+#[tokio::test]
+async fn an_offline_buffer_is_bounded_in_bytes() {
+    let redis = RedisServer::start();
+    let small = || WsPool::builder().offline_max_bytes(1_000);
+    let (a, b) = (
+        node_with(&redis, small()).await,
+        node_with(&redis, small()).await,
+    );
+    let alice = a.connect("alice").await;
+    let mut bob = b.connect("bob").await;
+    assert!(alice.close_gracefully().await.is_empty());
+    until_away(&redis, "alice").await;
+    let big = "x".repeat(600);
+    let mut first = text_msg("alice", &[], &big);
+    first.msg_id = "m-1".into();
+    let mut second = text_msg("alice", &[], &big);
+    second.msg_id = "m-2".into();
+    bob.send(&first).await;
+    bob.send(&second).await;
+    let receipt = bob.recv().await;
+    assert_eq!(
+        (receipt.status, receipt.msg_id.as_str()),
+        (wspool::status::QUEUE_FULL, "m-2")
+    );
+    let mut back = a.connect("alice").await;
+    assert_eq!(back.recv().await.msg_id, "m-1");
+    b.pool.send(text_msg("alice", &[], "live")).unwrap();
+    assert_eq!(
+        back.recv().await.msg,
+        "live",
+        "only what fitted was buffered"
+    );
+}

@@ -199,7 +199,8 @@ pub(super) async fn release(
         .arg((config.offline_ttl().as_millis() as u64).max(1))
         .arg(config.offline_max_messages())
         .arg(&shared.keys.prefix)
-        .arg(channels.join(","));
+        .arg(channels.join(","))
+        .arg(config.offline_max_bytes());
     for m in &left {
         let env = envelope(m, &shared.node, shared.next_id(), Target::Id(&state.id));
         inv.arg(env.as_ref());

@@ -36,6 +36,15 @@ local function past(owner)
   local cur = redis.call('HMGET', owner, 'state', 'until')
   return cur[1] == 'away' and tonumber(cur[2] or 0) <= now_ms()
 end
+local function fits(owner, buf, len, max_msgs, max_bytes)
+  if redis.call('LLEN', buf) >= tonumber(max_msgs) then return false end
+  local used = tonumber(redis.call('HGET', owner, 'bufbytes') or '0')
+  return used + len <= tonumber(max_bytes)
+end
+local function buffer(owner, buf, msg)
+  redis.call('RPUSH', buf, msg)
+  redis.call('HINCRBY', owner, 'bufbytes', #msg)
+end
 local function adopt(prefix, node, ttl)
   local pres = prefix .. ':presence:' .. node
   local recs = redis.call('HGETALL', pres)
@@ -57,7 +66,8 @@ end
 }
 
 /// Routes one direct message. KEYS: the id's owner hash, its buffer.
-/// ARGV: prefix, envelope, buffer limit (messages), offline ttl (ms).
+/// ARGV: prefix, envelope, buffer limits in messages, offline ttl (ms),
+/// buffer limit in bytes (`offline_max_messages`, `offline_max_bytes`).
 /// Returns 0 no such id, 1 published to its node, 2 buffered, 3 buffer full.
 ///
 /// An owner that is connected gets it on its node channel, framed
@@ -76,8 +86,8 @@ if owner[3] == 'on' then
   -- are away from now on; what is sent to them waits in Redis.
   adopt(ARGV[1], owner[1], ARGV[4])
 end
-if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[3]) then return 3 end
-redis.call('RPUSH', KEYS[2], ARGV[2])
+if not fits(KEYS[1], KEYS[2], #ARGV[2], ARGV[3], ARGV[5]) then return 3 end
+buffer(KEYS[1], KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
 return 2
 "#
@@ -108,7 +118,7 @@ if was then
     redis.call('SREM', ARGV[1] .. ':away:c:' .. ch, ARGV[3])
   end
 end
-redis.call('HDEL', KEYS[1], 'channels', 'until')
+redis.call('HDEL', KEYS[1], 'channels', 'until', 'bufbytes')
 if not late then redis.call('ZREM', ARGV[1] .. ':expiring', ARGV[3]) end
 redis.call('HSET', KEYS[1], 'node', ARGV[2], 'epoch', epoch, 'state', 'on')
 redis.call('PERSIST', KEYS[1])
@@ -129,8 +139,8 @@ return out
 /// Releases an id when its connection here ends. KEYS: the owner hash,
 /// the buffer, this node's presence hash. ARGV: node, epoch, id, mode
 /// ('away' or 'gone'), offline ttl (ms), buffer limit, prefix, the channels
-/// it was in (comma-separated: a comma is not in a channel name), then the
-/// envelopes still queued (oldest first). Away, the id joins its channels'
+/// it was in (comma-separated: a comma is not in a channel name), buffer
+/// limit in bytes, then the envelopes still queued (oldest first). Away, the id joins its channels'
 /// sets of members that are away, so broadcasts are buffered for it too.
 /// Returns {0} when another claim holds the id now (the caller forwards
 /// what was queued), {1, kept} when away (the first `kept` envelopes were
@@ -147,10 +157,9 @@ if ARGV[4] == 'gone' then
 end
 away(ARGV[7], ARGV[3], ARGV[8], ARGV[5])
 local kept = 0
-local room = tonumber(ARGV[6]) - redis.call('LLEN', KEYS[2])
-for i = 9, #ARGV do
-  if kept >= room then break end
-  redis.call('RPUSH', KEYS[2], ARGV[i])
+for i = 10, #ARGV do
+  if not fits(KEYS[1], KEYS[2], #ARGV[i], ARGV[6], ARGV[9]) then break end
+  buffer(KEYS[1], KEYS[2], ARGV[i])
   kept = kept + 1
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1])) end
@@ -170,7 +179,7 @@ local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch')
 if not cur[1] then return {2} end
 if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return {0} end
 redis.call('HSET', KEYS[1], 'state', 'on')
-redis.call('HDEL', KEYS[1], 'channels')
+redis.call('HDEL', KEYS[1], 'channels', 'bufbytes')
 redis.call('PERSIST', KEYS[1])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 local out = redis.call('LRANGE', KEYS[2], 0, -1)
@@ -182,8 +191,8 @@ return out
 /// Publishes one broadcast. KEYS: for each target, its sequence counter,
 /// its history list, its set of members that are away and its set of
 /// nodes with members. ARGV: history length, history ttl (ms), the
-/// envelope, prefix, buffer limit, offline ttl (ms), then each target's
-/// pub/sub channel.
+/// envelope, prefix, buffer limit in messages, offline ttl (ms), each
+/// target's pub/sub channel, then the buffer limit in bytes.
 ///
 /// Each target numbers its publications (`INCR`) and keeps the last ones
 /// (`LPUSH`, `LTRIM`): what goes out is `<seq>:<envelope>`, so a node that
@@ -220,8 +229,8 @@ for i = 1, n do
       local owner = ARGV[4] .. ':id:' .. id
       if redis.call('HGET', owner, 'state') == 'away' and not past(owner) then
         local buf = ARGV[4] .. ':buf:' .. id
-        if redis.call('LLEN', buf) < tonumber(ARGV[5]) then
-          redis.call('RPUSH', buf, ARGV[3])
+        if fits(owner, buf, #ARGV[3], ARGV[5], ARGV[#ARGV]) then
+          buffer(owner, buf, ARGV[3])
           local ttl = redis.call('PTTL', owner)
           if ttl > 0 then redis.call('PEXPIRE', buf, ttl) end
           buffered = buffered + 1
@@ -279,6 +288,7 @@ for _, id in ipairs(due) do
   else
     -- Claimed late (after the window): the old buffer is still reported.
     msgs = redis.call('LRANGE', buf, 0, -1)
+    redis.call('HDEL', owner, 'bufbytes')
   end
   redis.call('DEL', buf)
   table.insert(out, id)

@@ -30,8 +30,9 @@ pub(super) async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         let Some(pool) = shared.pool() else { return };
-        let (max, ttl) = (
+        let (max, max_bytes, ttl) = (
             pool.config().offline_max_messages(),
+            pool.config().offline_max_bytes(),
             pool.config().offline_ttl().as_millis() as u64,
         );
         // Publications older than a message's time to live are not worth
@@ -53,7 +54,8 @@ pub(super) async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
                         .arg(&shared.keys.prefix)
                         .arg(env.as_ref())
                         .arg(max)
-                        .arg(ttl.max(1));
+                        .arg(ttl.max(1))
+                        .arg(max_bytes);
                 }
                 Op::Publish { channels, env, .. } => {
                     pipe.cmd("EVALSHA")
@@ -74,6 +76,7 @@ pub(super) async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
                     for ch in channels {
                         pipe.arg(ch);
                     }
+                    pipe.arg(max_bytes);
                     bump(&shared.stats.published, 1);
                 }
                 Op::Reply { node, frame } => {
