@@ -7,19 +7,12 @@
 set -euo pipefail
 BIN=$1 SIZES=$2 ROUNDS=${3:-2}
 port=9600
+. "$(dirname "$0")/run_one.sh"
 for _ in $(seq 1 "$ROUNDS"); do
   for size in $SIZES; do
     for scenario in idle_15k inbound_64k; do
       port=$((port + 1))
-      WSPOOL_BENCH_READ_BUFFER=$size taskset -c 0 "$BIN" serve wspool "$port" 2>/dev/null &
-      server=$!
-      for _ in $(seq 1 50); do
-        (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-        sleep 0.1
-      done
-      out=$(taskset -c 1 "$BIN" load "$scenario" wspool "$port" "$server" --quick 2>/dev/null | tail -1)
-      kill "$server"
-      wait "$server" 2>/dev/null || true
+      out=$(WSPOOL_BENCH_READ_BUFFER=$size run_one "$BIN" "$BIN" "$scenario" "$port")
       echo "$size $scenario $out"
     done
   done
