@@ -1,6 +1,9 @@
 //! The load generator's side of each server's protocol.
 
-use std::{sync::OnceLock, time::Instant};
+use std::{
+    net::IpAddr,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
@@ -16,12 +19,13 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Payload size of every benchmark message.
 pub const PAYLOAD: usize = 128;
 
-static START: OnceLock<Instant> = OnceLock::new();
-
-/// Nanoseconds on this process's clock (publish and receive are timed in
-/// the same process).
+/// Nanoseconds since the Unix epoch: one clock for every process on the
+/// machine (`cluster_100k` publishes from one process and receives in
+/// others).
 pub fn now_ns() -> u64 {
-    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +83,18 @@ pub fn pong() -> Message {
 }
 
 pub async fn connect(proto: Proto, port: u16, id: &str, room: Option<&str>) -> Result<Ws, String> {
+    connect_from(proto, port, id, room, None).await
+}
+
+/// As [`connect`], from source address `from` (a loopback address other
+/// than 127.0.0.1 gives another 28k ephemeral ports).
+pub async fn connect_from(
+    proto: Proto,
+    port: u16,
+    id: &str,
+    room: Option<&str>,
+    from: Option<IpAddr>,
+) -> Result<Ws, String> {
     let url = match proto {
         Proto::Wspool => format!("ws://127.0.0.1:{port}/ws"),
         Proto::SocketIo => format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"),
@@ -102,9 +118,22 @@ pub async fn connect(proto: Proto, port: u16, id: &str, room: Option<&str>) -> R
     // small read buffer: tungstenite zero-fills it on every read, and at the
     // default 128 KiB that alone saturated the load generator.
     let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (mut ws, _) = match from {
+        None => tokio_tungstenite::connect_async_with_config(req, Some(config), true).await,
+        Some(from) => {
+            let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+            no_port_at_bind(&socket)?;
+            socket.bind((from, 0).into()).map_err(|e| e.to_string())?;
+            let stream = socket
+                .connect(([127, 0, 0, 1], port).into())
+                .await
+                .map_err(|e| e.to_string())?;
+            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            let stream = MaybeTlsStream::Plain(stream);
+            tokio_tungstenite::client_async_with_config(req, stream, Some(config)).await
+        }
+    }
+    .map_err(|e| e.to_string())?;
     match proto {
         Proto::Wspool => {
             // Registered once a message to ourselves comes back.
@@ -143,6 +172,31 @@ pub async fn connect(proto: Proto, port: u16, id: &str, room: Option<&str>) -> R
         }
     }
     .map(|()| ws)
+}
+
+/// `IP_BIND_ADDRESS_NO_PORT`: the port is chosen at `connect`, for the
+/// whole 4-tuple, instead of at `bind`, where the kernel searches its
+/// bound ports for a free one (quadratic over thousands of sockets: it was
+/// most of the load generator's system time in `cluster_100k`).
+fn no_port_at_bind(socket: &tokio::net::TcpSocket) -> Result<(), String> {
+    use std::os::fd::AsRawFd as _;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, and an option value of the size
+    // given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            std::ptr::from_ref(&one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().to_string())
+    }
 }
 
 async fn wait_for(ws: &mut Ws, mut done: impl FnMut(&Message) -> bool) -> Result<(), String> {

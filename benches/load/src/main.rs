@@ -12,6 +12,7 @@
 
 mod client;
 mod proc_stats;
+mod scale;
 mod scenarios;
 mod servers;
 mod soak;
@@ -28,13 +29,14 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
 const SERVERS: [&str; 5] = ["wspool", "socketioxide", "node-ws", "naive-axum", "limit"];
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "fanout_1k",
     "fanout_10k",
     "direct_10k",
     "idle_15k",
     "connect_10k",
     "cluster_fanout",
+    "cluster_100k",
 ];
 
 /// The servers with a cluster mode over Redis: the only ones
@@ -85,6 +87,23 @@ enum Cmd {
         /// As one node of a cluster over this Redis.
         #[arg(long)]
         redis: Option<String>,
+    },
+    /// One load-generator process of `cluster_100k` (used by `all`).
+    Part {
+        /// The node's port.
+        port: u16,
+        /// Source address of every connection.
+        #[arg(long)]
+        from: std::net::IpAddr,
+        /// First client number (ids are `s{N}`).
+        #[arg(long)]
+        first: usize,
+        /// Clients to connect.
+        #[arg(long)]
+        clients: usize,
+        /// Messages each client is to receive.
+        #[arg(long)]
+        expect: u64,
     },
     /// Run one scenario against a running server; prints its metrics as JSON.
     Load {
@@ -156,6 +175,21 @@ fn main() {
                 eprintln!("server {server}: {e}");
                 std::process::exit(1);
             }
+        }
+        Cmd::Part {
+            port,
+            from,
+            first,
+            clients,
+            expect,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(scale::part(port, from, first, clients, expect));
+            // Leave without closing thousands of sockets one by one.
+            std::process::exit(0);
         }
         Cmd::Load {
             scenario,
@@ -268,9 +302,23 @@ struct Redis {
 
 impl Redis {
     fn start() -> Self {
+        Self::spawn(&["-c", "1"])
+    }
+
+    /// Not pinned: for `cluster_100k`, where nothing is.
+    fn start_unpinned() -> Self {
+        Self::spawn(&["-c", "0,1"])
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn spawn(cpus: &[&str]) -> Self {
         let port = free_port();
         let child = Command::new("taskset")
-            .args(["-c", "1", "redis-server", "--port", &port.to_string()])
+            .args(cpus)
+            .args(["redis-server", "--port", &port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
@@ -297,6 +345,9 @@ impl Drop for Redis {
 /// Runs `scenario` against `server`: one process, or for `cluster_fanout`
 /// two nodes over a fresh Redis.
 fn run_one(scenario: &str, server: &str, quick: bool) -> Result<BTreeMap<String, f64>, String> {
+    if scenario == "cluster_100k" {
+        return scale::run(quick);
+    }
     if scenario != "cluster_fanout" {
         let port = free_port();
         let mut child = start_server(server, port, None);
@@ -441,6 +492,10 @@ fn run_all(quick: bool, rounds: usize, servers: &[String], scenarios: &[String])
             let mut this_round = BTreeMap::new();
             for server in servers {
                 if scenario == "cluster_fanout" && !CLUSTERED.contains(&server.as_str()) {
+                    continue;
+                }
+                // Only wspool's scale is measured (no peer to compare with).
+                if scenario == "cluster_100k" && server != "wspool" {
                     continue;
                 }
                 eprintln!("round {round}/{rounds}  {scenario:12} {server}");

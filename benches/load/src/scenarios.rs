@@ -75,9 +75,9 @@ async fn redis_usage(ctx: &Ctx) -> Option<(f64, f64)> {
 const WARM_UP_SEQ: u64 = 9_000_000_000_000_000;
 
 /// What subscribers record.
-struct Recorder {
-    hist: Mutex<Histogram<u64>>,
-    received: AtomicU64,
+pub(crate) struct Recorder {
+    pub(crate) hist: Mutex<Histogram<u64>>,
+    pub(crate) received: AtomicU64,
     /// Per message, how many subscribers got it (fan-out flow control).
     counts: Vec<AtomicU32>,
     /// Woken when a message has reached every subscriber.
@@ -86,7 +86,7 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn new(slots: usize, expected: u32) -> Arc<Self> {
+    pub(crate) fn new(slots: usize, expected: u32) -> Arc<Self> {
         Arc::new(Recorder {
             hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")),
             received: AtomicU64::new(0),
@@ -96,7 +96,7 @@ impl Recorder {
         })
     }
 
-    fn record(&self, payload: &[u8]) {
+    pub(crate) fn record(&self, payload: &[u8]) {
         let Some((seq, ts)) = parse_payload(payload) else {
             return;
         };

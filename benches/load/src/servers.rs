@@ -88,7 +88,11 @@ fn wspool_builder() -> wspool::WsPoolBuilder {
 async fn wspool_cluster_app(url: &str) -> std::io::Result<Router> {
     let pool = wspool_builder().redis(url).connect().await;
     let pool = pool.map_err(std::io::Error::other)?;
-    Ok(Router::new().merge(wspool::route()).layer(pool.layer()))
+    // The admin API: `cluster_100k` publishes through its broadcast_all.
+    let app = Router::new()
+        .merge(wspool::route())
+        .merge(wspool::admin::router());
+    Ok(app.layer(pool.layer()))
 }
 
 fn wspool_app() -> Router {
