@@ -20,7 +20,7 @@
 //! | [`duplicate_policy`](WsPoolBuilder::duplicate_policy) | [`Replace`](DuplicatePolicy::Replace) | the old connection is closed with 4001; with `Refuse` the newcomer gets HTTP 409 |
 //! | [`relay_policy`](WsPoolBuilder::relay_policy) | [`Targeted`](RelayPolicy::Targeted) | what the provided route relays of what clients send |
 //! | [`event_buffer`](WsPoolBuilder::event_buffer) | 1024 | a consumer of [`WsPool::events`](crate::WsPool::events) or [`WsPool::subscribe`](crate::WsPool::subscribe) that falls further behind gets a `Lagged(n)` item |
-//! | [`read_buffer_size`](WsPoolBuilder::read_buffer_size) | 4 KiB | per-socket read buffer, and the size of each read (allocated per connection: the largest part of an idle connection's memory; 1 KiB saves 3 KiB per idle connection and reads 64 KiB messages at half the speed, BENCHMARKS.md) |
+//! | [`read_buffer_size`](WsPoolBuilder::read_buffer_size) | 512 B | per-socket read buffer, kept for the connection's life, and the most read from the socket at once: a message up to about this size is one read, a larger one several. An idle connection costs 4.0 KiB at 512 B, 4.6 at 1 KiB, 7.6 at 4 KiB; 64 KiB messages are read at 790, 1,100 and 1,600 MiB/s per core (BENCHMARKS.md). Raise it when clients send large messages often |
 //! | [`write_buffer_size`](WsPoolBuilder::write_buffer_size) | 4 KiB | per-socket write buffer: frames are collected up to this size before a write |
 //! | [`message_ttl`](WsPoolBuilder::message_ttl) | 60 s | a message not written within it is reported [`Undelivered`](crate::PoolEvent::Undelivered) (`Expired`), receipt 3 to a relaying client |
 //! | [`offline_ttl`](WsPoolBuilder::offline_ttl) | 120 s | a client away this long is forgotten; what was buffered is reported undelivered (`OfflineTimeout`), receipt 3. Zero turns offline buffering off |
@@ -157,7 +157,7 @@ impl Default for Config {
             duplicate_policy: DuplicatePolicy::Replace,
             relay_policy: RelayPolicy::Targeted,
             event_buffer: 1024,
-            read_buffer_size: 4 * 1024,
+            read_buffer_size: 512,
             write_buffer_size: 4 * 1024,
             shutdown_timeout: Duration::from_secs(5),
             message_ttl: Duration::from_secs(60),
@@ -277,7 +277,8 @@ knobs! {
     relay_policy: RelayPolicy;
     /// Capacity of the event stream and of each subscription (default 1024).
     event_buffer: usize;
-    /// Per-socket read buffer in bytes (default 4 KiB; allocated per connection).
+    /// Per-socket read buffer in bytes, and the most read at once (default
+    /// 512 B; allocated per connection; see the table above).
     read_buffer_size: usize;
     /// Per-socket write buffer in bytes (default 4 KiB).
     write_buffer_size: usize;

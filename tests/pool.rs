@@ -6,7 +6,13 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::StreamExt;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{
+    protocol::frame::{
+        coding::{Data, OpCode},
+        Frame,
+    },
+    Message,
+};
 use wspool::{
     handshake::TokenError, BroadcastError, DisconnectReason, JoinError, PoolEvent, SendError,
     WsPool,
@@ -219,6 +225,36 @@ async fn client_handle_send_and_info() {
     let all = pool.clients();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].id, "a");
+}
+
+/// The read buffer bounds a read, not a message: messages many times its
+/// size (the default 512 B, and a tiny one) arrive whole, in one frame or
+/// in fragments, and are relayed intact.
+#[tokio::test]
+async fn messages_larger_than_the_read_buffer_arrive_whole() {
+    for pool in [
+        WsPool::new(),
+        WsPool::builder().read_buffer_size(64).build(),
+    ] {
+        let addr = start(&pool).await;
+        let mut a = connect(&pool, addr, "a").await;
+        let mut b = connect(&pool, addr, "b").await;
+        let big: String = (0..200_000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        a.send(&text_msg("b", &[], &big)).await;
+        let got = b.recv().await;
+        assert_eq!((got.msg.len(), got.msg == big), (big.len(), true));
+        // The same bytes as fragments of one message.
+        let bytes = prost::Message::encode_to_vec(&text_msg("b", &[], &big));
+        let (head, tail) = bytes.split_at(bytes.len() / 3);
+        let fragment = |data: &[u8], op, fin| {
+            Message::Frame(Frame::message(data.to_vec(), OpCode::Data(op), fin))
+        };
+        a.send_raw(fragment(head, Data::Binary, false)).await;
+        a.send_raw(fragment(tail, Data::Continue, true)).await;
+        assert_eq!(b.recv().await.msg, big);
+    }
 }
 
 /// A frame bigger than max_message_size closes the connection with 1009.

@@ -106,12 +106,11 @@ impl Drop for LiveGuard {
 /// `-Zprint-type-sizes` in BENCHMARKS.md).
 pub(crate) fn serve(
     pool: WsPool,
-    config: ClientConfig,
+    config: Box<ClientConfig>,
     socket: WebSocket,
     mut ticket: Ticket,
 ) -> impl std::future::Future<Output = ()> + Send {
     let mut socket = Box::new(socket);
-    let config = Box::new(config);
     let live = LiveGuard::new(&pool);
     sweeper::ensure_started(&pool);
     let conn_id = pool.next_id();
@@ -389,7 +388,11 @@ impl Connection {
                     }
                 }
                 () = self.state().wake.notified() => {
-                    match self.write_queued(socket, &mut batch).await {
+                    // Boxed, as the ping below: a write's future is the
+                    // largest state of this loop, and the task would keep
+                    // room for it all the time it is idle (one allocation
+                    // per batch instead: BENCHMARKS.md, issue 11).
+                    match Box::pin(self.write_queued(socket, &mut batch)).await {
                         Ok(None) => {}
                         Ok(Some(close)) => return close.reason.into(),
                         Err(stop) => return self.stopped(stop),
@@ -402,7 +405,8 @@ impl Connection {
                     }
                     if now >= next_ping {
                         next_ping = after(ping_interval);
-                        if let Err(stop) = self.write(socket.send(Message::Ping(Default::default()))).await {
+                        let ping = socket.send(Message::Ping(Default::default()));
+                        if let Err(stop) = Box::pin(self.write(ping)).await {
                             return self.stopped(stop);
                         }
                     }

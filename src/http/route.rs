@@ -329,6 +329,9 @@ impl WsPool {
             upgrade = upgrade.protocols([protocol.clone()]);
         }
         let pool = self.clone();
+        // Boxed before axum's upgrade future captures it: that future keeps
+        // its callback's captures for the connection's whole life.
+        let config = Box::new(config);
         upgrade
             .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
             .on_upgrade(move |socket| connection::serve(pool, config, socket, ticket))

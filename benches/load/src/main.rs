@@ -28,6 +28,15 @@ use std::{
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
+// The allocator experiment (BENCHMARKS.md): one of these (jemalloc if
+// both), or glibc's.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SERVERS: [&str; 5] = ["wspool", "socketioxide", "node-ws", "naive-axum", "limit"];
 const SCENARIOS: [&str; 7] = [
     "fanout_1k",
