@@ -82,6 +82,7 @@ pub fn run(quick: bool) -> Result<Metrics, String> {
     }
     let pid = |(_, p): &(u16, Proc)| p.0.id();
     let rss0: Vec<u64> = nodes.iter().map(|n| rss_kib(pid(n))).collect();
+    let redis0 = redis_used_bytes(&redis.url);
 
     // The parts: one per node, each from its own source address.
     let started = Instant::now();
@@ -119,7 +120,7 @@ pub fn run(quick: bool) -> Result<Metrics, String> {
         parts.push(Proc(child));
     }
     drop(lines_tx);
-    let mut connect_s = vec![0.0; NODES];
+    let mut connect_s = [0.0; NODES];
     for _ in 0..NODES {
         let (k, v) = lines
             .recv_timeout(Duration::from_secs(600))
@@ -131,6 +132,7 @@ pub fn run(quick: bool) -> Result<Metrics, String> {
     }
     let all_connected_s = started.elapsed().as_secs_f64();
     let rss1: Vec<u64> = nodes.iter().map(|n| rss_kib(pid(n))).collect();
+    let redis1 = redis_used_bytes(&redis.url);
 
     // Broadcast once a second, from each node in turn.
     let node_cpu = || {
@@ -217,9 +219,24 @@ pub fn run(quick: bool) -> Result<Metrics, String> {
     m.insert("user_cpu_s_per_million".into(), user / millions);
     m.insert("system_cpu_s_per_million".into(), system / millions);
     m.insert("redis_cpu_share".into(), redis_cpu / elapsed);
+    if let (Some(before), Some(after)) = (redis0, redis1) {
+        // Presence and claims: what each connection costs Redis.
+        let per_conn = (after - before) / CLIENTS as f64 / 1024.0;
+        m.insert("redis_kib_per_conn".into(), per_conn);
+    }
     drop(parts);
     drop(nodes);
     Ok(m)
+}
+
+/// Redis's `used_memory`, in bytes.
+fn redis_used_bytes(url: &str) -> Option<f64> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_connection().ok()?;
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut conn).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// `POST /api/broadcast_all` to the node on `port`; the cluster-wide
