@@ -34,6 +34,20 @@ fn channel_index(c: &mut Criterion) {
     group.finish();
 }
 
+/// One sweeper pass over N idle clients: what the clock-driven checks cost
+/// per tick as a node grows.
+fn sweep(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sweep_idle");
+    for n in [10_000, 100_000] {
+        let f = Fanout::new(0, n);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| f.sweep())
+        });
+    }
+    group.finish();
+}
+
 /// The priority lanes: all-equal priorities against mixed ones.
 fn priority(c: &mut Criterion) {
     let mut group = c.benchmark_group("priority_queue_64");
@@ -80,6 +94,7 @@ fn benches(c: &mut Criterion) {
     fanout(c);
     channel_index(c);
     priority(c);
+    sweep(c);
     token(c);
 }
 

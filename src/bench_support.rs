@@ -99,6 +99,12 @@ impl Fanout {
         }
     }
 
+    /// One pass of the sweeper (expiry, offline and slow-client checks)
+    /// over every registered client, as its once-a-tick timer runs it.
+    pub fn sweep(&self) {
+        crate::node::sweeper::sweep(&self.pool, tokio::time::Instant::now());
+    }
+
     /// The pool, for lookups.
     pub fn pool(&self) -> &WsPool {
         &self.pool

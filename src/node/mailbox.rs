@@ -14,7 +14,10 @@
 use std::{
     collections::VecDeque,
     sync::{
-        atomic::{AtomicUsize, Ordering::Relaxed},
+        atomic::{
+            AtomicBool, AtomicUsize,
+            Ordering::{AcqRel, Relaxed, Release},
+        },
         Arc,
     },
 };
@@ -78,6 +81,9 @@ pub(crate) struct Mailbox {
     /// A parking_lot mutex: critical sections move a few pointers and never
     /// await.
     state: Mutex<State>,
+    /// On the sweeper's list of mailboxes holding messages (see
+    /// [`Mailbox::watch`]).
+    watched: AtomicBool,
 }
 
 struct State {
@@ -123,7 +129,24 @@ impl Mailbox {
                 full_since: None,
                 closed: false,
             }),
+            watched: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the mailbox as on the sweeper's list after something was
+    /// queued; `true` if it was not (the caller adds it). One relaxed load
+    /// when it already is.
+    pub(crate) fn watch(&self) -> bool {
+        !self.watched.load(Relaxed) && !self.watched.swap(true, AcqRel)
+    }
+
+    /// After a sweep: whether the mailbox stays on the list (it still
+    /// holds messages). It is unmarked before it is looked at, so a push
+    /// in between is either seen here or sees it unmarked and adds it (the
+    /// mailbox's lock orders the two); never both.
+    pub(crate) fn still_watched(&self) -> bool {
+        self.watched.store(false, Release);
+        self.len().0 > 0 && !self.watched.swap(true, AcqRel)
     }
 
     /// Queues `msg` (or buffers it while detached) unless full or closed.

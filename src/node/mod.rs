@@ -23,7 +23,7 @@ use std::{
     },
 };
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tokio::time::Instant;
 
 use crate::{
@@ -59,6 +59,11 @@ pub(crate) struct Node {
     /// Whether the sweeper has been started (it starts with the first
     /// connection).
     sweeper_started: AtomicBool,
+    /// The mailboxes that may hold messages, each once: what the sweeper
+    /// looks at, so a tick costs the busy mailboxes, not every client
+    /// (`Mailbox::watch`). Locked once per mailbox that starts holding
+    /// messages after a sweep, and by the sweep.
+    busy: Mutex<Vec<Arc<Mailbox>>>,
     /// Told when a channel gains its first member here or loses its last
     /// (a cluster subscribes to it), under the write lock, in order.
     watcher: OnceLock<ChannelWatcher>,
@@ -108,6 +113,7 @@ impl Node {
             counters: Counters::default(),
             next_id: AtomicU64::new(1),
             sweeper_started: AtomicBool::new(false),
+            busy: Mutex::new(Vec::new()),
             watcher: OnceLock::new(),
             #[cfg(feature = "metrics")]
             queue_delay: crate::metrics::queue_delay(),
@@ -155,7 +161,7 @@ impl Node {
     /// message buffered for a client that is away.
     fn push_into(
         &self,
-        mailbox: &Mailbox,
+        mailbox: &Arc<Mailbox>,
         encoded: &Arc<Encoded>,
         only_conn: Option<u64>,
     ) -> Result<Delivery, PushError> {
@@ -165,7 +171,17 @@ impl Node {
             Err(PushError::Full) => bump(&self.counters.dropped, 1),
             _ => {}
         }
+        if result.is_ok() {
+            self.watch(mailbox);
+        }
         result
+    }
+
+    /// Puts `mailbox` on the sweeper's list unless it is on it.
+    fn watch(&self, mailbox: &Arc<Mailbox>) {
+        if mailbox.watch() {
+            self.busy.lock().push(mailbox.clone());
+        }
     }
 
     /// Queues (or buffers) `encoded` for client `id` if this node has it;
@@ -276,7 +292,7 @@ impl Node {
         out
     }
 
-    fn tally(&self, mailbox: &Mailbox, encoded: &Arc<Encoded>, out: &mut FanOut) {
+    fn tally(&self, mailbox: &Arc<Mailbox>, encoded: &Arc<Encoded>, out: &mut FanOut) {
         match self.push_into(mailbox, encoded, None) {
             Ok(_) => out.recipients += 1,
             Err(PushError::Full) => out.dropped.push(mailbox.client.clone()),
@@ -319,7 +335,9 @@ impl Node {
         state: &ClientState,
         msgs: Vec<Arc<Encoded>>,
     ) -> Vec<Arc<Encoded>> {
-        state.mailbox.prepend(msgs, &self.limits)
+        let rest = state.mailbox.prepend(msgs, &self.limits);
+        self.watch(&state.mailbox);
+        rest
     }
 
     // ----- clients -----
@@ -440,30 +458,33 @@ impl Node {
 
     /// What is due at `now`: expired messages (removed), slow connections
     /// (`slow_after` full), clients away past their window (forgotten).
+    ///
+    /// Looks at the mailboxes holding messages and at the first client
+    /// away, not at every client: a tick over a million idle connections
+    /// costs what one over ten does (criterion `sweep_idle`).
     pub(crate) fn sweep(&self, now: Instant, slow_after: std::time::Duration) -> Due {
         let mut due = Due::default();
-        let mut offline_due = false;
-        {
-            let registry = self.registry.read();
-            for (id, entry) in registry.entries() {
-                let mut out = Vec::new();
-                entry.mailbox.expire(now, &self.limits, &mut out);
-                if !out.is_empty() {
-                    due.expired.push((id.clone(), out));
-                }
-                match &entry.conn {
-                    Some(conn) => {
-                        if (entry.mailbox.full_since())
-                            .is_some_and(|t| now.duration_since(t) >= slow_after)
-                        {
-                            due.slow.push(conn.clone());
-                        }
-                    }
-                    None => offline_due |= entry.offline_until.is_some_and(|t| t <= now),
-                }
+        let busy = std::mem::take(&mut *self.busy.lock());
+        let mut keep = Vec::with_capacity(busy.len());
+        for mailbox in busy {
+            let mut out = Vec::new();
+            mailbox.expire(now, &self.limits, &mut out);
+            if !out.is_empty() {
+                due.expired.push((mailbox.client.clone(), out));
+            }
+            if (mailbox.full_since()).is_some_and(|t| now.duration_since(t) >= slow_after) {
+                let registry = self.registry.read();
+                let current = (registry.get(&mailbox.client))
+                    .filter(|e| e.mailbox.key == mailbox.key)
+                    .and_then(|e| e.conn.clone());
+                due.slow.extend(current);
+            }
+            if mailbox.still_watched() {
+                keep.push(mailbox);
             }
         }
-        if offline_due {
+        self.busy.lock().extend(keep);
+        if self.registry.read().offline_due(now) {
             due.gone = self.write(|r| r.expire_offline(Some(now), &self.limits));
         }
         due
@@ -485,5 +506,112 @@ pub(crate) fn register_bare(
     match node.attach(conn_id, &config, |_| Ok::<(), std::convert::Infallible>(())) {
         Ok((state, _)) => state,
         Err(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{convert::Infallible, time::Duration};
+
+    use super::*;
+    use crate::SendMsg;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn attach(node: &Node, id: &str) -> Arc<ClientState> {
+        let admit = |_| Ok::<(), Infallible>(());
+        match node.attach(node.next_id(), &ClientConfig::new(id), admit) {
+            Ok((state, _)) => state,
+            Err(never) => match never {},
+        }
+    }
+
+    fn msg(ttl: Duration) -> Arc<Encoded> {
+        Encoded::new(Arc::new(SendMsg::default()), None, ttl)
+    }
+
+    fn watched(node: &Node) -> usize {
+        node.busy.lock().len()
+    }
+
+    #[test]
+    fn a_sweep_looks_only_at_mailboxes_holding_messages() {
+        let node = Node::new(&Config::default());
+        let clients: Vec<_> = (0..1000).map(|i| attach(&node, &format!("c{i}"))).collect();
+        assert_eq!(watched(&node), 0, "idle clients are not watched");
+        node.push_to_conn(&clients[7], &msg(MINUTE)).unwrap();
+        node.push_to_conn(&clients[7], &msg(MINUTE)).unwrap();
+        node.push_to_conn(&clients[9], &msg(Duration::ZERO))
+            .unwrap();
+        assert_eq!(watched(&node), 2, "each mailbox holding messages, once");
+
+        let later = Instant::now() + Duration::from_secs(1);
+        let due = node.sweep(later, MINUTE);
+        let expired: Vec<_> = due.expired.iter().map(|(id, m)| (&**id, m.len())).collect();
+        assert_eq!(expired, [("c9", 1)]);
+        assert_eq!(watched(&node), 1, "c9 is empty now: off the list; c7 stays");
+
+        let (mut batch, mut gone) = (Vec::new(), Vec::new());
+        node.drain(&clients[7], &mut batch, &mut gone, 64, usize::MAX);
+        assert_eq!(batch.len(), 2);
+        assert!(node.sweep(later, MINUTE).expired.is_empty());
+        assert_eq!(watched(&node), 0, "drained: off the list");
+
+        node.push_to_conn(&clients[7], &msg(Duration::ZERO))
+            .unwrap();
+        assert_eq!(watched(&node), 1, "a push after the sweep puts it back");
+        assert_eq!(node.sweep(later, MINUTE).expired.len(), 1);
+    }
+
+    #[test]
+    fn a_full_queue_is_found_slow_by_the_sweep() {
+        let config = Config {
+            queue_max_messages: 2,
+            ..Config::default()
+        };
+        let node = Node::new(&config);
+        let idle = attach(&node, "idle");
+        let slow = attach(&node, "slow");
+        for _ in 0..2 {
+            node.push_to_conn(&slow, &msg(MINUTE)).unwrap();
+        }
+        assert_eq!(node.push_to_conn(&slow, &msg(MINUTE)), Err(PushError::Full));
+        let due = node.sweep(
+            Instant::now() + Duration::from_secs(30),
+            Duration::from_secs(20),
+        );
+        assert_eq!(due.slow.len(), 1);
+        assert!(Arc::ptr_eq(&due.slow[0], &slow));
+        assert!(node
+            .sweep(Instant::now(), Duration::from_secs(20))
+            .slow
+            .is_empty());
+        drop(idle);
+    }
+
+    #[test]
+    fn clients_away_are_forgotten_when_their_window_ends() {
+        let node = Node::new(&Config::default());
+        let short = attach(&node, "short");
+        let long = attach(&node, "long");
+        let back = attach(&node, "back");
+        let away = |ttl| Leave::Offline {
+            ttl,
+            max_offline: 10,
+        };
+        node.depart(&short, away(Duration::from_millis(10)));
+        node.depart(&long, away(Duration::from_secs(3600)));
+        node.depart(&back, away(Duration::from_millis(10)));
+        assert_eq!(node.gauges().offline_clients, 3);
+        attach(&node, "back"); // returns within its window: not forgotten
+
+        let due = node.sweep(Instant::now() + Duration::from_secs(1), MINUTE);
+        let gone: Vec<_> = due.gone.iter().map(|(id, _)| &**id).collect();
+        assert_eq!(gone, ["short"]);
+        assert_eq!(node.gauges().offline_clients, 1);
+        assert!(node
+            .sweep(Instant::now() + Duration::from_secs(1), MINUTE)
+            .gone
+            .is_empty());
     }
 }

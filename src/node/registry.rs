@@ -13,7 +13,7 @@
 //! has been replaced can never remove or disturb its successor.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -27,8 +27,10 @@ use crate::{client::ClientState, message::Encoded, subscribe::SubscriberState, C
 pub(crate) struct Registry {
     clients: HashMap<ClientId, Entry>,
     channels: HashMap<Arc<str>, Members>,
-    /// How many entries are offline (no connection, buffering).
-    offline: usize,
+    /// The entries that are away (no connection, buffering), by the end
+    /// of their window and mailbox key: the sweeper reads the first, not
+    /// every entry.
+    away: BTreeMap<(Instant, u64), ClientId>,
     /// When watched (a cluster): channels that gained their first member
     /// (`true`) or lost their last (`false`), in order, since last taken.
     changes: Option<Vec<(Arc<str>, bool)>>,
@@ -90,11 +92,16 @@ pub(crate) enum Leave {
 
 impl Registry {
     pub(crate) fn online_count(&self) -> usize {
-        self.clients.len() - self.offline
+        self.clients.len() - self.away.len()
+    }
+
+    /// Whether a client away is past its window at `now`.
+    pub(crate) fn offline_due(&self, now: Instant) -> bool {
+        (self.away.first_key_value()).is_some_and(|((until, _), _)| *until <= now)
     }
 
     pub(crate) fn offline_count(&self) -> usize {
-        self.offline
+        self.away.len()
     }
 
     pub(crate) fn channel_count(&self) -> usize {
@@ -125,10 +132,6 @@ impl Registry {
         self.clients.values().filter_map(|e| e.conn.as_ref())
     }
 
-    pub(crate) fn entries(&self) -> impl Iterator<Item = (&ClientId, &Entry)> {
-        self.clients.iter()
-    }
-
     /// Registers a connection for `id` in `channels` (validated, without
     /// duplicates). The connection attaches to the id's mailbox, which is
     /// new, or the one a client that is away left, or the one of the
@@ -146,8 +149,8 @@ impl Registry {
                 let old_channels = std::mem::take(&mut entry.channels);
                 let mailbox = entry.mailbox.clone();
                 let replaced = entry.conn.take();
-                if entry.offline_until.take().is_some() {
-                    self.offline -= 1;
+                if let Some(until) = entry.offline_until.take() {
+                    self.away.remove(&(until, mailbox.key));
                 }
                 for ch in &old_channels {
                     self.unindex(ch, mailbox.key);
@@ -180,11 +183,13 @@ impl Registry {
             return Departure::NotCurrent;
         }
         if let Leave::Offline { ttl, max_offline } = leave {
-            if self.offline < max_offline {
+            if self.away.len() < max_offline {
                 if let Some(entry) = self.clients.get_mut(&*state.id) {
                     entry.conn = None;
-                    entry.offline_until = Some(crate::message::after(ttl));
-                    self.offline += 1;
+                    let until = crate::message::after(ttl);
+                    entry.offline_until = Some(until);
+                    self.away
+                        .insert((until, entry.mailbox.key), state.id.clone());
                     let mut trimmed = Vec::new();
                     entry.mailbox.detach(state.conn_id, limits, &mut trimmed);
                     return Departure::Offline { trimmed };
@@ -204,15 +209,13 @@ impl Registry {
         now: Option<Instant>,
         limits: &MailLimits,
     ) -> Vec<(ClientId, Vec<Arc<Encoded>>)> {
-        let due: Vec<ClientId> = self
-            .clients
-            .iter()
-            .filter(|(_, e)| {
-                e.offline_until
-                    .is_some_and(|t| now.is_none_or(|now| t <= now))
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
+        let due: Vec<ClientId> = match now {
+            Some(now) => (self.away.iter())
+                .take_while(|((until, _), _)| *until <= now)
+                .map(|(_, id)| id.clone())
+                .collect(),
+            None => self.away.values().cloned().collect(),
+        };
         due.into_iter()
             .filter_map(|id| {
                 let left = self.remove_id(&id, limits)?;
@@ -223,8 +226,8 @@ impl Registry {
 
     fn remove_id(&mut self, id: &str, limits: &MailLimits) -> Option<Vec<Arc<Encoded>>> {
         let entry = self.clients.remove(id)?;
-        if entry.offline_until.is_some() {
-            self.offline -= 1;
+        if let Some(until) = entry.offline_until {
+            self.away.remove(&(until, entry.mailbox.key));
         }
         for ch in &entry.channels {
             self.unindex(ch, entry.mailbox.key);

@@ -6,6 +6,13 @@
 //! (4008) clients whose queue has stayed full for `slow_client_timeout`. It
 //! starts with the first connection and holds only a weak reference to the
 //! pool, so it stops when the last `WsPool` handle is dropped.
+//!
+//! A tick costs the mailboxes holding messages plus the clients whose
+//! window ended, not the number of clients: the node keeps a list of the
+//! mailboxes that were pushed to since they were last seen empty, and the
+//! clients away ordered by the end of their window (`Node::sweep`). Over
+//! 100,000 idle connections a tick went from 5.9 ms to 63 ns (criterion
+//! `sweep_idle`, BENCHMARKS.md).
 
 use std::{
     sync::{Arc, Weak},
