@@ -14,10 +14,7 @@
 use std::{
     collections::VecDeque,
     sync::{
-        atomic::{
-            AtomicBool, AtomicUsize,
-            Ordering::{AcqRel, Relaxed, Release},
-        },
+        atomic::{AtomicUsize, Ordering::Relaxed},
         Arc,
     },
 };
@@ -81,9 +78,6 @@ pub(crate) struct Mailbox {
     /// A parking_lot mutex: critical sections move a few pointers and never
     /// await.
     state: Mutex<State>,
-    /// On the sweeper's list of mailboxes holding messages (see
-    /// [`Mailbox::watch`]).
-    watched: AtomicBool,
 }
 
 struct State {
@@ -102,6 +96,19 @@ struct State {
     /// drains below half its limits. Drives `slow_client_timeout`.
     full_since: Option<Instant>,
     closed: bool,
+    /// On the node's list of mailboxes for the sweeper to look at: set by
+    /// the push that finds it unset (which lists it), cleared by a sweep
+    /// that finds the mailbox empty. Under the lock the push takes anyway:
+    /// no extra cache line per recipient.
+    watched: bool,
+}
+
+/// A message accepted by [`Mailbox::push`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Pushed {
+    pub(crate) delivery: Delivery,
+    /// The mailbox was not on the sweeper's list: the caller adds it.
+    pub(crate) watch: bool,
 }
 
 struct Lane {
@@ -128,25 +135,24 @@ impl Mailbox {
                 attached: None,
                 full_since: None,
                 closed: false,
+                watched: false,
             }),
-            watched: AtomicBool::new(false),
         }
     }
 
-    /// Marks the mailbox as on the sweeper's list after something was
-    /// queued; `true` if it was not (the caller adds it). One relaxed load
-    /// when it already is.
+    /// Marks the mailbox as on the sweeper's list if it holds messages and
+    /// is not on it: `true` when the caller is to add it.
     pub(crate) fn watch(&self) -> bool {
-        !self.watched.load(Relaxed) && !self.watched.swap(true, AcqRel)
+        let mut s = self.state.lock();
+        s.messages > 0 && !std::mem::replace(&mut s.watched, true)
     }
 
     /// After a sweep: whether the mailbox stays on the list (it still
-    /// holds messages). It is unmarked before it is looked at, so a push
-    /// in between is either seen here or sees it unmarked and adds it (the
-    /// mailbox's lock orders the two); never both.
+    /// holds messages). When it does not, the next push lists it again.
     pub(crate) fn still_watched(&self) -> bool {
-        self.watched.store(false, Release);
-        self.len().0 > 0 && !self.watched.swap(true, AcqRel)
+        let mut s = self.state.lock();
+        s.watched = s.messages > 0;
+        s.watched
     }
 
     /// Queues `msg` (or buffers it while detached) unless full or closed.
@@ -156,7 +162,7 @@ impl Mailbox {
         msg: &Arc<Encoded>,
         limits: &MailLimits,
         only_conn: Option<u64>,
-    ) -> Result<Delivery, PushError> {
+    ) -> Result<Pushed, PushError> {
         let mut s = self.state.lock();
         if s.closed {
             return Err(PushError::Closed);
@@ -191,7 +197,8 @@ impl Mailbox {
                 a.wake.notify_one();
             }
         }
-        Ok(delivery)
+        let watch = !std::mem::replace(&mut s.watched, true);
+        Ok(Pushed { delivery, watch })
     }
 
     /// Moves up to `max_frames` messages (about `max_bytes`) for connection
@@ -527,14 +534,13 @@ mod tests {
     fn attach_detach_buffers() {
         let l = limits(10, 2);
         let (mb, _) = attached(&l);
-        assert_eq!(mb.push(&msg("1", 0, HOUR), &l, None), Ok(Delivery::Queued));
+        let pushed = mb.push(&msg("1", 0, HOUR), &l, None).map(|p| p.delivery);
+        assert_eq!(pushed, Ok(Delivery::Queued));
         let mut trimmed = Vec::new();
         assert!(mb.detach(7, &l, &mut trimmed));
         assert!(trimmed.is_empty());
-        assert_eq!(
-            mb.push(&msg("2", 0, HOUR), &l, None),
-            Ok(Delivery::Buffered)
-        );
+        let pushed = mb.push(&msg("2", 0, HOUR), &l, None).map(|p| p.delivery);
+        assert_eq!(pushed, Ok(Delivery::Buffered));
         assert_eq!(mb.push(&msg("3", 0, HOUR), &l, None), Err(PushError::Full));
         assert_eq!(
             mb.push(&msg("x", 0, HOUR), &l, Some(7)),

@@ -61,7 +61,7 @@ pub(crate) struct Node {
     sweeper_started: AtomicBool,
     /// The mailboxes that may hold messages, each once: what the sweeper
     /// looks at, so a tick costs the busy mailboxes, not every client
-    /// (`Mailbox::watch`). Locked once per mailbox that starts holding
+    /// (`Pushed::watch`). Locked once per mailbox that starts holding
     /// messages after a sweep, and by the sweep.
     busy: Mutex<Vec<Arc<Mailbox>>>,
     /// Told when a channel gains its first member here or loses its last
@@ -165,23 +165,22 @@ impl Node {
         encoded: &Arc<Encoded>,
         only_conn: Option<u64>,
     ) -> Result<Delivery, PushError> {
-        let result = mailbox.push(encoded, &self.limits, only_conn);
-        match result {
-            Ok(Delivery::Buffered) => bump(&self.counters.buffered, 1),
-            Err(PushError::Full) => bump(&self.counters.dropped, 1),
-            _ => {}
+        let pushed = match mailbox.push(encoded, &self.limits, only_conn) {
+            Ok(pushed) => pushed,
+            Err(e) => {
+                if e == PushError::Full {
+                    bump(&self.counters.dropped, 1);
+                }
+                return Err(e);
+            }
+        };
+        if pushed.delivery == Delivery::Buffered {
+            bump(&self.counters.buffered, 1);
         }
-        if result.is_ok() {
-            self.watch(mailbox);
-        }
-        result
-    }
-
-    /// Puts `mailbox` on the sweeper's list unless it is on it.
-    fn watch(&self, mailbox: &Arc<Mailbox>) {
-        if mailbox.watch() {
+        if pushed.watch {
             self.busy.lock().push(mailbox.clone());
         }
+        Ok(pushed.delivery)
     }
 
     /// Queues (or buffers) `encoded` for client `id` if this node has it;
@@ -336,7 +335,9 @@ impl Node {
         msgs: Vec<Arc<Encoded>>,
     ) -> Vec<Arc<Encoded>> {
         let rest = state.mailbox.prepend(msgs, &self.limits);
-        self.watch(&state.mailbox);
+        if state.mailbox.watch() {
+            self.busy.lock().push(state.mailbox.clone());
+        }
         rest
     }
 
