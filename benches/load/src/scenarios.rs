@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     client::{self, connect, incoming, now_ns, parse_payload, Incoming, Proto, Ws},
-    proc_stats::{cpu_secs, rss_kib},
+    proc_stats::{cpu_secs, cpu_split, rss_kib},
 };
 
 pub type Metrics = BTreeMap<String, f64>;
@@ -44,14 +44,11 @@ impl Ctx {
         }
     }
 
-    /// CPU seconds used by every node so far.
-    fn cpu(&self) -> f64 {
-        cpu_secs(self.server_pid)
-            + self
-                .others
-                .iter()
-                .map(|(_, pid)| cpu_secs(*pid))
-                .sum::<f64>()
+    /// User and system CPU seconds used by every node so far.
+    fn cpu(&self) -> (f64, f64) {
+        let pids = std::iter::once(self.server_pid).chain(self.others.iter().map(|(_, p)| *p));
+        pids.map(cpu_split)
+            .fold((0.0, 0.0), |(u, s), (du, ds)| (u + du, s + ds))
     }
 }
 
@@ -252,7 +249,8 @@ pub async fn fanout(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = ctx.cpu() - cpu0;
+    let cpu1 = ctx.cpu();
+    let (user, system) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
     let received = rec.received.load(Relaxed);
     let mut m = Metrics::new();
     if let (Some(before), Some(after)) = (redis0, redis_usage(ctx).await) {
@@ -262,7 +260,17 @@ pub async fn fanout(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
     m.insert("deliveries_per_s".into(), received as f64 / elapsed);
     m.insert("published".into(), seq as f64);
     m.insert("lost".into(), expected.saturating_sub(received) as f64);
-    m.insert("cpu_s_per_million".into(), per_million(cpu, received));
+    m.insert(
+        "cpu_s_per_million".into(),
+        per_million(user + system, received),
+    );
+    // Where it goes: on loopback the system time includes the receiving
+    // side's TCP work.
+    m.insert("user_cpu_s_per_million".into(), per_million(user, received));
+    m.insert(
+        "system_cpu_s_per_million".into(),
+        per_million(system, received),
+    );
     rec.latency(&mut m);
     Ok(m)
 }
