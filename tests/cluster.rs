@@ -813,6 +813,37 @@ async fn a_restart_with_persistence_keeps_the_buffers() {
     assert_eq!(a.pool.stats().cluster.unwrap().data_losses, 0);
 }
 
+/// Two nodes built by `builder`; alice goes away from the first, and bob,
+/// on the second, sends her `first` then `second` (msg ids m-1, m-2): the
+/// second must not fit her offline buffer in Redis and earns bob a
+/// status-5 receipt. Returns the nodes and bob.
+async fn overflow_offline_buffer(
+    redis: &RedisServer,
+    builder: impl Fn() -> wspool::WsPoolBuilder,
+    first: &str,
+    second: &str,
+) -> (Node, Node, Client) {
+    let (a, b) = (
+        node_with(redis, builder()).await,
+        node_with(redis, builder()).await,
+    );
+    let alice = a.connect("alice").await;
+    let mut bob = b.connect("bob").await;
+    assert!(alice.close_gracefully().await.is_empty());
+    until_away(redis, "alice").await;
+    for (text, id) in [(first, "m-1"), (second, "m-2")] {
+        let mut msg = text_msg("alice", &[], text);
+        msg.msg_id = id.into();
+        bob.send(&msg).await;
+    }
+    let receipt = bob.recv().await;
+    assert_eq!(
+        (receipt.status, receipt.msg_id.as_str()),
+        (wspool::status::QUEUE_FULL, "m-2")
+    );
+    (a, b, bob)
+}
+
 /// An offline buffer in Redis is bounded as on one node: past
 /// `offline_max_messages`, a relayed message earns its sender a receipt
 /// with status 5.
@@ -820,25 +851,9 @@ async fn a_restart_with_persistence_keeps_the_buffers() {
 async fn a_full_offline_buffer_refuses_with_a_receipt() {
     let redis = RedisServer::start();
     let one = || WsPool::builder().offline_max_messages(1);
-    let (a, b) = (
-        node_with(&redis, one()).await,
-        node_with(&redis, one()).await,
-    );
-    let alice = a.connect("alice").await;
-    let mut bob = b.connect("bob").await;
-    assert!(alice.close_gracefully().await.is_empty());
-    until_away(&redis, "alice").await;
-    let mut first = text_msg("alice", &[], "fits");
-    first.msg_id = "m-1".into();
-    let mut second = text_msg("alice", &[], "does not fit");
-    second.msg_id = "m-2".into();
-    bob.send(&first).await;
-    bob.send(&second).await;
-    let receipt = bob.recv().await;
-    assert_eq!(
-        (receipt.status, receipt.msg_id.as_str()),
-        (wspool::status::QUEUE_FULL, "m-2")
-    );
+    let (a, _b, _bob) = overflow_offline_buffer(&redis, one, "fits", "does not fit").await;
+    let mut back = a.connect("alice").await;
+    assert_eq!(back.recv().await.msg, "fits");
 }
 
 /// Priorities and time to live hold across nodes: what was buffered in
@@ -946,26 +961,8 @@ async fn malformed_messages_from_redis_are_dropped_and_counted() {
 async fn an_offline_buffer_is_bounded_in_bytes() {
     let redis = RedisServer::start();
     let small = || WsPool::builder().offline_max_bytes(1_000);
-    let (a, b) = (
-        node_with(&redis, small()).await,
-        node_with(&redis, small()).await,
-    );
-    let alice = a.connect("alice").await;
-    let mut bob = b.connect("bob").await;
-    assert!(alice.close_gracefully().await.is_empty());
-    until_away(&redis, "alice").await;
     let big = "x".repeat(600);
-    let mut first = text_msg("alice", &[], &big);
-    first.msg_id = "m-1".into();
-    let mut second = text_msg("alice", &[], &big);
-    second.msg_id = "m-2".into();
-    bob.send(&first).await;
-    bob.send(&second).await;
-    let receipt = bob.recv().await;
-    assert_eq!(
-        (receipt.status, receipt.msg_id.as_str()),
-        (wspool::status::QUEUE_FULL, "m-2")
-    );
+    let (a, b, _bob) = overflow_offline_buffer(&redis, small, &big, &big).await;
     let mut back = a.connect("alice").await;
     assert_eq!(back.recv().await.msg_id, "m-1");
     b.pool.send(text_msg("alice", &[], "live")).unwrap();

@@ -178,9 +178,14 @@ impl Node {
             bump(&self.counters.buffered, 1);
         }
         if pushed.watch {
-            self.busy.lock().push(mailbox.clone());
+            self.list_busy(mailbox);
         }
         Ok(pushed.delivery)
+    }
+
+    /// Adds `mailbox` to the sweeper's list (its mark was just set).
+    fn list_busy(&self, mailbox: &Arc<Mailbox>) {
+        self.busy.lock().push(mailbox.clone());
     }
 
     /// Queues (or buffers) `encoded` for client `id` if this node has it;
@@ -336,7 +341,7 @@ impl Node {
     ) -> Vec<Arc<Encoded>> {
         let rest = state.mailbox.prepend(msgs, &self.limits);
         if state.mailbox.watch() {
-            self.busy.lock().push(state.mailbox.clone());
+            self.list_busy(&state.mailbox);
         }
         rest
     }
@@ -571,7 +576,7 @@ mod tests {
             ..Config::default()
         };
         let node = Node::new(&config);
-        let idle = attach(&node, "idle");
+        let _idle = attach(&node, "idle");
         let slow = attach(&node, "slow");
         for _ in 0..2 {
             node.push_to_conn(&slow, &msg(MINUTE)).unwrap();
@@ -587,7 +592,6 @@ mod tests {
             .sweep(Instant::now(), Duration::from_secs(20))
             .slow
             .is_empty());
-        drop(idle);
     }
 
     #[test]
