@@ -7,15 +7,14 @@ use std::{collections::HashMap, sync::Arc};
 use axum::extract::ws::Message;
 
 use crate::{
-    client::ClientState,
     message::{decode, stamp, status, Encoded},
-    node::register_bare,
+    node::{register_bare, ClientState},
     Format, SendMsg, WsPool,
 };
 
 /// Registers a client without a socket.
 fn register(pool: &WsPool, id: &str, channels: &[String], format: Format) -> Arc<ClientState> {
-    register_bare(pool.node(), id, channels, format)
+    register_bare(pool.hub().node(), id, channels, format)
 }
 
 /// A pool with `members` registered clients (without sockets) in channel
@@ -86,7 +85,7 @@ impl Fanout {
                 ..Default::default()
             };
             let enc = Encoded::new(Arc::new(msg), None, std::time::Duration::from_secs(60));
-            let _ = self.pool.node().push_to_conn(state, &enc);
+            let _ = self.pool.hub().node().push_to_conn(state, &enc);
         }
         let mut taken = 0;
         loop {
@@ -102,7 +101,7 @@ impl Fanout {
     /// One pass of the sweeper (expiry, offline and slow-client checks)
     /// over every registered client, as its once-a-tick timer runs it.
     pub fn sweep(&self) {
-        crate::node::sweeper::sweep(&self.pool, tokio::time::Instant::now());
+        self.pool.hub().sweep(tokio::time::Instant::now());
     }
 
     /// The pool, for lookups.
@@ -118,7 +117,10 @@ fn drain(
     batch: &mut Vec<Arc<Encoded>>,
     expired: &mut Vec<Arc<Encoded>>,
 ) {
-    pool.node().drain(state, batch, expired, 64, 1 << 20);
+    let now = tokio::time::Instant::now();
+    pool.hub()
+        .node()
+        .drain(state, batch, expired, 64, 1 << 20, now);
 }
 
 /// A pool of eight socketless clients (`c0`..`c7`, half binary, half
@@ -174,10 +176,11 @@ impl Relayer {
         match decode(&frame) {
             Ok(mut msg) => {
                 stamp(&mut msg, &sender.id);
-                self.pool.relay(&sender.id, Arc::new(msg));
+                self.pool.hub().relay(&sender.id, Arc::new(msg));
             }
             Err(e) => {
                 self.pool
+                    .hub()
                     .refuse_frame(&sender.id, status::UNDECODABLE, &e.to_string());
             }
         }

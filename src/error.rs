@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{handshake::TokenError, ClientId};
+use crate::{names::TokenError, ClientId};
 
 /// Why [`WsPool::send`](crate::WsPool::send) or
 /// [`ClientHandle::send`](crate::ClientHandle::send) did not queue a message.
@@ -62,6 +62,10 @@ pub enum JoinError {
     /// The client has disconnected.
     #[error("client is not connected")]
     NotConnected,
+    /// The client is on another node and the cluster cannot be reached
+    /// now.
+    #[error("the cluster is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A runtime error of a connection, reported on the event stream

@@ -48,27 +48,20 @@
 //!
 //! ## Where things are
 //!
-//! | module | concept |
-//! |---|---|
-//! | [`layer`] | [`WsPoolLayer`] and the `WsPool` extractor |
-//! | [`serve`](mod@serve) | [`serve()`]: serving an app safely (header timeout, nodelay, graceful shutdown) |
-//! | [`admission`] | connection slots, per-address limits, handshakes in flight, [`ClientIp`] |
-//! | [`route`](mod@route) | the provided `/ws` handler, the authorisation hook, [`WsPool::accept`] |
-//! | [`handshake`] | reading id and channels from `Sec-WebSocket-Protocol` |
-//! | [`pool`] | [`WsPool`], the handle: clients, channels, events, stats, shutdown |
-//! | [`routing`] | `send`, `broadcast`, `broadcast_all`, relays, receipts; the delivery guarantees |
-//! | [`cluster`] | the seam to other nodes, and the Redis backend (feature `redis`) |
-//! | `metrics` | Prometheus-style numbers through the `metrics` facade (feature `metrics`) |
-//! | [`client`] | [`ClientHandle`], [`ClientConfig`], [`ClientInfo`] |
-//! | [`config`] | every knob, its default and what happens at its limit |
-//! | [`event`] | [`PoolEvent`] and the event stream |
-//! | [`subscribe`] | server-side channel members |
-//! | [`callbacks`] | in-order per-connection callbacks |
-//! | [`message`] | frame formats, receipts and their status codes |
-//! | [`admin`] | a JSON admin API |
-//! | (private) `node` | this node's clients, mailboxes, channel index, sweeper: one owner |
-//! | (private) `connection` | one connection's task: read, write, keep time, rate limits |
-//! | [`proto`] | the generated `SendMsg` |
+//! Dependencies point one way, bottom to top (`python3 tools/layers.py
+//! src` in the workspace that steers this crate reports no cycle):
+//!
+//! | layer | module | concept |
+//! |---|---|---|
+//! | core | [`message`], [`proto`], [`event`], [`config`], errors, names, [`ClientInfo`], [`Stats`] | ids and channel names and their rules, messages and their encodings, status and close codes, the clock, events, errors, plain settings |
+//! | node | (private) `node` | this node's clients, mailboxes, channel index: one owner |
+//! | seam | [`cluster`] | what this node asks of others and what an engine hands back; the engines: [`cluster::memory`], `cluster::redis` (feature `redis`) |
+//! | routing | [`routing`] | `send`, `broadcast`, `broadcast_all`, relays, receipts, accounting; the seam's handler; the background tasks |
+//! | client | [`client`], [`subscribe`] | [`ClientHandle`], [`ClientConfig`], [`Callbacks`]; server-side channel members |
+//! | connection | (private) `connection`, [`admission`] | one connection's task: register, read, write, keep time, rate limits; connection slots |
+//! | pool | [`WsPool`], [`WsPoolBuilder`] | the handle and its builder, [`WsPool::accept`], the authorisation hook |
+//! | HTTP | [`layer`], [`handler`], [`handshake`], [`server`], [`admin`] | the layer and extractor, the provided `/ws` route, tokens from `Sec-WebSocket-Protocol`, [`serve()`], a JSON admin API |
+//! | optional | `metrics` (feature `metrics`) | Prometheus-style numbers through the `metrics` facade |
 //!
 //! ## The wire contract
 //!
@@ -107,10 +100,10 @@
 #![warn(missing_docs)]
 #![warn(clippy::await_holding_lock)]
 
+pub mod admission;
 #[cfg(feature = "__bench")]
 #[doc(hidden)]
 pub mod bench_support;
-pub mod callbacks;
 pub mod client;
 mod client_id;
 pub mod cluster;
@@ -119,32 +112,32 @@ mod connection;
 mod error;
 pub mod event;
 mod http;
+mod info;
 pub mod message;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+mod names;
 mod node;
-pub mod pool;
+mod pool;
 pub mod proto;
 pub mod routing;
 mod stats;
 pub mod subscribe;
 
-pub use http::{admin, admission, handshake, layer, route, serve};
+pub use http::{admin, handler, handshake, layer, server};
 
-pub use admission::ClientIp;
-pub use callbacks::{Callbacks, Relay};
-pub use client::{ClientConfig, ClientHandle, ClientInfo};
+pub use client::{Callbacks, ClientConfig, ClientHandle, Relay};
 pub use client_id::ClientId;
-pub use config::{Config, ConfigError, DuplicatePolicy, RelayPolicy, WsPoolBuilder};
+pub use config::{ClientIp, Config, ConfigError, DuplicatePolicy, RelayPolicy};
 pub use error::{BroadcastError, JoinError, PoolError, SendError};
 pub use event::{DisconnectReason, EventStream, PoolEvent, UndeliveredReason};
+pub use handler::{route, ws_handler};
+pub use info::ClientInfo;
 pub use layer::{MissingWsPool, WsPoolLayer};
-pub use message::{close_code, status, Format};
-pub use node::Delivery;
-pub use pool::WsPool;
+pub use message::{close_code, status, Delivery, Format};
+pub use pool::{HandshakeRequest, Rejection, WsPool, WsPoolBuilder};
 pub use proto::SendMsg;
-pub use route::{route, ws_handler, HandshakeRequest, Rejection};
 pub use routing::SendOptions;
-pub use serve::{serve, Serve};
-pub use stats::{ClusterStats, RefusedStats, Stats};
+pub use server::{serve, Serve};
+pub use stats::{ClusterStats, EngineStats, RefusedStats, Stats};
 pub use subscribe::{Lagged, Subscription};

@@ -66,6 +66,22 @@ pub enum Format {
     Json,
 }
 
+/// Where a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// Queued for a connected client.
+    Queued,
+    /// Buffered for a client that is away, to be delivered if it reconnects
+    /// within `offline_ttl`.
+    Buffered,
+    /// On its way to the node of a cluster that has the client (or its
+    /// offline buffer). If no node has it, that is reported later as
+    /// [`PoolEvent::Undelivered`](crate::PoolEvent::Undelivered) with
+    /// [`UndeliveredReason::NotConnected`](crate::UndeliveredReason::NotConnected).
+    Forwarded,
+}
+
 /// One outgoing message, shared by all its recipients: every recipient's
 /// queue holds an `Arc` of it, and it is encoded at most once per format
 /// however many recipients it has.

@@ -4,7 +4,7 @@
 //! Install a recorder (e.g. `metrics-exporter-prometheus`), then build the
 //! pool: every series below without a label exists from then on, at 0.
 //! The pool pushes its counters and gauges into the recorder every second
-//! once it has a connection, and whenever [`WsPool::export_metrics`] is
+//! once it has a connection, and whenever [`WsPool::export_metrics`](crate::WsPool::export_metrics) is
 //! called (a scrape handler calls it first, so what it serves is current);
 //! the queue delay is recorded as each message is taken for its socket.
 //!
@@ -42,7 +42,7 @@
 //! assert!(handle.render().contains("wspool_connections 0"));
 //! ```
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Histogram,
@@ -50,7 +50,7 @@ use metrics::{
 };
 use tokio::time::Instant;
 
-use crate::{message::Encoded, pool::Inner, WsPool};
+use crate::{message::Encoded, Stats};
 
 /// Buckets for `wspool_queue_delay_seconds`: 100 µs to 10 s.
 pub const QUEUE_DELAY_BUCKETS: &[f64] = &[
@@ -136,50 +136,35 @@ pub(crate) fn queue_delays(delays: &Histogram, batch: &[Arc<Encoded>], now: Inst
     }
 }
 
-/// Exports the pool's numbers every second while the pool lives.
-pub(crate) async fn run(weak: Weak<Inner>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let Some(inner) = weak.upgrade() else { return };
-        WsPool { inner }.export_metrics();
+/// Pushes the numbers of `s` into the installed recorder.
+pub(crate) fn export(s: &Stats) {
+    gauge!("wspool_connections").set(s.connections as f64);
+    gauge!("wspool_offline_clients").set(s.offline_clients as f64);
+    gauge!("wspool_channels").set(s.channels as f64);
+    counter!("wspool_messages_in_total").absolute(s.messages_in);
+    counter!("wspool_messages_out_total").absolute(s.messages_out);
+    counter!("wspool_bytes_in_total").absolute(s.bytes_in);
+    counter!("wspool_bytes_out_total").absolute(s.bytes_out);
+    counter!("wspool_dropped_total").absolute(s.dropped);
+    for (reason, n) in &s.undelivered_by_reason {
+        counter!("wspool_undelivered_total", "reason" => *reason).absolute(*n);
     }
-}
-
-impl WsPool {
-    /// Pushes the pool's counters and gauges into the installed `metrics`
-    /// recorder (see [the module docs](crate::metrics)): call it before
-    /// rendering a scrape. Cheap: a snapshot of [`stats`](Self::stats).
-    pub fn export_metrics(&self) {
-        let s = self.stats();
-        gauge!("wspool_connections").set(s.connections as f64);
-        gauge!("wspool_offline_clients").set(s.offline_clients as f64);
-        gauge!("wspool_channels").set(s.channels as f64);
-        counter!("wspool_messages_in_total").absolute(s.messages_in);
-        counter!("wspool_messages_out_total").absolute(s.messages_out);
-        counter!("wspool_bytes_in_total").absolute(s.bytes_in);
-        counter!("wspool_bytes_out_total").absolute(s.bytes_out);
-        counter!("wspool_dropped_total").absolute(s.dropped);
-        for (reason, n) in &s.undelivered_by_reason {
-            counter!("wspool_undelivered_total", "reason" => *reason).absolute(*n);
-        }
-        for (reason, n) in &s.disconnects {
-            counter!("wspool_disconnects_total", "reason" => *reason).absolute(*n);
-        }
-        let r = &s.refused;
-        for (reason, n) in [
-            ("bad_request", r.bad_request),
-            ("unauthorized", r.unauthorized),
-            ("forbidden", r.forbidden),
-            ("duplicate_id", r.duplicate_id),
-            ("capacity", r.capacity),
-            ("shutting_down", r.shutting_down),
-            ("per_ip", r.per_ip),
-            ("busy", r.busy),
-        ] {
-            if n > 0 {
-                counter!("wspool_handshakes_refused_total", "reason" => reason).absolute(n);
-            }
+    for (reason, n) in &s.disconnects {
+        counter!("wspool_disconnects_total", "reason" => *reason).absolute(*n);
+    }
+    let r = &s.refused;
+    for (reason, n) in [
+        ("bad_request", r.bad_request),
+        ("unauthorized", r.unauthorized),
+        ("forbidden", r.forbidden),
+        ("duplicate_id", r.duplicate_id),
+        ("capacity", r.capacity),
+        ("shutting_down", r.shutting_down),
+        ("per_ip", r.per_ip),
+        ("busy", r.busy),
+    ] {
+        if n > 0 {
+            counter!("wspool_handshakes_refused_total", "reason" => reason).absolute(n);
         }
     }
 }

@@ -137,10 +137,36 @@ pub struct ClusterStats {
     pub outages: u64,
     /// Times the cluster's store was found to have lost its data.
     pub data_losses: u64,
-    /// Messages from Redis that did not parse (dropped and logged at
+    /// Messages from the engine that did not parse (dropped and logged at
     /// `debug`): another version of wspool, or something else writing to
     /// this pool's channels.
     pub malformed: u64,
+    /// What only this engine counts.
+    pub engine: EngineStats,
+}
+
+/// The part of [`ClusterStats`] only one engine has: its name and its own
+/// counters (see each engine's module for what they mean).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct EngineStats {
+    /// `"redis"`, `"memory"`, ...
+    pub name: &'static str,
+    /// Its counters and gauges, by name.
+    pub counters: BTreeMap<&'static str, u64>,
+}
+
+impl EngineStats {
+    /// Stats named `name`, with `counters`.
+    pub(crate) fn new(
+        name: &'static str,
+        counters: impl IntoIterator<Item = (&'static str, u64)>,
+    ) -> Self {
+        EngineStats {
+            name,
+            counters: counters.into_iter().collect(),
+        }
+    }
 }
 
 /// Handshakes refused, by reason.

@@ -26,22 +26,12 @@ use std::{
 use tokio::sync::broadcast;
 use tokio_stream::{wrappers::errors::BroadcastStreamRecvError, wrappers::BroadcastStream, Stream};
 
-use crate::{SendMsg, WsPool};
+use crate::{node::SubscriberState, routing::Hub, SendMsg};
 
 /// The subscriber missed this many messages because it fell behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("subscription fell behind and missed {0} messages")]
 pub struct Lagged(pub u64);
-
-/// The registry's side of a subscription.
-pub(crate) struct SubscriberState {
-    /// Unique among connections and subscriptions (one counter), so a
-    /// fan-out can deduplicate both in one set.
-    pub(crate) id: u64,
-    /// A broadcast channel with one receiver: it gives a bounded buffer that
-    /// never blocks the sender and reports lag to the receiver.
-    pub(crate) tx: broadcast::Sender<Arc<SendMsg>>,
-}
 
 /// A stream of the messages broadcast to some channels; see the
 /// [module docs](self).
@@ -50,20 +40,20 @@ pub(crate) struct SubscriberState {
 /// `next()` is cancel safe.
 pub struct Subscription {
     inner: BroadcastStream<Arc<SendMsg>>,
-    pool: WsPool,
+    hub: Arc<Hub>,
     id: u64,
     channels: Vec<Arc<str>>,
 }
 
 impl Subscription {
-    pub(crate) fn new(pool: WsPool, channels: Vec<Arc<str>>) -> Self {
-        let (tx, rx) = broadcast::channel(pool.config().event_buffer());
-        let id = pool.next_id();
+    pub(crate) fn new(hub: Arc<Hub>, channels: Vec<Arc<str>>) -> Self {
+        let (tx, rx) = broadcast::channel(hub.config().event_buffer());
+        let id = hub.node().next_id();
         let state = Arc::new(SubscriberState { id, tx });
-        pool.node().subscribe(&state, &channels);
+        hub.node().subscribe(&state, &channels);
         Subscription {
             inner: BroadcastStream::new(rx),
-            pool,
+            hub,
             id,
             channels,
         }
@@ -87,7 +77,7 @@ impl Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.pool.node().unsubscribe(self.id, &self.channels);
+        self.hub.node().unsubscribe(self.id, &self.channels);
     }
 }
 

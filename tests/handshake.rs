@@ -281,6 +281,7 @@ async fn accept_in_own_handler() {
                 .kind("device")
                 .channels(["sensors"]),
         )
+        .await
     }
     let pool = WsPool::new();
     let addr = serve(

@@ -495,6 +495,7 @@ async fn callbacks_and_panics() {
                         Relay::Continue
                     });
                 pool.accept(up, wspool::ClientConfig::new("own").callbacks(cb))
+                    .await
             }),
         )
         .layer(pool.layer());

@@ -1,99 +1,275 @@
-//! The seam between this node and the rest of a cluster.
+//! The seam between this node and the rest of a cluster, and its engines.
 //!
-//! Routing asks the local node first; what the node does not have (an id
-//! connected elsewhere, the members of a channel on other nodes) it hands
-//! to a cluster backend, the crate-private trait `Cluster`. A single-node
-//! pool has none: routing pays one untaken branch for the seam
-//! (`Option::None`), nothing else.
+//! A seam has two sides (the shape of centrifuge's `Broker` and
+//! `BrokerEventHandler`, and of socketioxide's `CoreAdapter` and
+//! `SocketEmitter`):
 //!
-//! A backend talks to the pool through `WsPool`'s crate-private
-//! `cluster_*` methods (deliver what arrived, close a replaced client,
-//! report a gap) and to the node only through its API, never its fields.
-//! The Redis backend (`cluster::redis`, feature `redis`) is the one backend
-//! today; what it does, and the keys and messages it uses, is in
-//! `CLUSTER.md` in the repository.
+//! - **Out**: the crate-private trait `Cluster`, what this node asks of the
+//!   others: route to an id that is not here, broadcast to their members,
+//!   claim an id cluster-wide, presence, kick, join and leave.
+//! - **In**: the crate-private trait `Handler`, what an engine hands back:
+//!   a message arrived for these clients or channels, replace or close
+//!   this client, a gap, data lost, the link down and up. The pool's
+//!   routing implements it and registers itself when the engine starts
+//!   (`Cluster::run`), as centrifuge's `Node.Run` does.
+//!
+//! Both speak engine-neutral types only (ids, channel names, encoded
+//! messages, claim numbers), never the pool's or the node's internals, so
+//! an engine is one folder: [`memory`] (several pools in one process, for
+//! tests and examples) and `redis` (feature `redis`), each with its own
+//! settings, errors and counters. The builder takes any of them as an
+//! [`Engine`]: `WsPool::builder().engine(e).connect().await`.
+//!
+//! A single-node pool has no engine: routing pays one untaken branch for
+//! the seam (`Option::None`), nothing else.
 //!
 //! Messages cross processes as an `Envelope` (`proto/cluster.proto`): the
 //! encoded `SendMsg` (the bytes binary clients get, so a message is
-//! encoded once in the whole cluster), a wall-clock deadline, the origin client and node, a
-//! per-node number (with the node, the message's name for dedupe), the
-//! target (an id, channels in order, or everyone), and whether the origin
-//! counts recipients. It is encoded once per send.
+//! encoded once in the whole cluster), a wall-clock deadline, the origin
+//! client and node, a per-node number (with the node, the message's name
+//! for dedupe), the target (an id, channels in order, or everyone), and
+//! whether the origin counts recipients. It is encoded once per send.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use prost::Message as _;
 
 use crate::{
-    client::ClientState,
+    event::UndeliveredReason,
     message::{now_ms, Encoded},
     proto::cluster::Envelope,
-    ClientId, Delivery, SendError,
+    ClientId, ClientInfo, ClusterStats, ConfigError, Delivery, JoinError, SendError,
 };
 
+pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 
-/// Where an envelope goes.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
-pub(crate) enum Target<'a> {
-    /// One client id.
-    Id(&'a str),
-    /// The members of these channels.
-    Channels(&'a [String]),
+/// A boxed future, as the seam's async methods return.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An engine that joins this pool to others, for
+/// [`WsPoolBuilder::engine`](crate::WsPoolBuilder::engine). Made by each
+/// engine's module: `From<RedisConfig>` (`cluster::redis`, feature
+/// `redis`), [`memory::Network::engine`].
+#[derive(Clone)]
+pub struct Engine(Arc<dyn Start>);
+
+impl Engine {
+    pub(crate) fn new(start: impl Start) -> Self {
+        Engine(Arc::new(start))
+    }
+
+    /// Starts the engine for a pool with `settings`: reaches its service,
+    /// and answers the outbound side of the seam.
+    pub(crate) fn start(
+        &self,
+        settings: Settings,
+    ) -> BoxFuture<'static, Result<Arc<dyn Cluster>, ConnectError>> {
+        self.0.start(settings)
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Engine").field(&self.0.name()).finish()
+    }
+}
+
+/// How an engine starts (behind [`Engine`]).
+pub(crate) trait Start: Send + Sync + 'static {
+    /// Its name, for logs and [`ClusterStats::engine`].
+    fn name(&self) -> &'static str;
+
+    /// Connects; the engine's tasks start with [`Cluster::run`].
+    fn start(
+        &self,
+        settings: Settings,
+    ) -> BoxFuture<'static, Result<Arc<dyn Cluster>, ConnectError>>;
+}
+
+/// Why a pool could not join its cluster, from
+/// [`WsPoolBuilder::connect`](crate::WsPoolBuilder::connect).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The pool's settings do not work together.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The engine's address (a URL) is not one it can use.
+    #[error("bad cluster address: {0}")]
+    BadAddress(String),
+    /// The engine's service could not be reached, or refused it.
+    #[error("cluster unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// The pool's settings an engine needs (offline buffers in the cluster,
+/// how long a publication is worth recovering).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) message_ttl: Duration,
+    pub(crate) offline_ttl: Duration,
+    pub(crate) offline_max_messages: usize,
+    pub(crate) offline_max_bytes: usize,
+}
+
+impl Settings {
+    pub(crate) fn of(config: &crate::Config) -> Self {
+        Settings {
+            message_ttl: config.message_ttl(),
+            offline_ttl: config.offline_ttl(),
+            offline_max_messages: config.offline_max_messages(),
+            offline_max_bytes: config.offline_max_bytes(),
+        }
+    }
+}
+
+/// A client connected to this node, as the cluster sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Local {
+    pub(crate) id: ClientId,
+    /// The connection's number on this node: a claim made for one
+    /// connection is not taken for the next with the same id.
+    pub(crate) conn: u64,
+    pub(crate) kind: Arc<str>,
+    /// Milliseconds since the Unix epoch.
+    pub(crate) connected_at: u64,
+    pub(crate) channels: Vec<String>,
+    /// The claim it holds its id under (0: none yet).
+    pub(crate) epoch: u64,
+}
+
+/// An id claimed for a connection on this node.
+pub(crate) struct Claimed {
+    /// The claim number: grows with every claim of any id, cluster-wide.
+    pub(crate) epoch: u64,
+    /// What was buffered for the id in the cluster, oldest first.
+    pub(crate) buffered: Vec<Arc<Encoded>>,
+}
+
+/// What the cluster knows of a client on another node.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Presence {
+    pub(crate) id: String,
+    pub(crate) kind: String,
+    pub(crate) channels: Vec<String>,
+    pub(crate) connected_at: u64,
+    pub(crate) node: String,
+}
+
+impl Presence {
+    /// What `node` publishes of `client`.
+    pub(crate) fn of(client: &Local, node: &str) -> Self {
+        Presence {
+            id: client.id.to_string(),
+            kind: client.kind.to_string(),
+            channels: client.channels.clone(),
+            connected_at: client.connected_at,
+            node: node.to_owned(),
+        }
+    }
+
+    pub(crate) fn info(self) -> ClientInfo {
+        ClientInfo::remote(
+            &self.id,
+            self.kind,
+            self.channels,
+            self.connected_at,
+            self.node,
+        )
+    }
+}
+
+/// Which clients here a message from another node is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reach<'a> {
+    /// The connection of `id`, if it holds the id under a claim of at least
+    /// `epoch` (0: any); otherwise the message is routed on.
+    Id { id: &'a str, epoch: u64 },
+    /// The members of `these` that are not members of `skip` (those were
+    /// reached through one of `skip`), each once.
+    Channels {
+        these: &'a [String],
+        skip: &'a [String],
+    },
     /// Every connected client.
     All,
 }
 
-/// A cluster backend: what this node asks of the others. Every method
-/// returns at once (the work happens on the backend's tasks); outcomes
-/// that come later are reported through the pool (events and receipts).
+/// A message that arrived from another node.
+pub(crate) struct Arrival<'a> {
+    pub(crate) msg: Arc<Encoded>,
+    pub(crate) reach: Reach<'a>,
+    /// False when this node's clients already got it (from their buffers,
+    /// after a reconnect): only server-side subscriptions get it.
+    pub(crate) clients: bool,
+}
+
+/// A change in the link between this node and the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Link {
+    /// The link broke (reported once per outage).
+    Down,
+    /// The link is back and this node's ids were checked: `closed` had
+    /// been taken over meanwhile and were closed.
+    Up { closed: usize },
+    /// `missed` publications to `channel` were missed and are gone.
+    Gap { channel: String, missed: u64 },
+    /// The cluster's store lost its data: offline buffers and histories
+    /// are gone.
+    DataLost,
+}
+
+/// The outbound side: what this node asks of the others. Every method
+/// that is not `async` returns at once (the work happens on the engine's
+/// tasks); outcomes that come later are reported through the [`Handler`].
 pub(crate) trait Cluster: Send + Sync + 'static {
     /// This node's id in the cluster.
     fn node_id(&self) -> &str;
 
-    /// The backend's counters.
-    fn stats(&self) -> crate::ClusterStats;
+    /// Starts the engine's tasks, delivering to `handler`; resolves once
+    /// this node receives what is sent to it.
+    fn run(&self, handler: Weak<dyn Handler>) -> BoxFuture<'_, ()>;
 
-    /// Routes `encoded` to client `to`, which is not on this node: to the
-    /// node that owns it, or to its offline buffer. `Forwarded` means on
-    /// its way; `NotConnected` comes back later as an `Undelivered` event
-    /// (and a receipt to the client it was relayed from).
+    /// The engine's counters.
+    fn stats(&self) -> ClusterStats;
+
+    /// Routes `msg` to client `to`, which is not on this node: to the node
+    /// that owns it, or to its offline buffer. `Forwarded` means on its
+    /// way; `NotConnected` comes back later as [`Handler::undeliverable`].
     ///
     /// # Errors
-    /// [`SendError::Unavailable`] when the backend cannot reach the
-    /// cluster now.
-    fn send(&self, encoded: &Arc<Encoded>, to: &str) -> Result<Delivery, SendError>;
+    /// [`SendError::Unavailable`] when the cluster cannot be reached now.
+    fn send(&self, msg: &Arc<Encoded>, to: &str) -> Result<Delivery, SendError>;
 
-    /// Broadcasts `encoded` to the members of `channels` on the other
-    /// nodes (this node's members are reached by the caller).
-    ///
-    /// # Errors
-    /// [`SendError::Unavailable`] when the cluster cannot be reached.
-    fn broadcast(&self, encoded: &Arc<Encoded>, channels: &[String]) -> Result<(), SendError>;
-
-    /// Broadcasts `encoded` to every connected client on the other nodes.
+    /// Broadcasts `msg` to the members of `channels` on the other nodes, or
+    /// (`None`) to every client connected to them.
     ///
     /// # Errors
     /// [`SendError::Unavailable`] when the cluster cannot be reached.
-    fn broadcast_all(&self, encoded: &Arc<Encoded>) -> Result<(), SendError>;
+    fn broadcast(&self, msg: &Arc<Encoded>, channels: Option<&[String]>) -> Result<(), SendError>;
 
-    /// Broadcasts `encoded` to the other nodes' members of `channels`
-    /// (everyone with `None`) and resolves to how many clients they queued
-    /// or buffered it for. Nodes that have not answered within the
-    /// backend's command timeout are not counted.
+    /// [`broadcast`](Self::broadcast), resolving to how many clients the
+    /// other nodes queued or buffered it for. Nodes that have not answered
+    /// within the engine's timeout are not counted.
     ///
     /// # Errors
     /// [`SendError::Unavailable`] when the cluster cannot be reached.
     fn broadcast_counted<'a>(
         &'a self,
-        encoded: &'a Arc<Encoded>,
+        msg: &'a Arc<Encoded>,
         channels: Option<&'a [String]>,
     ) -> BoxFuture<'a, Result<usize, SendError>>;
 
-    /// Is `id` connected to another live node? (The duplicate policy
-    /// `Refuse` answers 409 before the upgrade when it is.)
+    /// Is `id` connected to another live node?
     ///
     /// # Errors
     /// [`SendError::Unavailable`] when the cluster cannot be reached.
@@ -106,41 +282,44 @@ pub(crate) trait Cluster: Send + Sync + 'static {
     /// [`SendError::Unavailable`] when the cluster cannot be reached.
     fn disconnect<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, SendError>>;
 
+    /// Adds (`join`) or removes `channel` for the client `id` on the node
+    /// that has it connected. Resolves to that node's answer: whether the
+    /// membership changed; `Ok(None)` when no live node has `id`.
+    ///
+    /// # Errors
+    /// [`SendError::Unavailable`] when the cluster cannot be reached.
+    fn membership<'a>(
+        &'a self,
+        id: &'a str,
+        channel: &'a str,
+        join: bool,
+    ) -> BoxFuture<'a, Result<Option<Result<bool, JoinError>>, SendError>>;
+
     /// The first member of `channel` on this node arrived (`true`) or the
     /// last left (`false`). Called in order, under the node's write lock:
     /// must not block.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn channel_changed(&self, channel: &str, present: bool);
 
-    /// Claims connection `state`'s id for this node, cluster-wide (with
-    /// `refuse`, only if no live node has it connected). Resolves to the
-    /// claim number and what was buffered for the id elsewhere, oldest
-    /// first.
+    /// Claims `client`'s id for this node, cluster-wide (with `refuse`,
+    /// only if no live node has it connected).
     ///
     /// # Errors
     /// [`SendError::NotConnected`] when refused,
     /// [`SendError::Unavailable`] when the cluster cannot be reached.
     fn claim<'a>(
         &'a self,
-        state: &'a ClientState,
-        channels: Vec<String>,
+        client: &'a Local,
         refuse: bool,
     ) -> BoxFuture<'a, Result<Claimed, SendError>>;
 
-    /// Gives up connection `state`'s claim: `away` keeps the id (and
-    /// `left`, what was still queued) buffered in the cluster for
-    /// `offline_ttl`, still a member of `channels` for broadcasts;
-    /// otherwise the id is forgotten and `left` reported. Returns at once.
-    fn release(
-        &self,
-        state: Arc<ClientState>,
-        channels: Vec<String>,
-        away: bool,
-        left: Vec<Arc<Encoded>>,
-    );
+    /// Gives up `client`'s claim: `away` keeps the id (and `left`, what was
+    /// still queued) buffered in the cluster for `offline_ttl`, still a
+    /// member of its channels for broadcasts; otherwise the id is
+    /// forgotten and `left` reported. Returns at once.
+    fn release(&self, client: Local, away: bool, left: Vec<Arc<Encoded>>);
 
-    /// Tells the cluster that the channels of `state` changed (presence).
-    fn channels_changed(&self, state: &ClientState, channels: Vec<String>);
+    /// Tells the cluster that `client`'s channels changed (presence).
+    fn channels_changed(&self, client: &Local);
 
     /// The clients connected to the other live nodes.
     ///
@@ -149,59 +328,85 @@ pub(crate) trait Cluster: Send + Sync + 'static {
     fn presence(&self) -> BoxFuture<'_, Result<Vec<Presence>, SendError>>;
 }
 
-/// What the cluster knows of a client on another node.
-#[derive(Debug, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Presence {
-    pub(crate) id: String,
-    pub(crate) kind: String,
-    pub(crate) channels: Vec<String>,
-    pub(crate) connected_at: u64,
-    pub(crate) node: String,
+/// The inbound side: what an engine hands back to this node. Registered
+/// with [`Cluster::run`]; every method returns at once.
+pub(crate) trait Handler: Send + Sync + 'static {
+    /// Delivers a message from another node to clients here; returns how
+    /// many it was queued or buffered for. A direct message for an id no
+    /// longer here is routed on.
+    fn deliver(&self, arrival: Arrival<'_>) -> usize;
+
+    /// Another node claimed `id` under `epoch`: a connection here holding
+    /// it under an older claim is closed (4001).
+    fn replaced(&self, id: &str, epoch: u64);
+
+    /// Closes (4002) the connection of `id` here; whether it was here.
+    fn disconnect(&self, id: &str) -> bool;
+
+    /// Adds or removes `channel` for the client `id` here; `None` when `id`
+    /// is not connected here.
+    fn membership(&self, id: &str, channel: &str, join: bool) -> Option<Result<bool, JoinError>>;
+
+    /// What the cluster held for `id` while its connection here had no
+    /// claim (after the link came back), or held under `client`'s new
+    /// claim: put ahead of its queue; what does not fit is reported.
+    fn reclaimed(&self, client: &Local, epoch: Option<u64>, buffered: Vec<Arc<Encoded>>);
+
+    /// Messages for `to` that will not be written (its offline window
+    /// ended, its buffer was full): counted, reported, receipts sent.
+    fn undelivered(&self, to: &ClientId, msgs: Vec<Arc<Encoded>>, reason: UndeliveredReason);
+
+    /// A message the cluster accepted and could not deliver: a direct
+    /// message to `to`, or (with `to` empty) a broadcast that did not reach
+    /// the other nodes.
+    fn undeliverable(&self, msg: &Arc<Encoded>, to: &str, why: SendError);
+
+    /// The link changed.
+    fn link(&self, change: Link);
+
+    /// The clients connected here.
+    fn locals(&self) -> Vec<Local>;
+
+    /// The channels with a member here.
+    fn channels(&self) -> Vec<String>;
 }
 
-impl Presence {
-    pub(crate) fn info(self) -> crate::ClientInfo {
-        crate::ClientInfo::remote(self)
+/// Where an envelope goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target<'a> {
+    /// One client id.
+    Id(&'a str),
+    /// The members of these channels.
+    Channels(&'a [String]),
+    /// Every connected client.
+    All,
+}
+
+impl<'a> From<Option<&'a [String]>> for Target<'a> {
+    fn from(channels: Option<&'a [String]>) -> Self {
+        channels.map_or(Target::All, Target::Channels)
     }
 }
 
-/// An id claimed for a connection on this node.
-pub(crate) struct Claimed {
-    /// The claim number: grows with every claim of any id, cluster-wide.
-    pub(crate) epoch: u64,
-    /// What was buffered for the id in the cluster, oldest first.
-    pub(crate) buffered: Vec<Arc<Encoded>>,
-}
-
-/// A boxed future, as the backend's async methods return.
-pub(crate) type BoxFuture<'a, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
-
-/// Encodes `encoded` for another node: once per send, whatever the number
-/// of channels it is published to.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
-pub(crate) fn envelope(encoded: &Encoded, node: &str, id: u64, target: Target<'_>) -> Bytes {
-    counted_envelope(encoded, node, id, target, false)
-}
-
-/// [`envelope`], asking the nodes that deliver it to count (`count`).
-pub(crate) fn counted_envelope(
-    encoded: &Encoded,
+/// Encodes `msg` for another node: once per send, whatever the number of
+/// channels it is published to; `count` asks the nodes that deliver it to
+/// say to how many clients.
+pub(crate) fn envelope(
+    msg: &Encoded,
     node: &str,
     id: u64,
     target: Target<'_>,
     count: bool,
 ) -> Bytes {
-    let remaining = encoded
+    let remaining = msg
         .expires_at
         .saturating_duration_since(tokio::time::Instant::now());
     let deadline_ms = now_ms().saturating_add(remaining.as_millis().min(i64::MAX as u128) as i64);
     let mut env = Envelope {
         // The recipients' bytes, encoded once: a clone of the shared buffer.
-        msg: encoded.binary().clone(),
+        msg: msg.binary().clone(),
         deadline_ms,
-        origin: encoded.origin.as_deref().unwrap_or_default().to_owned(),
+        origin: msg.origin.as_deref().unwrap_or_default().to_owned(),
         origin_node: node.to_owned(),
         id,
         count,
@@ -218,8 +423,7 @@ pub(crate) fn counted_envelope(
 /// A message that arrived from another node, ready for local mailboxes:
 /// its deadline turned back into an `Instant` on this node's clock, its
 /// bytes kept as they came. `None` (logged) when the message does not
-/// decode: another node, or whatever wrote to Redis, sent garbage.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+/// decode: another node, or whatever wrote to the engine, sent garbage.
 pub(crate) fn arrived(env: &mut Envelope) -> Option<Arc<Encoded>> {
     let left_ms = env.deadline_ms.saturating_sub(now_ms()).max(0) as u64;
     let origin = (!env.origin.is_empty()).then(|| ClientId::from(env.origin.as_str()));
@@ -249,7 +453,7 @@ mod tests {
             ..Default::default()
         };
         let enc = Encoded::new(Arc::new(msg), Some("alice".into()), Duration::from_secs(30));
-        let bytes = envelope(&enc, "node-a", 7, Target::Id("bob"));
+        let bytes = envelope(&enc, "node-a", 7, Target::Id("bob"), false);
         let mut env = Envelope::decode(bytes).unwrap();
         assert_eq!((env.to.as_str(), env.id), ("bob", 7));
         assert_eq!(env.origin_node, "node-a");

@@ -54,6 +54,13 @@ impl WsPoolLayer {
     }
 }
 
+impl WsPool {
+    /// A [`WsPoolLayer`] that puts this pool into every request.
+    pub fn layer(&self) -> WsPoolLayer {
+        WsPoolLayer::from_pool(self.clone())
+    }
+}
+
 impl<S> Layer<S> for WsPoolLayer {
     type Service = AddWsPool<S>;
 

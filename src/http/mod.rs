@@ -1,9 +1,9 @@
-//! The HTTP surface: serving an app, admitting and upgrading handshakes,
-//! the layer that puts the pool into requests, and the admin API.
+//! The HTTP surface: serving an app, the provided route, the layer that
+//! puts the pool into requests, and the admin API. Everything here uses
+//! the pool's API only.
 
 pub mod admin;
-pub mod admission;
+pub mod handler;
 pub mod handshake;
 pub mod layer;
-pub mod route;
-pub mod serve;
+pub mod server;

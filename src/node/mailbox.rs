@@ -23,23 +23,7 @@ use parking_lot::Mutex;
 use smallvec::SmallVec;
 use tokio::{sync::Notify, time::Instant};
 
-use crate::{message::Encoded, ClientId, Format};
-
-/// Where a message went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Delivery {
-    /// Queued for a connected client.
-    Queued,
-    /// Buffered for a client that is away, to be delivered if it reconnects
-    /// within `offline_ttl`.
-    Buffered,
-    /// On its way to the node of a cluster that has the client (or its
-    /// offline buffer). If no node has it, that is reported later as
-    /// [`PoolEvent::Undelivered`](crate::PoolEvent::Undelivered) with
-    /// [`UndeliveredReason::NotConnected`](crate::UndeliveredReason::NotConnected).
-    Forwarded,
-}
+use crate::{message::Encoded, ClientId, Delivery, Format};
 
 /// How much one drain takes, and when it happens (for the expiry check).
 #[derive(Clone, Copy)]

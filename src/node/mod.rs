@@ -18,7 +18,7 @@
 use std::{
     collections::HashSet,
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, OnceLock,
     },
 };
@@ -27,21 +27,19 @@ use parking_lot::{Mutex, RwLock};
 use tokio::time::Instant;
 
 use crate::{
-    client::ClientState,
     config::Config,
     message::Encoded,
     stats::{bump, Counters, Gauges},
-    subscribe::SubscriberState,
-    ClientConfig, ClientId, ClientInfo,
+    ClientId, ClientInfo, Delivery,
 };
 
-pub(crate) mod mailbox;
+mod client;
+mod mailbox;
 mod registry;
-pub(crate) mod sweeper;
 
-pub use mailbox::Delivery;
+pub(crate) use client::{ClientState, CloseRequest, Joining};
 pub(crate) use mailbox::PushError;
-pub(crate) use registry::{Departure, JoinRefused, Leave};
+pub(crate) use registry::{Departure, JoinRefused, Leave, SubscriberState};
 
 use mailbox::{MailLimits, Mailbox};
 use registry::{Member, Registry};
@@ -56,9 +54,6 @@ pub(crate) struct Node {
     counters: Counters,
     /// Numbers connections, mailboxes and subscriptions (one sequence).
     next_id: AtomicU64,
-    /// Whether the sweeper has been started (it starts with the first
-    /// connection).
-    sweeper_started: AtomicBool,
     /// The mailboxes that may hold messages, each once: what the sweeper
     /// looks at, so a tick costs the busy mailboxes, not every client
     /// (`Pushed::watch`). Locked once per mailbox that starts holding
@@ -67,9 +62,6 @@ pub(crate) struct Node {
     /// Told when a channel gains its first member here or loses its last
     /// (a cluster subscribes to it), under the write lock, in order.
     watcher: OnceLock<ChannelWatcher>,
-    /// `wspool_queue_delay_seconds`, registered once.
-    #[cfg(feature = "metrics")]
-    queue_delay: metrics::Histogram,
 }
 
 /// See [`Node::watch_channels`].
@@ -112,11 +104,8 @@ impl Node {
             },
             counters: Counters::default(),
             next_id: AtomicU64::new(1),
-            sweeper_started: AtomicBool::new(false),
             busy: Mutex::new(Vec::new()),
             watcher: OnceLock::new(),
-            #[cfg(feature = "metrics")]
-            queue_delay: crate::metrics::queue_delay(),
         }
     }
 
@@ -148,11 +137,6 @@ impl Node {
 
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Returns `true` the first time only: the caller starts the sweeper.
-    pub(crate) fn claim_sweeper(&self) -> bool {
-        !self.sweeper_started.swap(true, Ordering::AcqRel)
     }
 
     // ----- delivering -----
@@ -202,7 +186,6 @@ impl Node {
     /// Queues `encoded` for client `id` if it is connected here under a
     /// claim of at least `epoch` (a cluster's fence); `None` if not here
     /// or fenced off. One lookup, under the read lock.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn push_fenced(
         &self,
         id: &str,
@@ -306,7 +289,7 @@ impl Node {
 
     /// Moves up to `max_frames` messages (about `max_bytes`) queued for
     /// connection `state` into `batch`, and those past their time to live
-    /// into `expired`; returns the payload bytes taken.
+    /// at `now` into `expired`; returns the payload bytes taken.
     pub(crate) fn drain(
         &self,
         state: &ClientState,
@@ -314,26 +297,19 @@ impl Node {
         expired: &mut Vec<Arc<Encoded>>,
         max_frames: usize,
         max_bytes: usize,
+        now: Instant,
     ) -> usize {
-        #[cfg(feature = "metrics")]
-        let before = batch.len();
-        // One clock read for the expiry check and the queue delay.
-        let now = Instant::now();
         let take = mailbox::Take {
             max_frames,
             max_bytes,
             now,
         };
-        let bytes = (state.mailbox).drain(state.conn_id, batch, expired, take, &self.limits);
-        #[cfg(feature = "metrics")]
-        crate::metrics::queue_delays(&self.queue_delay, &batch[before..], now);
-        bytes
+        (state.mailbox).drain(state.conn_id, batch, expired, take, &self.limits)
     }
 
     /// Puts `msgs` (oldest first) ahead of everything queued for `state`'s
     /// mailbox: what was buffered elsewhere for a client that reconnected
     /// here. Returns what did not fit.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn prepend(
         &self,
         state: &ClientState,
@@ -355,19 +331,16 @@ impl Node {
     pub(crate) fn attach<E>(
         &self,
         conn_id: u64,
-        config: &ClientConfig,
+        joining: &Joining<'_>,
         admit: impl FnOnce(bool) -> Result<(), E>,
     ) -> Result<(Arc<ClientState>, Option<Arc<ClientState>>), E> {
         self.write(|registry| {
-            admit(registry.conn(&config.id).is_some())?;
+            admit(registry.conn(joining.id).is_some())?;
             Ok(registry.attach(
-                &config.id,
-                &config.channels,
-                || {
-                    let id = ClientId::from(config.id.as_str());
-                    Mailbox::new(self.next_id(), id, config.format)
-                },
-                |mailbox| ClientState::new(conn_id, config, mailbox),
+                joining.id,
+                joining.channels,
+                || Mailbox::new(self.next_id(), ClientId::from(joining.id), joining.format),
+                |mailbox| ClientState::new(conn_id, joining, mailbox),
                 &self.limits,
             ))
         })
@@ -505,11 +478,19 @@ pub(crate) fn register_bare(
     channels: &[String],
     format: crate::Format,
 ) -> Arc<ClientState> {
-    let config = ClientConfig::new(id)
-        .channels(channels.iter().cloned())
-        .format(format);
+    let joining = Joining {
+        id,
+        kind: "ws",
+        channels,
+        format,
+        remote_addr: None,
+    };
     let conn_id = node.next_id();
-    match node.attach(conn_id, &config, |_| Ok::<(), std::convert::Infallible>(())) {
+    match node.attach(
+        conn_id,
+        &joining,
+        |_| Ok::<(), std::convert::Infallible>(()),
+    ) {
         Ok((state, _)) => state,
         Err(never) => match never {},
     }
@@ -526,7 +507,14 @@ mod tests {
 
     fn attach(node: &Node, id: &str) -> Arc<ClientState> {
         let admit = |_| Ok::<(), Infallible>(());
-        match node.attach(node.next_id(), &ClientConfig::new(id), admit) {
+        let joining = Joining {
+            id,
+            kind: "ws",
+            channels: &[],
+            format: crate::Format::Binary,
+            remote_addr: None,
+        };
+        match node.attach(node.next_id(), &joining, admit) {
             Ok((state, _)) => state,
             Err(never) => match never {},
         }
@@ -558,7 +546,7 @@ mod tests {
         assert_eq!(watched(&node), 1, "c9 is empty now: off the list; c7 stays");
 
         let (mut batch, mut gone) = (Vec::new(), Vec::new());
-        node.drain(&clients[7], &mut batch, &mut gone, 64, usize::MAX);
+        node.drain(&clients[7], &mut batch, &mut gone, 64, usize::MAX, later);
         assert_eq!(batch.len(), 2);
         assert!(node.sweep(later, MINUTE).expired.is_empty());
         assert_eq!(watched(&node), 0, "drained: off the list");

@@ -21,7 +21,20 @@ use std::{
 use tokio::time::Instant;
 
 use super::mailbox::{MailLimits, Mailbox};
-use crate::{client::ClientState, message::Encoded, subscribe::SubscriberState, ClientId};
+use tokio::sync::broadcast;
+
+use super::client::ClientState;
+use crate::{message::Encoded, ClientId, SendMsg};
+
+/// The registry's side of a subscription.
+pub(crate) struct SubscriberState {
+    /// Unique among connections and subscriptions (one counter), so a
+    /// fan-out can deduplicate both in one set.
+    pub(crate) id: u64,
+    /// A broadcast channel with one receiver: it gives a bounded buffer that
+    /// never blocks the sender and reports lag to the receiver.
+    pub(crate) tx: broadcast::Sender<Arc<SendMsg>>,
+}
 
 #[derive(Default)]
 pub(crate) struct Registry {

@@ -1,27 +1,8 @@
-//! How a node joins a cluster over Redis, and why it could not.
+//! How a node joins a cluster over Redis.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-/// Why the Redis backend could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RedisError {
-    /// The URL is not a Redis URL.
-    #[error("not a Redis URL: {0}")]
-    BadUrl(String),
-    /// Redis could not be reached, or refused a command.
-    #[error("redis: {0}")]
-    Redis(String),
-    /// The pool's settings do not work together.
-    #[error(transparent)]
-    Config(#[from] crate::ConfigError),
-}
-
-impl From<redis::RedisError> for RedisError {
-    fn from(e: redis::RedisError) -> Self {
-        RedisError::Redis(e.to_string())
-    }
-}
+use crate::cluster::{BoxFuture, Cluster, ConnectError, Engine, Settings, Start};
 
 /// How a node joins a cluster over Redis. Every field has a default; see
 /// [`WsPoolBuilder::redis`](crate::WsPoolBuilder::redis).
@@ -69,6 +50,25 @@ impl RedisConfig {
             history_len: 1_000,
             reconnect_delay: Duration::from_millis(200),
         }
+    }
+}
+
+impl From<RedisConfig> for Engine {
+    fn from(config: RedisConfig) -> Self {
+        Engine::new(config)
+    }
+}
+
+impl Start for RedisConfig {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn start(
+        &self,
+        settings: Settings,
+    ) -> BoxFuture<'static, Result<Arc<dyn Cluster>, ConnectError>> {
+        Box::pin(super::connect(settings, self.clone()))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The Redis backend: many nodes behave as one pool (feature `redis`).
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), wspool::cluster::redis::RedisError> {
+//! # async fn run() -> Result<(), wspool::cluster::ConnectError> {
 //! use wspool::WsPool;
 //!
 //! // Every node connects to the same Redis; clients may land on any node.
@@ -44,10 +44,11 @@ use redis::{
 };
 use tokio::sync::mpsc;
 
-use super::{envelope, BoxFuture, Claimed, Cluster, Presence, Target};
+use super::{
+    envelope, BoxFuture, Claimed, Cluster, ConnectError, Handler, Local, Presence, Settings, Target,
+};
 use crate::{
-    client::ClientState, message::Encoded, pool::Inner, stats::bump, ClusterStats, Delivery,
-    SendError, WsPool,
+    message::Encoded, stats::bump, ClusterStats, Delivery, EngineStats, JoinError, SendError,
 };
 
 mod config;
@@ -56,7 +57,7 @@ mod keys;
 mod subscriber;
 mod writer;
 
-pub use config::{RedisConfig, RedisError};
+pub use config::RedisConfig;
 
 use ids::{claim, expiry, presence, release};
 use keys::Keys;
@@ -64,13 +65,15 @@ use scripts::Scripts;
 use subscriber::{mark_run, subscriber, SubOp};
 use writer::{writer, Op, Tally};
 
-/// Connects to Redis and builds the pool: fails fast when Redis cannot be
-/// reached at start.
-pub(crate) async fn connect(
-    config: crate::Config,
+/// Connects to Redis: fails fast when Redis cannot be reached at start.
+/// The engine's tasks start with `Cluster::run`.
+pub(super) async fn connect(
+    settings: Settings,
     redis: RedisConfig,
-) -> Result<WsPool, RedisError> {
-    let client = Client::open(redis.url.as_str()).map_err(|e| RedisError::BadUrl(e.to_string()))?;
+) -> Result<Arc<dyn Cluster>, ConnectError> {
+    let unreachable = |e: redis::RedisError| ConnectError::Unreachable(e.to_string());
+    let client =
+        Client::open(redis.url.as_str()).map_err(|e| ConnectError::BadAddress(e.to_string()))?;
     // Fails at once when Redis is down at start; later, each command after
     // a broken link tries one reconnect, and fails rather than waits.
     let conn_config = ConnectionManagerConfig::new()
@@ -80,7 +83,8 @@ pub(crate) async fn connect(
         .set_max_delay(redis.command_timeout);
     let conn = client
         .get_connection_manager_with_config(conn_config)
-        .await?;
+        .await
+        .map_err(unreachable)?;
     let (ops, ops_rx) = mpsc::channel(redis.max_pending.max(1));
     let (subs, subs_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
@@ -94,30 +98,30 @@ pub(crate) async fn connect(
         up: AtomicBool::new(true),
         next_id: AtomicU64::new(1),
         config: redis.clone(),
-        pool: Mutex::new(Weak::new()),
+        settings,
+        handler: Mutex::new(None),
         run: Mutex::new(String::new()),
         stop: tokio::sync::watch::Sender::new(false),
         tallies: Mutex::new(HashMap::new()),
+        asked: Mutex::new(HashMap::new()),
         stats: Counters::default(),
     });
-    shared.renew_lease().await?;
-    *shared.run.lock() = mark_run(&shared).await?;
+    shared.renew_lease().await.map_err(unreachable)?;
+    *shared.run.lock() = mark_run(&shared).await.map_err(unreachable)?;
     shared.scripts.load(&mut conn.clone()).await;
-    let backend = Arc::new(RedisCluster {
-        shared: shared.clone(),
-    });
-    let pool = WsPool::with_cluster(config, |weak| {
-        *shared.pool.lock() = weak;
-        Some(backend as Arc<dyn Cluster>)
-    });
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(writer(shared.clone(), ops_rx));
-    tokio::spawn(subscriber(shared.clone(), client, subs_rx, ready_tx));
-    tokio::spawn(heartbeat(Arc::downgrade(&shared)));
-    tokio::spawn(expiry(Arc::downgrade(&shared)));
-    // The node's own channels are subscribed before the pool is handed out.
-    let _ = ready_rx.await;
-    Ok(pool)
+    let tasks = Mutex::new(Some(Tasks {
+        client,
+        ops: ops_rx,
+        subs: subs_rx,
+    }));
+    Ok(Arc::new(RedisCluster { shared, tasks }))
+}
+
+/// What the engine's tasks start with (taken by `run`).
+struct Tasks {
+    client: Client,
+    ops: mpsc::Receiver<Op>,
+    subs: mpsc::UnboundedReceiver<SubOp>,
 }
 
 /// State shared by the backend's handle and its tasks.
@@ -142,8 +146,11 @@ struct Shared {
     /// Numbers the envelopes this node sends.
     next_id: AtomicU64,
     config: RedisConfig,
-    /// The pool, to deliver what arrives; weak, so the tasks end with it.
-    pool: Mutex<Weak<Inner>>,
+    /// The pool's settings the engine needs.
+    settings: Settings,
+    /// The pool's side of the seam, to deliver what arrives; weak, so the
+    /// tasks end with the pool. Set once by `run`.
+    handler: Mutex<Option<Weak<dyn Handler>>>,
     /// Set when the pool is dropped: the backend's tasks end.
     stop: tokio::sync::watch::Sender<bool>,
     /// The run marker seen in Redis (see `check_run`).
@@ -151,8 +158,14 @@ struct Shared {
     /// Counted broadcasts waiting for answers, by envelope number. A
     /// parking_lot mutex: held to update a few fields, never across await.
     tallies: Mutex<HashMap<u64, Tally>>,
+    /// Join and leave requests to other nodes waiting for their answer,
+    /// by request number; as `tallies`.
+    asked: Mutex<HashMap<u64, Asked>>,
     stats: Counters,
 }
+
+/// A join or leave request's answer, when it comes.
+type Asked = tokio::sync::oneshot::Sender<Option<Result<bool, JoinError>>>;
 
 /// The backend's tallies (relaxed atomics, read as a snapshot).
 #[derive(Default)]
@@ -171,6 +184,8 @@ struct Counters {
 /// The [`Cluster`] the pool holds.
 struct RedisCluster {
     shared: Arc<Shared>,
+    /// Until `run`.
+    tasks: Mutex<Option<Tasks>>,
 }
 
 /// The pool is gone: its tasks stop, and the node leaves the cluster (its
@@ -201,8 +216,9 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 impl Shared {
-    fn pool(&self) -> Option<WsPool> {
-        self.pool.lock().upgrade().map(|inner| WsPool { inner })
+    /// The pool's side of the seam, while the pool lives.
+    fn handler(&self) -> Option<Arc<dyn Handler>> {
+        self.handler.lock().as_ref()?.upgrade()
     }
 
     fn next_id(&self) -> u64 {
@@ -211,6 +227,15 @@ impl Shared {
 
     fn unavailable(&self) -> SendError {
         SendError::Unavailable(format!("redis at {} unreachable", self.config.url))
+    }
+
+    /// The pub/sub channels a broadcast to `channels` (everyone: `None`)
+    /// is published to.
+    fn pubsub_channels(&self, channels: Option<&[String]>) -> Vec<String> {
+        match channels {
+            Some(list) => list.iter().map(|c| self.keys.channel(c)).collect(),
+            None => vec![self.keys.all()],
+        }
     }
 
     fn enqueue(&self, op: Op) -> Result<(), SendError> {
@@ -252,9 +277,35 @@ impl Cluster for RedisCluster {
         &self.shared.node
     }
 
+    fn run(&self, handler: Weak<dyn Handler>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Some(tasks) = self.tasks.lock().take() else {
+                return;
+            };
+            let shared = self.shared.clone();
+            *shared.handler.lock() = Some(handler);
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(writer(shared.clone(), tasks.ops));
+            tokio::spawn(subscriber(
+                shared.clone(),
+                tasks.client,
+                tasks.subs,
+                ready_tx,
+            ));
+            tokio::spawn(heartbeat(Arc::downgrade(&shared)));
+            tokio::spawn(expiry(Arc::downgrade(&shared)));
+            // The node's own channels are subscribed before the pool is
+            // handed out.
+            let _ = ready_rx.await;
+        })
+    }
+
     fn stats(&self) -> ClusterStats {
         let c = &self.shared.stats;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let s = &self.shared;
+        let pending = (s.config.max_pending.max(1) - s.ops.capacity()) as u64;
+        let waiting = (s.tallies.lock().len() + s.asked.lock().len()) as u64;
         ClusterStats {
             node: self.shared.node.clone(),
             up: self.shared.up.load(Ordering::Acquire),
@@ -267,6 +318,7 @@ impl Cluster for RedisCluster {
             outages: get(&c.outages),
             data_losses: get(&c.data_losses),
             malformed: get(&c.malformed),
+            engine: EngineStats::new("redis", [("pending", pending), ("waiting", waiting)]),
         }
     }
 
@@ -313,7 +365,7 @@ impl Cluster for RedisCluster {
 
     fn send(&self, encoded: &Arc<Encoded>, to: &str) -> Result<Delivery, SendError> {
         let s = &self.shared;
-        let env = envelope(encoded, &s.node, s.next_id(), Target::Id(to));
+        let env = envelope(encoded, &s.node, s.next_id(), Target::Id(to), false);
         s.enqueue(Op::Send {
             to: to.to_owned(),
             env,
@@ -323,22 +375,15 @@ impl Cluster for RedisCluster {
         Ok(Delivery::Forwarded)
     }
 
-    fn broadcast(&self, encoded: &Arc<Encoded>, channels: &[String]) -> Result<(), SendError> {
+    fn broadcast(
+        &self,
+        encoded: &Arc<Encoded>,
+        channels: Option<&[String]>,
+    ) -> Result<(), SendError> {
         let s = &self.shared;
-        let env = envelope(encoded, &s.node, s.next_id(), Target::Channels(channels));
+        let env = envelope(encoded, &s.node, s.next_id(), channels.into(), false);
         s.enqueue(Op::Publish {
-            channels: channels.iter().map(|c| s.keys.channel(c)).collect(),
-            env,
-            encoded: encoded.clone(),
-            counted: None,
-        })
-    }
-
-    fn broadcast_all(&self, encoded: &Arc<Encoded>) -> Result<(), SendError> {
-        let s = &self.shared;
-        let env = envelope(encoded, &s.node, s.next_id(), Target::All);
-        s.enqueue(Op::Publish {
-            channels: vec![s.keys.all()],
+            channels: s.pubsub_channels(channels),
             env,
             encoded: encoded.clone(),
             counted: None,
@@ -353,14 +398,8 @@ impl Cluster for RedisCluster {
         Box::pin(async move {
             let s = &self.shared;
             let id = s.next_id();
-            let (target, pubsub) = match channels {
-                Some(list) => (
-                    Target::Channels(list),
-                    list.iter().map(|c| s.keys.channel(c)).collect(),
-                ),
-                None => (Target::All, vec![s.keys.all()]),
-            };
-            let env = super::counted_envelope(encoded, &s.node, id, target, true);
+            let pubsub = s.pubsub_channels(channels);
+            let env = envelope(encoded, &s.node, id, channels.into(), true);
             let (done, answer) = tokio::sync::oneshot::channel();
             let tally = Tally {
                 expected: None,
@@ -440,10 +479,18 @@ impl Cluster for RedisCluster {
         });
     }
 
+    fn membership<'a>(
+        &'a self,
+        id: &'a str,
+        channel: &'a str,
+        join: bool,
+    ) -> BoxFuture<'a, Result<Option<Result<bool, JoinError>>, SendError>> {
+        Box::pin(ids::membership(&self.shared, id, channel, join))
+    }
+
     fn claim<'a>(
         &'a self,
-        state: &'a ClientState,
-        channels: Vec<String>,
+        client: &'a Local,
         refuse: bool,
     ) -> BoxFuture<'a, Result<Claimed, SendError>> {
         Box::pin(async move {
@@ -454,26 +501,20 @@ impl Cluster for RedisCluster {
             if s.subs.send(SubOp::Barrier(done)).is_ok() {
                 let _ = tokio::time::timeout(s.config.command_timeout, subscribed).await;
             }
-            claim(s, state, channels, refuse).await
+            claim(s, client, refuse).await
         })
     }
 
-    fn release(
-        &self,
-        state: Arc<ClientState>,
-        channels: Vec<String>,
-        away: bool,
-        left: Vec<Arc<Encoded>>,
-    ) {
+    fn release(&self, client: Local, away: bool, left: Vec<Arc<Encoded>>) {
         let shared = self.shared.clone();
-        tokio::spawn(async move { release(&shared, &state, channels, away, left).await });
+        tokio::spawn(async move { release(&shared, &client, away, left).await });
     }
 
-    fn channels_changed(&self, state: &ClientState, channels: Vec<String>) {
+    fn channels_changed(&self, client: &Local) {
         let s = &self.shared;
-        let info = presence(s, state, channels);
+        let info = presence(s, client);
         let mut conn = s.conn.clone();
-        let (key, id) = (s.keys.presence(&s.node), state.id.to_string());
+        let (key, id) = (s.keys.presence(&s.node), client.id.to_string());
         tokio::spawn(async move {
             let r: redis::RedisResult<()> = redis::cmd("HSET")
                 .arg(key)
@@ -492,7 +533,7 @@ impl Cluster for RedisCluster {
 async fn heartbeat(shared: Weak<Shared>) {
     loop {
         let period = match shared.upgrade() {
-            Some(s) if s.pool().is_some() => {
+            Some(s) if s.handler().is_some() => {
                 if let Err(e) = s.renew_lease().await {
                     tracing::debug!(error = %e, "lease renewal failed");
                 }

@@ -263,6 +263,15 @@ redis.call('DEL', KEYS[1], KEYS[2])
 return 1
 "#;
 
+/// Tells the node that has an id connected something (a join or leave
+/// request). KEYS: the owner hash. ARGV: prefix, the frame. Returns how
+/// many nodes received it: 0 when no node has the id connected.
+pub(super) const TELL: &str = r#"
+local cur = redis.call('HMGET', KEYS[1], 'node', 'state')
+if not cur[1] or cur[2] ~= 'on' then return 0 end
+return redis.call('PUBLISH', ARGV[1] .. ':n:' .. cur[1], ARGV[2])
+"#;
+
 /// Reports the offline windows that closed. KEYS: `P:expiring`. ARGV:
 /// prefix, most ids per call. Returns {id, count, envelopes..., id, ...}:
 /// what each id's buffer held. Atomic, so exactly one node reports each.
@@ -306,6 +315,7 @@ pub(super) struct Scripts {
     pub(super) release: Script,
     pub(super) check: Script,
     pub(super) kick: Script,
+    pub(super) tell: Script,
     pub(super) expire: Script,
 }
 
@@ -318,6 +328,7 @@ impl Scripts {
             release: Script::new(RELEASE),
             check: Script::new(CHECK),
             kick: Script::new(KICK),
+            tell: Script::new(TELL),
             expire: Script::new(EXPIRE),
         }
     }

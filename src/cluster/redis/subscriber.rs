@@ -14,12 +14,16 @@ use tokio::sync::mpsc;
 
 use super::{
     config::random_id,
-    ids::{resync, Taken},
+    ids::{decode_answer, encode_answer, resync, Taken},
     stopped,
     writer::{tally, Op},
     Shared,
 };
-use crate::{proto::cluster::Envelope, stats::bump, WsPool};
+use crate::{
+    cluster::{arrived, Arrival, Handler, Link, Reach},
+    proto::cluster::Envelope,
+    stats::bump,
+};
 
 /// Keeps the pub/sub link: subscribes this node's channel, `all`, and the
 /// channels this node has members in; delivers what arrives, recovering
@@ -38,13 +42,15 @@ pub(super) async fn subscriber(
     // The last publication number seen per subscribed pub/sub channel.
     let mut last: HashMap<String, u64> = HashMap::new();
     loop {
-        let Some(pool) = shared.pool() else { return };
+        let Some(handler) = shared.handler() else {
+            return;
+        };
         match client.get_async_pubsub().await {
             Ok(pubsub) => {
                 let (mut sink, mut stream) = pubsub.split();
                 // Changes queued before this point are in the list below.
                 while subs.try_recv().is_ok() {}
-                let mut channels: HashSet<String> = (pool.node().channel_names().iter())
+                let mut channels: HashSet<String> = (handler.channels().iter())
                     .map(|c| shared.keys.channel(c))
                     .collect();
                 channels.insert(shared.node_channel.clone());
@@ -63,18 +69,18 @@ pub(super) async fn subscriber(
                     announce(&shared, channels.iter(), true).await;
                     if !first {
                         shared.up.store(true, Ordering::Release);
-                        check_run(&shared, &pool).await;
+                        check_run(&shared, &*handler).await;
                         // Buffers first: what they held is not delivered
                         // to the clients again from the histories.
-                        let (closed, taken) = resync(&shared, &pool).await;
-                        catch_up(&shared, &pool, &mut last, &taken).await;
-                        pool.cluster_resynced(closed);
+                        let (closed, taken) = resync(&shared, &*handler).await;
+                        catch_up(&shared, &*handler, &mut last, &taken).await;
+                        handler.link(Link::Up { closed });
                     }
                     first = false;
                     if let Some(r) = ready.take() {
                         let _ = r.send(());
                     }
-                    drop(pool);
+                    drop(handler);
                     let mut probe = tokio::time::interval(shared.config.probe_interval);
                     loop {
                         tokio::select! {
@@ -120,11 +126,11 @@ pub(super) async fn subscriber(
             }
             Err(e) => tracing::debug!(error = %e, "redis pub/sub connect failed"),
         }
-        if let Some(pool) = shared.pool() {
+        if let Some(handler) = shared.handler() {
             if shared.up.swap(false, Ordering::AcqRel) {
                 tracing::warn!("redis pub/sub link lost: reconnecting");
                 bump(&shared.stats.outages, 1);
-                pool.cluster_down();
+                handler.link(Link::Down);
             }
         }
         if let Some(r) = ready.take() {
@@ -161,11 +167,13 @@ pub(super) async fn announce<'a>(
 
 /// Handles one pub/sub message.
 pub(super) async fn inbound(shared: &Shared, msg: redis::Msg, last: &mut HashMap<String, u64>) {
-    let Some(pool) = shared.pool() else { return };
+    let Some(handler) = shared.handler() else {
+        return;
+    };
     let channel = msg.get_channel_name();
     let payload = msg.get_payload_bytes();
     if channel == shared.node_channel {
-        node_message(shared, &pool, payload);
+        node_message(shared, &*handler, payload);
         return;
     }
     let Some((seq, body)) = split_number(payload) else {
@@ -183,11 +191,11 @@ pub(super) async fn inbound(shared: &Shared, msg: redis::Msg, last: &mut HashMap
         if sequence(shared, channel).await.is_ok_and(|now| now < seq) {
             return malformed(shared, channel, "number ahead of the channel's counter");
         }
-        recover(shared, &pool, channel, prev, seq, &Taken::new()).await;
+        recover(shared, &*handler, channel, prev, seq, &Taken::new()).await;
     }
     // Numbered as seen only once it parsed: garbage must not move the
     // count past the real publication of that number.
-    if publication(shared, &pool, channel, body, &Taken::new()) {
+    if publication(shared, &*handler, channel, body, &Taken::new()) {
         match last.get_mut(channel) {
             Some(n) => *n = seq,
             None => {
@@ -212,8 +220,9 @@ pub(super) fn split_number(payload: &[u8]) -> Option<(u64, &[u8])> {
     Some((n, &payload[colon + 1..]))
 }
 
-/// A message on this node's own channel: a direct message, or a takeover.
-pub(super) fn node_message(shared: &Shared, pool: &WsPool, payload: &[u8]) {
+/// A message on this node's own channel: a direct message, a takeover, a
+/// kick, a join or leave request and its answer, or a count.
+pub(super) fn node_message(shared: &Shared, handler: &dyn Handler, payload: &[u8]) {
     let channel = shared.node_channel.as_str();
     let Some((kind, rest)) = payload.split_first() else {
         return malformed(shared, channel, "empty");
@@ -224,24 +233,52 @@ pub(super) fn node_message(shared: &Shared, pool: &WsPool, payload: &[u8]) {
     let text = || std::str::from_utf8(body).ok();
     match (kind, text()) {
         (b'D', _) => {
-            let delivered = Envelope::decode(body)
-                .ok()
-                .and_then(|env| pool.cluster_deliver(env, None, number, true));
-            match delivered {
-                Some(_) => bump(&shared.stats.received, 1),
-                None => malformed(shared, channel, "undecodable direct message"),
-            }
+            let Some(mut env) = Envelope::decode(body).ok() else {
+                return malformed(shared, channel, "undecodable direct message");
+            };
+            let Some(msg) = arrived(&mut env) else {
+                return malformed(shared, channel, "undecodable message");
+            };
+            bump(&shared.stats.received, 1);
+            let reach = Reach::Id {
+                id: &env.to,
+                epoch: number,
+            };
+            handler.deliver(Arrival {
+                msg,
+                reach,
+                clients: true,
+            });
         }
-        (b'K', Some(id)) => pool.cluster_replaced(id, number),
+        (b'K', Some(id)) => handler.replaced(id, number),
         (b'R', Some(count)) => match count.parse() {
             Ok(clients) => tally(shared, number, clients),
             Err(_) => malformed(shared, channel, "bad count"),
         },
         (b'X', Some(id)) => {
-            if let Some(client) = pool.client(id) {
-                client.disconnect();
+            handler.disconnect(id);
+        }
+        (b'J' | b'L', Some(request)) => {
+            let mut parts = request.splitn(3, ' ');
+            let (Some(id), Some(ch), Some(node)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return malformed(shared, channel, "bad membership request");
+            };
+            let answer = handler.membership(id, ch, *kind == b'J');
+            let frame = format!("A{number}:{}", encode_answer(answer));
+            let node = node.to_owned();
+            if shared.enqueue(Op::Reply { node, frame }).is_err() {
+                tracing::debug!(number, "could not answer a membership request");
             }
         }
+        (b'A', Some(answer)) => match decode_answer(answer) {
+            Some(answer) => {
+                if let Some(done) = shared.asked.lock().remove(&number) {
+                    let _ = done.send(answer);
+                }
+            }
+            None => malformed(shared, channel, "bad membership answer"),
+        },
         _ => malformed(shared, channel, "unknown kind or not UTF-8"),
     }
 }
@@ -254,12 +291,12 @@ pub(super) fn node_message(shared: &Shared, pool: &WsPool, payload: &[u8]) {
 /// Returns whether it parsed.
 pub(super) fn publication(
     shared: &Shared,
-    pool: &WsPool,
+    handler: &dyn Handler,
     channel: &str,
     body: &[u8],
     taken: &Taken,
 ) -> bool {
-    let Ok(env) = Envelope::decode(body) else {
+    let Ok(mut env) = Envelope::decode(body) else {
         malformed(shared, channel, "undecodable envelope");
         return false;
     };
@@ -269,17 +306,31 @@ pub(super) fn publication(
     let reached = if env.origin_node == shared.node {
         0
     } else {
-        let via = shared.keys.channel_name(channel);
-        match pool.cluster_deliver(env, via, 0, clients) {
-            Some(n) => {
-                bump(&shared.stats.received, 1);
-                n
-            }
-            None => {
-                malformed(shared, channel, "undecodable message");
-                return false;
-            }
-        }
+        let Some(msg) = arrived(&mut env) else {
+            malformed(shared, channel, "undecodable message");
+            return false;
+        };
+        bump(&shared.stats.received, 1);
+        let reach = match shared.keys.channel_name(channel) {
+            // Through `via`, the i-th target: members of the earlier ones
+            // were reached through those.
+            Some(via) => match env.channels.iter().position(|c| c == via) {
+                Some(i) => Reach::Channels {
+                    these: &env.channels[i..=i],
+                    skip: &env.channels[..i],
+                },
+                None => Reach::Channels {
+                    these: &[],
+                    skip: &[],
+                },
+            },
+            None => Reach::All,
+        };
+        handler.deliver(Arrival {
+            msg,
+            reach,
+            clients,
+        })
     };
     if let Some((node, id)) = answer {
         if node == shared.node {
@@ -298,7 +349,7 @@ pub(super) fn publication(
 /// those still in its history, in order; report the rest.
 pub(super) async fn recover(
     shared: &Shared,
-    pool: &WsPool,
+    handler: &dyn Handler,
     channel: &str,
     after: u64,
     before: u64,
@@ -321,7 +372,7 @@ pub(super) async fn recover(
     let missed = (before - after - 1).saturating_sub(found.len() as u64);
     bump(&shared.stats.recovered, found.len() as u64);
     for (_, body) in found {
-        publication(shared, pool, channel, body, taken);
+        publication(shared, handler, channel, body, taken);
     }
     if missed > 0 {
         bump(&shared.stats.missed, missed);
@@ -330,7 +381,8 @@ pub(super) async fn recover(
             missed,
             "publications missed and no longer in the history"
         );
-        pool.cluster_gap(shared.keys.channel_name(channel).unwrap_or("*"), missed);
+        let channel = shared.keys.channel_name(channel).unwrap_or("*").to_owned();
+        handler.link(Link::Gap { channel, missed });
     }
 }
 
@@ -348,7 +400,7 @@ pub(super) async fn sequence(shared: &Shared, channel: &str) -> redis::RedisResu
 /// the link was down is recovered from their histories.
 pub(super) async fn catch_up(
     shared: &Shared,
-    pool: &WsPool,
+    handler: &dyn Handler,
     last: &mut HashMap<String, u64>,
     taken: &Taken,
 ) {
@@ -364,7 +416,7 @@ pub(super) async fn catch_up(
         }
         match now {
             Some(now) if now > *prev => {
-                recover(shared, pool, channel, *prev, now + 1, taken).await;
+                recover(shared, handler, channel, *prev, now + 1, taken).await;
                 *prev = now;
             }
             Some(_) => {}
@@ -377,13 +429,13 @@ pub(super) async fn catch_up(
 
 /// Detects a Redis that lost its data (restarted without persistence, or
 /// flushed): the run marker this node saw is gone.
-pub(super) async fn check_run(shared: &Shared, pool: &WsPool) {
+pub(super) async fn check_run(shared: &Shared, handler: &dyn Handler) {
     let seen = shared.run.lock().clone();
     match mark_run(shared).await {
         Ok(now) if now != seen => {
             bump(&shared.stats.data_losses, 1);
             tracing::warn!("redis lost its data: ids are claimed again, buffers are gone");
-            pool.cluster_data_lost();
+            handler.link(Link::DataLost);
             *shared.run.lock() = now;
         }
         _ => {}

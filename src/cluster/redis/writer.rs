@@ -29,20 +29,15 @@ pub(super) async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
         }
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        let Some(pool) = shared.pool() else { return };
+        let settings = &shared.settings;
         let (max, max_bytes, ttl) = (
-            pool.config().offline_max_messages(),
-            pool.config().offline_max_bytes(),
-            pool.config().offline_ttl().as_millis() as u64,
+            settings.offline_max_messages,
+            settings.offline_max_bytes,
+            settings.offline_ttl.as_millis() as u64,
         );
         // Publications older than a message's time to live are not worth
         // recovering.
-        let history_ttl = pool
-            .config()
-            .message_ttl()
-            .as_millis()
-            .min(u64::MAX as u128) as u64;
-        drop(pool);
+        let history_ttl = settings.message_ttl.as_millis().min(u64::MAX as u128) as u64;
         for op in &batch {
             match op {
                 Op::Send { to, env, .. } => {
@@ -107,13 +102,15 @@ pub(super) async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
             Err(e) => {
                 tracing::warn!(error = %e, "redis command failed");
                 shared.up.store(false, Ordering::Release);
-                if let Some(pool) = shared.pool() {
+                if let Some(handler) = shared.handler() {
                     for op in &batch {
                         match op {
                             Op::Send { to, encoded, .. } => {
-                                pool.undeliverable(encoded, to, shared.unavailable())
+                                handler.undeliverable(encoded, to, shared.unavailable())
                             }
-                            Op::Publish { encoded, .. } => pool.cluster_lost(encoded),
+                            Op::Publish { encoded, .. } => {
+                                handler.undeliverable(encoded, "", shared.unavailable())
+                            }
                             Op::Reply { .. } => {}
                         }
                     }
@@ -132,7 +129,9 @@ pub(super) fn is_noscript(r: &redis::RedisResult<Value>) -> bool {
 /// send script could not route; tells counted broadcasts how many answers
 /// to expect.
 pub(super) fn report_sends(shared: &Shared, batch: &[Op], results: &[redis::RedisResult<Value>]) {
-    let Some(pool) = shared.pool() else { return };
+    let Some(handler) = shared.handler() else {
+        return;
+    };
     let mut results = results.iter();
     for op in batch {
         match op {
@@ -144,7 +143,7 @@ pub(super) fn report_sends(shared: &Shared, batch: &[Op], results: &[redis::Redi
                     Some(Err(e)) => SendError::Unavailable(e.to_string()),
                     None => shared.unavailable(),
                 };
-                pool.undeliverable(encoded, to, why);
+                handler.undeliverable(encoded, to, why);
             }
             Op::Publish {
                 counted, encoded, ..
@@ -161,7 +160,7 @@ pub(super) fn report_sends(shared: &Shared, batch: &[Op], results: &[redis::Redi
                     for id in out {
                         if let Value::BulkString(id) = id {
                             let id = String::from_utf8_lossy(id);
-                            pool.undeliverable(
+                            handler.undeliverable(
                                 encoded,
                                 &id,
                                 SendError::QueueFull(ClientId::from(&*id)),
@@ -170,7 +169,7 @@ pub(super) fn report_sends(shared: &Shared, batch: &[Op], results: &[redis::Redi
                     }
                 }
                 if reached.is_none() {
-                    pool.cluster_lost(encoded);
+                    handler.undeliverable(encoded, "", shared.unavailable());
                 }
                 if let Some(id) = counted {
                     if let Some(tally) = shared.tallies.lock().get_mut(id) {

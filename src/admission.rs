@@ -13,81 +13,20 @@
 //! IPv6 addresses are counted by their /64 prefix: one host usually holds
 //! a whole /64, so counting single addresses would not limit it.
 //!
-//! Behind a load balancer every TCP peer is the balancer; [`ClientIp`]
-//! says which header carries the client's address instead.
+//! Behind a load balancer every TCP peer is the balancer;
+//! [`ClientIp`](crate::ClientIp) says which header carries the client's
+//! address instead.
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv6Addr},
     sync::Arc,
 };
 
-use http::{header::HeaderName, HeaderMap};
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
-
-/// Where the pool reads a client's address; set it with
-/// [`WsPoolBuilder::client_ip`](crate::WsPoolBuilder::client_ip).
-///
-/// A header is only as trustworthy as the proxy that sets it: use one only
-/// when clients can reach the server through that proxy alone (else a
-/// client names any address it likes). When the header is missing or does
-/// not parse, the TCP peer's address is used. An address read from a
-/// header has port 0 in [`ClientInfo::remote_addr`](crate::ClientInfo::remote_addr).
-///
-/// ```
-/// use wspool::{admission::ClientIp, WsPool};
-///
-/// // nginx: proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-/// let pool = WsPool::builder().client_ip(ClientIp::RightmostForwardedFor).build();
-/// # drop(pool);
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ClientIp {
-    /// The TCP peer (the default): right when clients connect directly.
-    #[default]
-    Peer,
-    /// The last address in `X-Forwarded-For`: the one your proxy appended
-    /// (what came before it, the client may have written).
-    RightmostForwardedFor,
-    /// A header whose whole value is the client's address, set by your
-    /// proxy: e.g. `X-Real-IP`, `CF-Connecting-IP`, `Fly-Client-IP`.
-    Header(HeaderName),
-}
-
-impl ClientIp {
-    /// The client's address for a request from `peer` with `headers`.
-    pub fn resolve(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<SocketAddr> {
-        let from_header = match self {
-            ClientIp::Peer => None,
-            ClientIp::RightmostForwardedFor => headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .next_back()
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit(',').next())
-                .and_then(parse_ip),
-            ClientIp::Header(name) => headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_ip),
-        };
-        from_header.map(|ip| SocketAddr::new(ip, 0)).or(peer)
-    }
-}
-
-/// An address as proxies write it: `1.2.3.4`, `2001:db8::1`, `[2001:db8::1]`.
-fn parse_ip(s: &str) -> Option<IpAddr> {
-    let s = s.trim();
-    let s = s
-        .strip_prefix('[')
-        .and_then(|s| s.strip_suffix(']'))
-        .unwrap_or(s);
-    s.parse().ok()
-}
 
 /// The key an address is counted under: IPv6 by its /64.
 fn ip_key(ip: IpAddr) -> IpAddr {
@@ -267,46 +206,5 @@ mod tests {
             a.slots.available_permits(),
             Config::default().max_connections - 2
         );
-    }
-
-    /// The proxy's address is the rightmost of X-Forwarded-For; a missing
-    /// or bad header falls back to the peer.
-    #[test]
-    fn client_ip_from_headers() {
-        let peer: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-        let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", "6.6.6.6, 203.0.113.7".parse().unwrap());
-        let xff = ClientIp::RightmostForwardedFor;
-        assert_eq!(
-            xff.resolve(&h, Some(peer)),
-            Some("203.0.113.7:0".parse().unwrap())
-        );
-        h.append("x-forwarded-for", "[2001:db8::5]".parse().unwrap());
-        assert_eq!(
-            xff.resolve(&h, Some(peer)).map(|a| a.ip()),
-            Some("2001:db8::5".parse::<IpAddr>().unwrap())
-        );
-        let real = ClientIp::Header(HeaderName::from_static("x-real-ip"));
-        assert_eq!(real.resolve(&h, Some(peer)), Some(peer));
-        h.insert("x-real-ip", "not an address".parse().unwrap());
-        assert_eq!(real.resolve(&h, Some(peer)), Some(peer));
-        h.insert(
-            "x-real-ip",
-            http::HeaderValue::from_bytes(b"1.2.3.4\xff").unwrap(),
-        );
-        assert_eq!(real.resolve(&h, Some(peer)), Some(peer));
-        let mut bad = HeaderMap::new();
-        bad.insert(
-            "x-forwarded-for",
-            http::HeaderValue::from_bytes(b"\xfe, \xff").unwrap(),
-        );
-        assert_eq!(xff.resolve(&bad, Some(peer)), Some(peer));
-        assert_eq!(xff.resolve(&HeaderMap::new(), None), None);
-        h.insert("x-real-ip", "198.51.100.3".parse().unwrap());
-        assert_eq!(
-            real.resolve(&h, None),
-            Some("198.51.100.3:0".parse().unwrap())
-        );
-        assert_eq!(ClientIp::Peer.resolve(&h, Some(peer)), Some(peer));
     }
 }

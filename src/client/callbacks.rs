@@ -17,7 +17,8 @@ use std::{
     sync::Arc,
 };
 
-use crate::{ClientHandle, DisconnectReason, PoolError, SendMsg};
+use super::ClientHandle;
+use crate::{DisconnectReason, PoolError, SendMsg};
 
 /// What `on_message` decides about a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -108,6 +109,14 @@ impl Callbacks {
     ) -> Self {
         self.on_error = Some(Arc::new(f));
         self
+    }
+
+    /// Are none set?
+    pub(crate) fn is_empty(&self) -> bool {
+        self.on_open.is_none()
+            && self.on_message.is_none()
+            && self.on_close.is_none()
+            && self.on_error.is_none()
     }
 
     /// Runs `on_open`; a panic comes back as the error to report.

@@ -1,0 +1,57 @@
+//! Close frames: the code and text for each reason, and how a read error
+//! maps to a reason.
+
+use axum::extract::ws::{CloseFrame, Message};
+
+use crate::{message::close_code, DisconnectReason, PoolError};
+
+pub(super) fn read_error(e: axum::Error) -> DisconnectReason {
+    use tungstenite::{error::ProtocolError, Error};
+    // axum wraps tungstenite's error; it is the same version as ours.
+    let inner = e.into_inner();
+    match inner.downcast_ref::<Error>() {
+        Some(Error::Capacity(_)) => DisconnectReason::MessageTooBig,
+        Some(Error::Utf8(detail)) => DisconnectReason::ProtocolViolation {
+            code: close_code::INVALID_PAYLOAD,
+            detail: detail.clone(),
+        },
+        Some(
+            Error::ConnectionClosed
+            | Error::AlreadyClosed
+            | Error::Io(_)
+            | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+        ) => DisconnectReason::ConnectionLost,
+        Some(Error::Protocol(e)) => DisconnectReason::ProtocolViolation {
+            code: close_code::PROTOCOL,
+            detail: e.to_string(),
+        },
+        _ => DisconnectReason::Error(PoolError::Socket(inner.to_string())),
+    }
+}
+
+fn close_text(reason: &DisconnectReason) -> &'static str {
+    match reason {
+        DisconnectReason::Replaced => "replaced",
+        DisconnectReason::Kicked => "disconnected",
+        DisconnectReason::Shutdown => "server shutting down",
+        DisconnectReason::IdleTimeout => "idle timeout",
+        DisconnectReason::MessageTooBig => "message too big",
+        DisconnectReason::TooSlow => "too slow",
+        DisconnectReason::Refused => "id in use",
+        DisconnectReason::RateLimited => "rate limit exceeded",
+        DisconnectReason::ProtocolViolation { code, .. }
+            if *code == close_code::INVALID_PAYLOAD =>
+        {
+            "invalid UTF-8"
+        }
+        DisconnectReason::ProtocolViolation { .. } => "protocol error",
+        _ => "",
+    }
+}
+
+pub(super) fn close_frame(reason: &DisconnectReason) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: reason.code().unwrap_or(close_code::NORMAL),
+        reason: close_text(reason).into(),
+    }))
+}

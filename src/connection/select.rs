@@ -1,0 +1,88 @@
+//! The select loop: a frame from the client, work in the mailbox, or the
+//! ping and idle timer, until the connection must end.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::extract::ws::{Message, WebSocket};
+use tokio::time::Instant;
+
+use super::{close::read_error, rate_limit::RateLimit, read_signal::ReadSignal, Connection, Ended};
+use crate::{
+    message::{after, after_from, now_ms},
+    DisconnectReason,
+};
+
+impl Connection {
+    /// Reads, writes and keeps time until the connection must end.
+    ///
+    /// One task owns the whole socket (no split halves and their lock): the
+    /// `select!` drops its futures before a branch's handler runs, so the
+    /// handlers may use the socket.
+    pub(super) async fn serve(&self, socket: &mut WebSocket) -> Ended {
+        let config = self.hub().config();
+        let mut rate = RateLimit::new(
+            config.max_inbound_messages_per_sec(),
+            config.max_inbound_bytes_per_sec(),
+            config.max_message_size(),
+        );
+        let (idle_timeout, ping_interval) = (config.idle_timeout(), config.ping_interval());
+        // One timer serves both the pings and the idle timeout. A frame only
+        // moves `idle_at` later; the timer is not touched on the per-frame
+        // path, and when it fires early it is simply set again.
+        let mut next_ping = after(ping_interval);
+        let mut idle_at = after(idle_timeout);
+        let timer = tokio::time::sleep_until(next_ping.min(idle_at));
+        tokio::pin!(timer);
+        let mut batch = Vec::new();
+        let readable = ReadSignal::new();
+        loop {
+            tokio::select! {
+                frame = readable.next_frame(socket) => {
+                    let frame = match frame {
+                        Some(Ok(frame)) => frame,
+                        Some(Err(e)) => return read_error(e).into(),
+                        None => return DisconnectReason::ConnectionLost.into(),
+                    };
+                    let now = Instant::now();
+                    idle_at = after_from(now, idle_timeout);
+                    self.state().last_received_ms.store(now_ms() as u64, Relaxed);
+                    match frame {
+                        Message::Binary(_) | Message::Text(_) => {
+                            if let Some(reason) = self.inbound(frame, &mut rate, now) {
+                                return reason.into();
+                            }
+                        }
+                        Message::Close(frame) => return DisconnectReason::ClientClosed(frame.map(|f| f.code)).into(),
+                        // Pongs only prove liveness; tungstenite answers pings.
+                        Message::Ping(_) | Message::Pong(_) => {}
+                    }
+                }
+                () = self.state().wake.notified() => {
+                    // Boxed, as the ping below: a write's future is the
+                    // largest state of this loop, and the task would keep
+                    // room for it all the time it is idle (one allocation
+                    // per batch instead: BENCHMARKS.md, issue 11).
+                    match Box::pin(self.write_queued(socket, &mut batch)).await {
+                        Ok(None) => {}
+                        Ok(Some(close)) => return close.reason.into(),
+                        Err(stop) => return self.stopped(stop),
+                    }
+                }
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= idle_at {
+                        return DisconnectReason::IdleTimeout.into();
+                    }
+                    if now >= next_ping {
+                        next_ping = after(ping_interval);
+                        let ping = socket.send(Message::Ping(Default::default()));
+                        if let Err(stop) = Box::pin(self.write(ping)).await {
+                            return self.stopped(stop);
+                        }
+                    }
+                    timer.as_mut().reset(next_ping.min(idle_at));
+                }
+            }
+        }
+    }
+}

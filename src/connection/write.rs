@@ -1,0 +1,136 @@
+//! Writes that can be abandoned: a batch from the mailbox with one flush,
+//! bounded by `write_timeout` and given up as soon as a close that does not
+//! wait is requested.
+
+use std::{
+    future::{poll_fn, Future},
+    sync::{atomic::Ordering::Relaxed, Arc},
+    task::Poll,
+};
+
+use axum::extract::ws::WebSocket;
+use futures_util::SinkExt;
+use tokio::time::Instant;
+
+use super::{Connection, Ended};
+use crate::{
+    event::UndeliveredReason,
+    message::{now_ms, Encoded},
+    node::CloseRequest,
+    stats::bump,
+    DisconnectReason, PoolError,
+};
+
+/// Most frames written before one flush.
+const BATCH_FRAMES: usize = 64;
+/// Most payload bytes written before one flush.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Why a write did not complete.
+pub(super) enum WriteStop {
+    /// It failed, or took longer than `write_timeout`.
+    Failed(PoolError),
+    /// A close that does not wait was requested meanwhile: the write was
+    /// abandoned for it.
+    Interrupted(CloseRequest),
+}
+
+impl Connection {
+    /// Runs `write`, bounded by `write_timeout` and abandoned as soon as a
+    /// close that does not wait is requested (a client that stopped
+    /// reading must not delay its own 4008, a kick, or a replacement).
+    pub(super) async fn write(
+        &self,
+        write: impl Future<Output = Result<(), axum::Error>>,
+    ) -> Result<(), WriteStop> {
+        let timeout = self.hub().config().write_timeout();
+        let write = tokio::time::timeout(timeout, write);
+        tokio::pin!(write);
+        let state = self.state();
+        poll_fn(|cx| {
+            // The write first: when it completes at once, nothing else is
+            // touched; only a pending write watches for a close request.
+            if let Poll::Ready(written) = write.as_mut().poll(cx) {
+                return Poll::Ready(match written {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(WriteStop::Failed(PoolError::Socket(e.to_string()))),
+                    Err(_) => Err(WriteStop::Failed(PoolError::WriteTimeout(timeout))),
+                });
+            }
+            match state.poll_close_now(cx) {
+                Some(close) => Poll::Ready(Err(WriteStop::Interrupted(close))),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// How the loop ends after a write did not complete.
+    pub(super) fn stopped(&self, stop: WriteStop) -> Ended {
+        let reason = match stop {
+            WriteStop::Failed(e) => {
+                self.report(e.clone());
+                DisconnectReason::Error(e)
+            }
+            WriteStop::Interrupted(close) => close.reason,
+        };
+        Ended {
+            reason,
+            stalled: true,
+        }
+    }
+
+    /// Writes one batch from the mailbox with a single flush; returns a
+    /// close request when it is due (at once, or once the mailbox is empty
+    /// for a flushing close).
+    pub(super) async fn write_queued(
+        &self,
+        socket: &mut WebSocket,
+        batch: &mut Vec<Arc<Encoded>>,
+    ) -> Result<Option<CloseRequest>, WriteStop> {
+        let state = self.state();
+        let close = state.close_request();
+        if close.as_ref().is_some_and(|c| !c.flush) {
+            return Ok(close);
+        }
+        let hub = self.hub();
+        let mut expired = Vec::new();
+        // One clock read for the expiry check and the queue delay.
+        let now = Instant::now();
+        let bytes = (hub.node()).drain(state, batch, &mut expired, BATCH_FRAMES, BATCH_BYTES, now);
+        #[cfg(feature = "metrics")]
+        crate::metrics::queue_delays(hub.queue_delay(), batch, now);
+        hub.report_undelivered(&state.id, expired, UndeliveredReason::Expired);
+        if !batch.is_empty() {
+            let frames = batch.len() as u64;
+            let write = async {
+                for msg in batch.iter() {
+                    socket.feed(msg.frame(state.format)).await?;
+                }
+                socket.flush().await
+            };
+            if let Err(stop) = self.write(write).await {
+                // Some of the batch may have reached the client; none is
+                // known to have: report it all rather than lose it silently.
+                hub.report_undelivered(
+                    &state.id,
+                    std::mem::take(batch),
+                    UndeliveredReason::WriteFailed,
+                );
+                return Err(stop);
+            }
+            batch.clear();
+            let counters = hub.counters();
+            bump(&counters.messages_out, frames);
+            bump(&counters.bytes_out, bytes as u64);
+            bump(&state.messages_out, frames);
+            bump(&state.bytes_out, bytes as u64);
+            state.last_sent_ms.store(now_ms() as u64, Relaxed);
+            tracing::trace!(frames, bytes, "wrote batch");
+        }
+        if close.is_some() && state.mailbox.len().0 == 0 {
+            return Ok(close);
+        }
+        Ok(None)
+    }
+}

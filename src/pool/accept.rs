@@ -1,0 +1,154 @@
+//! [`WsPool::accept`]: admitting, checking and upgrading a handshake, for
+//! the provided route and for handlers of your own.
+
+use std::net::SocketAddr;
+
+use axum::{extract::ws::WebSocketUpgrade, http::StatusCode, response::Response};
+
+use super::{refuse, WsPool};
+use crate::{
+    admission::{Refusal, Ticket},
+    connection,
+    names::{check_channel, check_id, TokenError, TokenLimits},
+    stats::bump,
+    ClientConfig, DuplicatePolicy,
+};
+
+impl WsPool {
+    /// Upgrades the connection and registers it as `config` says: the way
+    /// to write a handler of your own (see [`handler`](crate::handler)).
+    ///
+    /// The handshake is admitted as by the provided route
+    /// (`max_handshakes_in_flight`, `max_connections`: 503;
+    /// `max_connections_per_ip` against `config`'s
+    /// [`remote_addr`](ClientConfig::remote_addr), when set: 429); the id
+    /// and channels are checked against the pool's limits (400) and the
+    /// duplicate policy (409) before the upgrade; the pool's socket
+    /// settings (`max_message_size`, buffer sizes) are applied to it.
+    ///
+    /// In a cluster, an id connected to another node is refused (409)
+    /// before the upgrade, as by the provided route, when the duplicate
+    /// policy is `Refuse`.
+    ///
+    /// Unlike the provided route, this does not check `Sec-WebSocket-Key`
+    /// or the `Origin`: call [`handshake::valid_key`](crate::handshake::valid_key)
+    /// and compare the origin yourself when it matters.
+    pub async fn accept(&self, upgrade: WebSocketUpgrade, config: ClientConfig) -> Response {
+        match self.admit(config.remote_addr) {
+            Ok(ticket) => self.upgrade(upgrade, config, ticket).await,
+            Err(refused) => *refused,
+        }
+    }
+
+    /// Admits a handshake from `remote`, or answers why not.
+    pub(crate) fn admit(&self, remote: Option<SocketAddr>) -> Result<Ticket, Box<Response>> {
+        let refusal = match self.admission().admit(remote.map(|a| a.ip())) {
+            Ok(ticket) => return Ok(ticket),
+            Err(refusal) => refusal,
+        };
+        let counters = self.hub().counters();
+        let (counter, status, reason) = match refusal {
+            Refusal::Busy => (
+                &counters.refused_busy,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many handshakes in progress: retry shortly",
+            ),
+            Refusal::Capacity => (
+                &counters.refused_capacity,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections",
+            ),
+            Refusal::PerIp => (
+                &counters.refused_per_ip,
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from your address",
+            ),
+        };
+        bump(counter, 1);
+        Err(Box::new(refuse(status, reason)))
+    }
+
+    /// Checks an admitted handshake's id, channels and duplicate policy
+    /// (here, then cluster-wide), then upgrades it.
+    pub(crate) async fn upgrade(
+        &self,
+        upgrade: WebSocketUpgrade,
+        mut config: ClientConfig,
+        ticket: Ticket,
+    ) -> Response {
+        let c = self.config();
+        let counters = self.hub().counters();
+        if let Err(reason) = self.check(&mut config) {
+            bump(&counters.refused_bad_request, 1);
+            return refuse(StatusCode::BAD_REQUEST, reason.to_string());
+        }
+        if c.duplicate_policy() == DuplicatePolicy::Refuse && self.connected(&config.id).await {
+            bump(&counters.refused_duplicate_id, 1);
+            return refuse(
+                StatusCode::CONFLICT,
+                format!("id {} is already connected", config.id),
+            );
+        }
+        let mut upgrade = upgrade
+            .read_buffer_size(c.read_buffer_size())
+            .write_buffer_size(c.write_buffer_size())
+            .max_message_size(c.max_message_size())
+            .max_frame_size(c.max_message_size());
+        if let Some(protocol) = &config.protocol {
+            upgrade = upgrade.protocols([protocol.clone()]);
+        }
+        let (hub, callbacks) = (self.hub().clone(), self.callbacks().clone());
+        // Boxed before axum's upgrade future captures it: that future keeps
+        // its callback's captures for the connection's whole life.
+        let config = Box::new(config);
+        upgrade
+            .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+            .on_upgrade(move |socket| connection::serve(hub, callbacks, config, socket, ticket))
+    }
+
+    /// Is `id` connected here, or (in a cluster) to another live node? The
+    /// claim at registration settles a race between two nodes (1008).
+    async fn connected(&self, id: &str) -> bool {
+        if self.hub().node().is_connected(id) {
+            return true;
+        }
+        match self.hub().cluster() {
+            Some(cluster) => cluster.connected_elsewhere(id).await == Ok(true),
+            None => false,
+        }
+    }
+
+    /// Checks the id and channels of `config` (the token's rules and
+    /// wording), dropping repeated channels.
+    fn check(&self, config: &mut ClientConfig) -> Result<(), TokenError> {
+        let limits = self.token_limits();
+        check_id(&config.id, limits.max_id_len)?;
+        let mut seen: Vec<String> = Vec::with_capacity(config.channels.len());
+        for ch in config.channels.drain(..) {
+            check_channel(&ch, limits.max_channel_len)?;
+            if !seen.contains(&ch) {
+                seen.push(ch);
+            }
+        }
+        if seen.len() > limits.max_channels {
+            return Err(TokenError::TooManyChannels {
+                count: seen.len(),
+                max: limits.max_channels,
+            });
+        }
+        config.channels = seen;
+        Ok(())
+    }
+}
+
+impl WsPool {
+    /// The limits a token or a [`ClientConfig`] is checked against.
+    pub(crate) fn token_limits(&self) -> TokenLimits {
+        let c = self.config();
+        TokenLimits {
+            max_id_len: c.max_id_len(),
+            max_channel_len: c.max_channel_len(),
+            max_channels: c.max_channels_per_client(),
+        }
+    }
+}
