@@ -8,13 +8,11 @@
 //! | `POST /api/broadcast_all` | `200 {"recipients": N}`; 400 bad body; 503 |
 //! | `GET /api/clients` | array of [`ClientInfo`](crate::ClientInfo), every node's in a cluster |
 //! | `GET /api/clients/{id}` | one (on any node), or 404 |
-//! | `PUT /api/clients/{id}/channels/{channel}` | `200 {"joined": bool}` (false: already a member); 404; 400 |
-//! | `DELETE /api/clients/{id}/channels/{channel}` | `200 {"left": bool}`; 404 |
+//! | `PUT /api/clients/{id}/channels/{channel}` | `200 {"joined": bool}` (false: already a member), on whichever node has it; 404; 400; 503 the cluster unreachable |
+//! | `DELETE /api/clients/{id}/channels/{channel}` | `200 {"left": bool}`, on whichever node has it; 404; 400; 503 |
 //! | `DELETE /api/clients/{id}` | closes it with 4002 on whichever node has it: `200 {"disconnected": id}`; 404 |
 //! | `GET /api/stats` | [`Stats`](crate::Stats) of this node |
 //! | `GET /api/stats/stream` | server-sent events: `event: stats`, the [`Stats`](crate::Stats) of this node as JSON, once a second (the live dashboard's feed) |
-//!
-//! Joining and leaving act on this node's clients only.
 //!
 //! Every error is `{"error": "..."}` with its status, including the
 //! rejections axum would answer in plain text: a body over the limit
@@ -202,20 +200,20 @@ async fn disconnect(pool: WsPool, Params(id): Params<String>) -> Response {
 }
 
 async fn join(pool: WsPool, Params((id, channel)): Params<(String, String)>) -> Response {
-    let Some(client) = pool.client(&id) else {
-        return not_found(&id);
-    };
-    match client.join(&channel) {
-        Ok(joined) => Json(json!({ "joined": joined })).into_response(),
-        Err(JoinError::NotConnected) => not_found(&id),
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
-    }
+    membership(pool.cluster_join(&id, &channel).await, "joined", &id)
 }
 
 async fn leave(pool: WsPool, Params((id, channel)): Params<(String, String)>) -> Response {
-    match pool.client(&id) {
-        Some(client) => Json(json!({ "left": client.leave(&channel) })).into_response(),
-        None => not_found(&id),
+    membership(pool.cluster_leave(&id, &channel).await, "left", &id)
+}
+
+/// The answer to a join or leave on any node.
+fn membership(answer: Result<bool, JoinError>, done: &str, id: &str) -> Response {
+    match answer {
+        Ok(changed) => Json(json!({ done: changed })).into_response(),
+        Err(JoinError::NotConnected) => not_found(id),
+        Err(e @ JoinError::Unavailable(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 

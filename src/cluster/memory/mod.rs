@@ -112,8 +112,8 @@ impl Network {
     /// Heals the link of pool `node`, as a reconnect to Redis does: its
     /// ids are checked (those claimed elsewhere meanwhile are closed with
     /// 4001; those it served unclaimed are claimed), what was kept for it
-    /// is delivered (direct messages first, then broadcasts in order), a
-    /// broadcast that did not fit is reported as
+    /// is delivered in the order it was sent, what did not fit is reported
+    /// as
     /// [`PoolEvent::ClusterGap`](crate::PoolEvent::ClusterGap) (channel
     /// `*`), and then [`PoolEvent::ClusterUp`](crate::PoolEvent::ClusterUp).
     /// Returns whether the pool's link was cut.
@@ -132,6 +132,14 @@ impl Network {
             self.net.resync(id, cut, &*handler);
         }
         true
+    }
+
+    /// How many messages the network holds for `id` while its client is
+    /// away; `None` when it is not away (connected, or unknown).
+    pub fn held(&self, id: &str) -> Option<usize> {
+        let state = self.net.state.lock();
+        let away = state.owners.get(id)?.away.as_ref()?;
+        Some(away.buffer.len())
     }
 
     /// Forgets everything the network holds (owners of ids, offline
@@ -155,7 +163,7 @@ impl Network {
 
 impl Net {
     /// Pool `node`'s link is back: checks its ids, delivers what was kept.
-    fn resync(&self, node: u64, mut cut: Cut, handler: &dyn Handler) {
+    fn resync(&self, node: u64, cut: Cut, handler: &dyn Handler) {
         // Channel changes made while cut did not reach the network (as
         // subscriptions made while Redis is away): taken afresh.
         let channels = handler.channels().into_iter().collect();
@@ -170,7 +178,7 @@ impl Net {
                 let mut state = self.state.lock();
                 match state.owners.get_mut(id) {
                     Some(o) if o.node == node && o.epoch == client.epoch && o.away.is_none() => {
-                        Resync::Held(cut.held.remove(id).unwrap_or_default())
+                        Resync::Held
                     }
                     Some(o) if o.node != node && o.away.is_none() => Resync::Lost,
                     _ => {
@@ -182,15 +190,13 @@ impl Net {
                             away: None,
                         };
                         let before = state.owners.insert(id.to_owned(), owner);
-                        let mut held = before.and_then(|o| o.away).map(|a| a.buffer.into());
-                        let mut held: Vec<_> = held.take().unwrap_or_default();
-                        held.extend(cut.held.remove(id).unwrap_or_default());
-                        Resync::Claimed(epoch, held)
+                        let held = before.and_then(|o| o.away).map(|a| a.buffer.into());
+                        Resync::Claimed(epoch, held.unwrap_or_default())
                     }
                 }
             };
             match then {
-                Resync::Held(held) => handler.reclaimed(client, None, held),
+                Resync::Held => {}
                 Resync::Lost => {
                     handler.replaced(id, u64::MAX);
                     closed += 1;
@@ -207,11 +213,12 @@ impl Net {
                 .retain(|id, o| o.node != node || o.away.is_some() || here.contains(id.as_str()));
         }
         let mut recovered = 0;
-        for (_, bytes, channels) in cut.backlog {
+        for (_, bytes, kept) in cut.backlog {
             let Some(msg) = carried(&bytes) else { continue };
-            let reach = match &channels {
-                Some(these) => Reach::Channels { these, skip: &[] },
-                None => Reach::All,
+            let reach = match &kept {
+                Kept::Id(id) => Reach::Id { id, epoch: 0 },
+                Kept::Broadcast(Some(these)) => Reach::Channels { these, skip: &[] },
+                Kept::Broadcast(None) => Reach::All,
             };
             recovered += 1;
             handler.deliver(Arrival {
@@ -234,8 +241,8 @@ impl Net {
 
 /// What a healed pool does with one of its clients.
 enum Resync {
-    /// Still its own: what was held for it.
-    Held(Vec<Arc<Encoded>>),
+    /// Still its own.
+    Held,
     /// Claimed elsewhere meanwhile: closed.
     Lost,
     /// Claimed now (it was served unclaimed), with what was held for it.
@@ -280,19 +287,25 @@ struct Member {
 }
 
 /// What a pool whose link is cut misses, kept for when it is healed (as
-/// Redis keeps channel histories and buffers for a node whose link broke).
+/// Redis keeps buffers and channel histories for a node whose link broke).
 #[derive(Default)]
 struct Cut {
-    /// Direct messages for its clients, by id.
-    held: HashMap<String, Vec<Arc<Encoded>>>,
-    /// Broadcasts to it, in order, with when they were published: at most
-    /// [`BACKLOG`], for at most the pool's `message_ttl`.
-    backlog: VecDeque<(Instant, Bytes, Option<Vec<String>>)>,
-    /// Broadcasts that did not fit the backlog.
+    /// What was sent to it, in order, with when: at most [`BACKLOG`], for
+    /// at most the pool's `message_ttl`.
+    backlog: VecDeque<(Instant, Bytes, Kept)>,
+    /// What did not fit the backlog.
     missed: u64,
 }
 
-/// Most broadcasts kept for a pool whose link is cut (Redis's history
+/// Who a kept message is for.
+enum Kept {
+    /// A client, by id.
+    Id(String),
+    /// The members of these channels (everyone: `None`).
+    Broadcast(Option<Vec<String>>),
+}
+
+/// Most messages kept for a pool whose link is cut (Redis's history
 /// length, by default).
 const BACKLOG: usize = 1_000;
 
@@ -442,7 +455,13 @@ impl MemoryCluster {
             return Route::Nowhere;
         }
         if let Some(cut) = state.nodes.get_mut(&node).and_then(|m| m.cut.as_mut()) {
-            cut.held.entry(to.to_owned()).or_default().push(msg.clone());
+            let bytes = self.envelope(msg, Target::Id(to));
+            cut.keep(
+                Instant::now(),
+                self.settings.message_ttl,
+                bytes,
+                Kept::Id(to.to_owned()),
+            );
             return Route::Buffered;
         }
         Self::received(&state, node);
@@ -487,7 +506,8 @@ impl MemoryCluster {
                 continue;
             }
             if let Some(cut) = member.cut.as_mut() {
-                cut.keep(now, self.settings.message_ttl, bytes, channels);
+                let kept = Kept::Broadcast(channels.map(<[String]>::to_vec));
+                cut.keep(now, self.settings.message_ttl, bytes.clone(), kept);
                 continue;
             }
             if let Some(handler) = member.handler.as_ref().and_then(Weak::upgrade) {
@@ -551,7 +571,7 @@ impl Cut {
     /// Keeps a broadcast for when the link is healed; drops what is older
     /// than `ttl` (it would expire) and, beyond [`BACKLOG`], the oldest
     /// (counted as missed).
-    fn keep(&mut self, now: Instant, ttl: Duration, bytes: &Bytes, channels: Option<&[String]>) {
+    fn keep(&mut self, now: Instant, ttl: Duration, bytes: Bytes, kept: Kept) {
         while (self.backlog.front()).is_some_and(|(at, ..)| now.duration_since(*at) > ttl) {
             self.backlog.pop_front();
         }
@@ -559,8 +579,7 @@ impl Cut {
             self.backlog.pop_front();
             self.missed += 1;
         }
-        let channels = channels.map(<[String]>::to_vec);
-        self.backlog.push_back((now, bytes.clone(), channels));
+        self.backlog.push_back((now, bytes, kept));
     }
 }
 
