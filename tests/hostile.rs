@@ -600,6 +600,63 @@ async fn slow_reader_is_closed_while_its_write_is_stalled() {
     still_serving(&pool, addr).await;
 }
 
+/// A slow client closed with 4008 that then resumes reading (within
+/// `write_timeout`) reads why: it was unregistered at once, and the socket
+/// finishes the frame in flight, then sends the 4008 close frame, under a
+/// publisher that keeps its queue full throughout (raw socket: every byte
+/// the server wrote is parsed).
+#[tokio::test]
+async fn a_slow_client_that_resumes_reading_gets_4008() {
+    for round in 0..40 {
+        let pool = WsPool::builder()
+            .slow_client_timeout(Duration::from_millis(200))
+            .write_timeout(Duration::from_secs(5))
+            .queue_max_messages(64)
+            .build();
+        let addr = start(&pool).await;
+        let mut events = pool.events();
+        let mut slow = open(&pool, addr, "slow").await; // reads nothing for now
+        let body = "y".repeat(2048);
+        let feeder = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut sent = 0u64;
+                while pool.client("slow").is_some() {
+                    if pool.send(text_msg("slow", &[], &body)).is_ok() {
+                        sent += 1;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                sent
+            })
+        };
+        let e = wait_event(&mut events, |e| matches!(e, PoolEvent::Disconnected { .. })).await;
+        assert!(
+            matches!(
+                e,
+                PoolEvent::Disconnected {
+                    reason: DisconnectReason::TooSlow,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(feeder.await.unwrap() > 0);
+        // It talks before it reads again (a message, a pong): what the
+        // server has not read must not turn its close into a reset.
+        let msg = text_msg("", &["room"], "still here");
+        slow.send(&data(BINARY, &msg.encode_to_vec())).await;
+        slow.send(&frame(true, 0, PONG, true, b"")).await;
+        // Now it reads: everything the server wrote parses, and ends with
+        // the close frame that says why.
+        assert_eq!(
+            slow.end().await,
+            End::Close(close_code::TOO_SLOW),
+            "round {round}"
+        );
+    }
+}
+
 /// A kick (4002) and a replacement (4001) also take effect at once while a
 /// write to the client is stalled.
 #[tokio::test]

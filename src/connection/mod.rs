@@ -185,11 +185,9 @@ impl Connection {
             // follows, within `write_timeout`: a client that resumes
             // reading in time reads why it was closed.
             self.ended(&reason);
-            if we_close {
-                let _ =
-                    tokio::time::timeout(write_timeout, socket.send(close_frame(&reason))).await;
+            if !we_close {
+                return; // the write failed: nothing more to say
             }
-            return;
         }
         if we_close {
             let _ = tokio::time::timeout(write_timeout, socket.send(close_frame(&reason))).await;
@@ -197,11 +195,16 @@ impl Connection {
             // Sends tungstenite's reply to the client's close frame.
             let _ = tokio::time::timeout(write_timeout, socket.flush()).await;
         }
-        self.ended(&reason);
+        if !stalled {
+            self.ended(&reason);
+        }
         // Our side is done: `shutdown` need not wait for the client's reply.
         drop(live);
         if we_close {
-            // Wait (bounded) for the client's close reply, so it reads ours.
+            // Wait (bounded) for the client's close reply, reading what it
+            // sent meanwhile: a socket closed with unread input is reset,
+            // and a reset can destroy the close frame before the client
+            // reads it.
             let _ = tokio::time::timeout(write_timeout, async {
                 while let Some(Ok(_)) = socket.next().await {}
             })
