@@ -77,55 +77,55 @@ impl From<DisconnectReason> for Ended {
 /// unregistered.
 ///
 /// Not an `async fn`: one would keep its arguments beside the futures they
-/// are moved into for the connection's whole life. The socket and the
-/// configuration are boxed, so each nested future holds a pointer, not a
-/// copy (the task of an idle connection: 3,712 bytes before, measured with
-/// `-Zprint-type-sizes` in BENCHMARKS.md).
+/// are moved into for the connection's whole life. The connection is
+/// registered here, before the task's future is made, and the registered
+/// connection and the socket are boxed, so each nested future holds a
+/// pointer, not a copy (the task of an idle connection: 3,712 bytes
+/// before, measured with `-Zprint-type-sizes` in BENCHMARKS.md).
 pub(crate) fn serve(
     hub: Arc<Hub>,
     callbacks: Arc<Callbacks>,
     config: Box<ClientConfig>,
     socket: WebSocket,
-    mut ticket: Ticket,
+    ticket: Ticket,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let mut socket = Box::new(socket);
     let live = hub.live_guard();
     let conn_id = hub.node().next_id();
     let span = tracing::debug_span!("ws", id = %config.id, conn = conn_id);
-    async move {
-        let registered = register::register(&hub, conn_id, &config).await;
-        ticket.handshake_done();
-        let state = match registered {
-            Ok(state) => state,
-            Err(refusal) => {
-                drop(ticket);
-                let counters = hub.counters();
-                let counter = match refusal {
-                    DisconnectReason::Shutdown => &counters.refused_shutting_down,
-                    _ => &counters.refused_duplicate_id,
-                };
-                bump(counter, 1);
-                let _ = tokio::time::timeout(
-                    hub.config().write_timeout(),
-                    socket.send(close_frame(&refusal)),
-                )
-                .await;
-                tracing::debug!(reason = ?refusal, "refused at registration");
-                return;
-            }
-        };
-        // The connection's own callbacks, only when it has some; the rest
-        // of the configuration is freed now rather than held for its life.
+    let registered = span.in_scope(|| register::register(&hub, conn_id, &config));
+    let socket = Box::new(socket);
+    let connection = registered.map(|state| {
+        // Its own callbacks, only when it has some; the rest of the
+        // configuration is freed now rather than held for its life.
         let own = (!config.callbacks.is_empty()).then(|| Box::new(config.callbacks.clone()));
-        drop(config);
-        let connection = Connection {
-            client: ClientHandle::new(hub, state),
+        Box::new(Connection {
+            client: ClientHandle::new(hub.clone(), state),
             callbacks,
             own,
-        };
-        connection.run(socket, ticket, live).await;
+            ticket: Some(ticket),
+            live: Some(live),
+        })
+    });
+    async move {
+        match connection {
+            Ok(connection) => connection.start(socket).await,
+            Err(refusal) => refuse(&hub, socket, refusal).await,
+        }
     }
     .instrument(span)
+}
+
+/// Tells a connection refused at registration why, and counts it.
+async fn refuse(hub: &Hub, mut socket: Box<WebSocket>, refusal: DisconnectReason) {
+    let counters = hub.counters();
+    let counter = match refusal {
+        DisconnectReason::Shutdown => &counters.refused_shutting_down,
+        _ => &counters.refused_duplicate_id,
+    };
+    bump(counter, 1);
+    let close = socket.send(close_frame(&refusal));
+    let _ = tokio::time::timeout(hub.config().write_timeout(), close).await;
+    tracing::debug!(reason = ?refusal, "refused at registration");
 }
 
 /// One registered connection, as its task sees it.
@@ -135,6 +135,11 @@ struct Connection {
     callbacks: Arc<Callbacks>,
     /// Its own, if it has any.
     own: Option<Box<Callbacks>>,
+    /// Its hold on the admission limits, given back once unregistered.
+    ticket: Option<Ticket>,
+    /// Counts it in the live connections until its side of the close is
+    /// done.
+    live: Option<LiveGuard>,
 }
 
 impl Connection {
@@ -151,7 +156,24 @@ impl Connection {
         std::iter::once(&*self.callbacks).chain(self.own.as_deref())
     }
 
-    async fn run(self, mut socket: Box<WebSocket>, ticket: Ticket, live: LiveGuard) {
+    /// Claims the id in a cluster, then runs the connection.
+    async fn start(mut self: Box<Self>, socket: Box<WebSocket>) {
+        if let Some(cluster) = self.hub().cluster() {
+            // Boxed: the claim's future (a cluster's round trip) is over
+            // once registered; the task must not keep room for it.
+            let claimed = Box::pin(register::claim(self.hub(), cluster, self.client.state()));
+            if let Err(refusal) = claimed.await {
+                self.ticket = None;
+                return refuse(self.hub(), socket, refusal).await;
+            }
+        }
+        if let Some(ticket) = &mut self.ticket {
+            ticket.handshake_done();
+        }
+        self.run(socket).await;
+    }
+
+    async fn run(mut self: Box<Self>, mut socket: Box<WebSocket>) {
         bump(&self.hub().counters().connections_total, 1);
         tracing::debug!(remote = ?self.state().remote_addr, "connected");
         if self.hub().wants_events() {
@@ -167,7 +189,7 @@ impl Connection {
         // Unregister first, so nothing new is routed here while closing.
         register::depart(self.client.hub(), self.client.state(), &reason);
         // The slot is free as soon as the client is gone from the registry.
-        drop(ticket);
+        self.ticket = None;
         if let DisconnectReason::ProtocolViolation { detail, .. } = &reason {
             bump(&self.hub().counters().protocol_errors, 1);
             tracing::debug!(%detail, "protocol violation");
@@ -199,7 +221,7 @@ impl Connection {
             self.ended(&reason);
         }
         // Our side is done: `shutdown` need not wait for the client's reply.
-        drop(live);
+        self.live = None;
         if we_close {
             // Wait (bounded) for the client's close reply, reading what it
             // sent meanwhile: a socket closed with unread input is reset,

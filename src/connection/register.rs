@@ -13,8 +13,9 @@ use crate::{
 };
 
 /// Registers the connection, attaching it to its id's mailbox; replaces
-/// (4001) or refuses per the duplicate policy; in a cluster, claims the id.
-pub(super) async fn register(
+/// (4001) or refuses per the duplicate policy. In a cluster the id is then
+/// [`claim`]ed.
+pub(super) fn register(
     hub: &Hub,
     conn_id: u64,
     config: &ClientConfig,
@@ -32,9 +33,6 @@ pub(super) async fn register(
     if let Some(old) = replaced {
         old.request_close(CloseRequest::now(DisconnectReason::Replaced), false);
     }
-    if let Some(cluster) = hub.cluster() {
-        claim(hub, cluster, &state).await?;
-    }
     Ok(state)
 }
 
@@ -43,7 +41,7 @@ pub(super) async fn register(
 /// refuses and another node has the id. When the cluster cannot be reached
 /// the connection is served here unclaimed; the id is claimed when the
 /// link is back.
-async fn claim(
+pub(super) async fn claim(
     hub: &Hub,
     cluster: &dyn Cluster,
     state: &Arc<ClientState>,

@@ -289,7 +289,6 @@ impl Mailbox {
     /// front of its priority's lane: messages buffered elsewhere for a
     /// client that reconnected here, older than anything queued since.
     /// Those past the queue's limits (the newest) are returned.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn prepend(
         &self,
         msgs: Vec<Arc<Encoded>>,
@@ -404,7 +403,6 @@ impl State {
         i
     }
 
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn insert_front(&mut self, msg: Arc<Encoded>, len: usize) {
         let i = self.lane(msg.priority());
         self.lanes[i].entries.push_front((msg, len));

@@ -103,17 +103,18 @@ impl Hub {
         out
     }
 
-    /// A broadcast to `channels` (everyone: `None`), counted on every node.
+    /// A broadcast to `msg.channel` (`by_channel`) or to everyone, counted
+    /// on every node.
     pub(crate) async fn broadcast_counted(
         &self,
         msg: SendMsg,
-        channels: bool,
+        by_channel: bool,
     ) -> Result<usize, BroadcastError> {
-        if channels && msg.channel.is_empty() {
+        if by_channel && msg.channel.is_empty() {
             return Err(BroadcastError::NoChannel);
         }
         let encoded = Encoded::new(Arc::new(msg), None, self.config.message_ttl());
-        let targets = channels.then_some(encoded.msg.channel.as_slice());
+        let targets = by_channel.then_some(encoded.msg.channel.as_slice());
         let local = match targets {
             Some(list) => self.fan_out(&encoded, "", list, &[]).recipients,
             None => self.push_all(&encoded),

@@ -532,15 +532,13 @@ impl MemoryCluster {
             None => Reach::All,
         };
         let mut reached = buffered;
-        {
-            for handler in to {
-                let Some(msg) = carried(&bytes) else { break };
-                reached += handler.deliver(Arrival {
-                    msg,
-                    reach,
-                    clients: true,
-                });
-            }
+        for handler in to {
+            let Some(msg) = carried(&bytes) else { break };
+            reached += handler.deliver(Arrival {
+                msg,
+                reach,
+                clients: true,
+            });
         }
         if let (false, Some(own)) = (full.is_empty(), self.own()) {
             for id in full {
