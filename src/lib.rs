@@ -84,8 +84,10 @@
 //! pool over one Redis: `WsPool::builder().redis(url).connect().await`.
 //! `send`, `broadcast` and `broadcast_all` reach clients on every node,
 //! one id has one connection cluster-wide, offline buffers live in Redis,
-//! and the `cluster_*` methods answer for the whole cluster. See
-//! [`cluster`] and `CLUSTER.md` in the repository.
+//! and the `cluster_*` methods answer for the whole cluster. The engine is
+//! a seam: [`WsPoolBuilder::engine`] takes Redis or
+//! [`cluster::memory::Network`] (several pools in one process, no service
+//! to run). See [`cluster`] and `CLUSTER.md` in the repository.
 //!
 //! ## Concurrency
 //!
