@@ -50,18 +50,6 @@ fn numsub(redis: &RedisServer, channel: &str) -> i64 {
     n
 }
 
-/// Waits (bounded) until `check` holds: for state in Redis, which has no
-/// event to await.
-async fn until(mut check: impl FnMut() -> bool) {
-    tokio::time::timeout(WAIT, async {
-        while !check() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("condition not reached in time");
-}
-
 /// Waits until Redis has `id` away (its release is done on its node's
 /// tasks, after the disconnect event).
 async fn until_away(redis: &RedisServer, id: &str) {
@@ -165,26 +153,6 @@ async fn next(feed: &mut wspool::Subscription) -> String {
         .clone()
 }
 
-/// Kills one node's pub/sub connection in Redis (found by its
-/// subscription count, `subs`), as a network blip would.
-fn kill_pubsub_with(redis: &RedisServer, subs: usize) {
-    let list: String = ::redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(&mut redis.conn())
-        .unwrap();
-    let line = list
-        .lines()
-        .find(|l| l.contains(&format!(" sub={subs} ")))
-        .expect("the node's pub/sub connection");
-    let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
-    let _: () = ::redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("ID")
-        .arg(id)
-        .query(&mut redis.conn())
-        .unwrap();
-}
-
 /// What B missed while its pub/sub link was down is recovered when it is
 /// back, with no client traffic: its clients get everything from the
 /// buffers Redis kept for them (nobody listened on B's channel, so B's
@@ -220,7 +188,7 @@ async fn missed_traffic_is_recovered_or_reported() {
     assert_eq!(next(&mut feed).await, "before");
     let mut events = b.pool.events();
 
-    kill_pubsub_with(&redis, 3);
+    redis.kill_pubsub_with(3);
     wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterDown)).await;
     for text in ["m1", "m2", "m3", "m4"] {
         a.broadcast(text_msg("", &["room"], text)).unwrap();

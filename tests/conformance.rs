@@ -118,7 +118,7 @@ impl Fixture {
             Fixture::Redis(redis) => {
                 // Its pub/sub connection: its node channel, `all`, and one
                 // per channel it has members in.
-                kill_pubsub_with(redis, node.pool.channels().len() + 2)
+                redis.kill_pubsub_with(node.pool.channels().len() + 2)
             }
         }
         wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterDown)).await;
@@ -134,18 +134,6 @@ impl Fixture {
     }
 }
 
-/// Waits (bounded) until `check` holds: for state with no event to await.
-#[cfg(feature = "redis")]
-async fn until(mut check: impl FnMut() -> bool) {
-    tokio::time::timeout(WAIT, async {
-        while !check() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("condition not reached in time");
-}
-
 #[cfg(feature = "redis")]
 fn redis_field(redis: &common::redis::RedisServer, id: &str, field: &str) -> Option<String> {
     ::redis::cmd("HGET")
@@ -153,27 +141,6 @@ fn redis_field(redis: &common::redis::RedisServer, id: &str, field: &str) -> Opt
         .arg(field)
         .query(&mut redis.conn())
         .unwrap()
-}
-
-/// Kills one node's pub/sub connection in Redis (found by its
-/// subscription count, `subs`), as a network blip would.
-#[cfg(feature = "redis")]
-fn kill_pubsub_with(redis: &common::redis::RedisServer, subs: usize) {
-    let list: String = ::redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(&mut redis.conn())
-        .unwrap();
-    let line = list
-        .lines()
-        .find(|l| l.contains(&format!(" sub={subs} ")))
-        .expect("the node's pub/sub connection");
-    let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
-    let _: () = ::redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("ID")
-        .arg(id)
-        .query(&mut redis.conn())
-        .unwrap();
 }
 
 fn undelivered(e: &PoolEvent) -> Option<(&str, UndeliveredReason)> {

@@ -573,18 +573,35 @@ async fn slow_reader_is_closed_while_its_write_is_stalled() {
     let addr = start(&pool).await;
     let mut events = pool.events();
     let _stuck = open(&pool, addr, "stuck").await; // never reads
-    let big = "x".repeat(256 * 1024);
+    keep_full_until_too_slow(&pool, &mut events, "stuck", 256 * 1024).await;
+    assert!(pool.client("stuck").is_none());
+    still_serving(&pool, addr).await;
+}
+
+/// Keeps the queue of client `id` full (messages of `size` bytes) until
+/// it is closed; asserts it was closed as too slow (4008), with messages
+/// queued to the end.
+async fn keep_full_until_too_slow(
+    pool: &WsPool,
+    events: &mut wspool::EventStream,
+    id: &'static str,
+    size: usize,
+) {
     let feeder = {
         let pool = pool.clone();
+        let body = "x".repeat(size);
         tokio::spawn(async move {
-            // Keep the queue full until the client is gone.
-            while pool.client("stuck").is_some() {
-                let _ = pool.send(text_msg("stuck", &[], &big));
+            let mut queued = 0u64;
+            while pool.client(id).is_some() {
+                if pool.send(text_msg(id, &[], &body)).is_ok() {
+                    queued += 1;
+                }
                 tokio::task::yield_now().await;
             }
+            queued
         })
     };
-    let e = wait_event(&mut events, |e| matches!(e, PoolEvent::Disconnected { .. })).await;
+    let e = wait_event(events, |e| matches!(e, PoolEvent::Disconnected { .. })).await;
     assert!(
         matches!(
             e,
@@ -595,9 +612,7 @@ async fn slow_reader_is_closed_while_its_write_is_stalled() {
         ),
         "{e:?}"
     );
-    feeder.await.unwrap();
-    assert!(pool.client("stuck").is_none());
-    still_serving(&pool, addr).await;
+    assert!(feeder.await.unwrap() > 0);
 }
 
 /// A slow client closed with 4008 that then resumes reading (within
@@ -616,32 +631,7 @@ async fn a_slow_client_that_resumes_reading_gets_4008() {
         let addr = start(&pool).await;
         let mut events = pool.events();
         let mut slow = open(&pool, addr, "slow").await; // reads nothing for now
-        let body = "y".repeat(2048);
-        let feeder = {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                let mut sent = 0u64;
-                while pool.client("slow").is_some() {
-                    if pool.send(text_msg("slow", &[], &body)).is_ok() {
-                        sent += 1;
-                    }
-                    tokio::task::yield_now().await;
-                }
-                sent
-            })
-        };
-        let e = wait_event(&mut events, |e| matches!(e, PoolEvent::Disconnected { .. })).await;
-        assert!(
-            matches!(
-                e,
-                PoolEvent::Disconnected {
-                    reason: DisconnectReason::TooSlow,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
-        assert!(feeder.await.unwrap() > 0);
+        keep_full_until_too_slow(&pool, &mut events, "slow", 2048).await;
         // It talks before it reads again (a message, a pong): what the
         // server has not read must not turn its close into a reset.
         let msg = text_msg("", &["room"], "still here");

@@ -33,7 +33,10 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::{Arc, Weak},
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Weak,
+    },
     time::Duration,
 };
 
@@ -44,7 +47,7 @@ use crate::{
     event::UndeliveredReason,
     message::{now_ms, Encoded},
     proto::cluster::Envelope,
-    ClientId, ClientInfo, ClusterStats, ConfigError, Delivery, JoinError, SendError,
+    ClientId, ClientInfo, ClusterStats, ConfigError, Delivery, EngineStats, JoinError, SendError,
 };
 
 pub mod memory;
@@ -369,6 +372,43 @@ pub(crate) trait Handler: Send + Sync + 'static {
 
     /// The channels with a member here.
     fn channels(&self) -> Vec<String>;
+}
+
+/// The counters every engine keeps, as [`ClusterStats`] reports them
+/// (relaxed atomics, read as a snapshot; see its fields for what each
+/// counts).
+#[derive(Default)]
+pub(crate) struct Tallies {
+    pub(crate) forwarded: AtomicU64,
+    pub(crate) published: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) recovered: AtomicU64,
+    pub(crate) missed: AtomicU64,
+    pub(crate) unavailable: AtomicU64,
+    pub(crate) outages: AtomicU64,
+    pub(crate) data_losses: AtomicU64,
+    pub(crate) malformed: AtomicU64,
+}
+
+impl Tallies {
+    /// The stats of `node`, its link `up` or not, with the engine's own.
+    pub(crate) fn snapshot(&self, node: &str, up: bool, engine: EngineStats) -> ClusterStats {
+        let get = |a: &AtomicU64| a.load(Relaxed);
+        ClusterStats {
+            node: node.to_owned(),
+            up,
+            forwarded: get(&self.forwarded),
+            published: get(&self.published),
+            received: get(&self.received),
+            recovered: get(&self.recovered),
+            missed: get(&self.missed),
+            unavailable: get(&self.unavailable),
+            outages: get(&self.outages),
+            data_losses: get(&self.data_losses),
+            malformed: get(&self.malformed),
+            engine,
+        }
+    }
 }
 
 /// Where an envelope goes.

@@ -57,6 +57,18 @@ pub async fn serve_safe(
     (addr, stop)
 }
 
+/// Waits (bounded) until `check` holds: for state with no event to await
+/// (Redis's, say).
+pub async fn until(mut check: impl FnMut() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !check() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("condition not reached in time");
+}
+
 /// The provided route and the admin API for `pool`.
 pub fn app(pool: &WsPool) -> Router {
     Router::new()

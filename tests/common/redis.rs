@@ -35,6 +35,26 @@ impl RedisServer {
         server
     }
 
+    /// Kills one node's pub/sub connection (found by its subscription
+    /// count, `subs`), as a network blip would.
+    pub fn kill_pubsub_with(&self, subs: usize) {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut self.conn())
+            .unwrap();
+        let line = list
+            .lines()
+            .find(|l| l.contains(&format!(" sub={subs} ")))
+            .expect("the node's pub/sub connection");
+        let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
+        let _: () = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query(&mut self.conn())
+            .unwrap();
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }

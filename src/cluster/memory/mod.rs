@@ -48,7 +48,7 @@ use tokio::time::Instant;
 
 use super::{
     arrived, envelope, Arrival, BoxFuture, Claimed, Cluster, ConnectError, Engine, Handler, Link,
-    Local, Presence, Reach, Settings, Start, Target,
+    Local, Presence, Reach, Settings, Start, Tallies, Target,
 };
 use crate::{
     event::UndeliveredReason, message::Encoded, proto::cluster::Envelope, stats::bump, ClientId,
@@ -281,7 +281,7 @@ struct Member {
     channels: HashSet<String>,
     /// What it tells the others of its clients.
     presence: HashMap<String, Presence>,
-    counters: Arc<Counters>,
+    counters: Arc<Tallies>,
     /// `Some` while its link is cut ([`Network::cut`]).
     cut: Option<Cut>,
 }
@@ -340,18 +340,6 @@ impl Away {
     }
 }
 
-/// One pool's tallies (relaxed atomics, read as a snapshot).
-#[derive(Default)]
-struct Counters {
-    forwarded: AtomicU64,
-    published: AtomicU64,
-    received: AtomicU64,
-    recovered: AtomicU64,
-    missed: AtomicU64,
-    unavailable: AtomicU64,
-    outages: AtomicU64,
-}
-
 impl Start for Network {
     fn name(&self) -> &'static str {
         "memory"
@@ -365,7 +353,7 @@ impl Start for Network {
         Box::pin(async move {
             let node = net.next_node.fetch_add(1, Relaxed) + 1;
             let name = format!("memory-{node}");
-            let counters = Arc::new(Counters::default());
+            let counters = Arc::new(Tallies::default());
             let member = Member {
                 name: name.clone(),
                 handler: None,
@@ -394,7 +382,7 @@ struct MemoryCluster {
     node: u64,
     name: String,
     settings: Settings,
-    counters: Arc<Counters>,
+    counters: Arc<Tallies>,
     /// Numbers the envelopes this pool sends.
     next_id: AtomicU64,
 }
@@ -668,26 +656,11 @@ impl Cluster for MemoryCluster {
     }
 
     fn stats(&self) -> ClusterStats {
-        let c = &self.counters;
         let state = self.net.state.lock();
         let away = state.owners.values().filter(|o| o.away.is_some()).count();
         let up = state.nodes.get(&self.node).is_some_and(|m| m.cut.is_none());
-        ClusterStats {
-            node: self.name.clone(),
-            up,
-            forwarded: c.forwarded.load(Relaxed),
-            published: c.published.load(Relaxed),
-            received: c.received.load(Relaxed),
-            recovered: c.recovered.load(Relaxed),
-            missed: c.missed.load(Relaxed),
-            unavailable: c.unavailable.load(Relaxed),
-            outages: c.outages.load(Relaxed),
-            engine: EngineStats::new(
-                "memory",
-                [("nodes", state.nodes.len() as u64), ("away", away as u64)],
-            ),
-            ..ClusterStats::default()
-        }
+        let counts = [("nodes", state.nodes.len() as u64), ("away", away as u64)];
+        (self.counters).snapshot(&self.name, up, EngineStats::new("memory", counts))
     }
 
     fn send(&self, msg: &Arc<Encoded>, to: &str) -> Result<Delivery, SendError> {

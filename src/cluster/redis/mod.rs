@@ -45,7 +45,8 @@ use redis::{
 use tokio::sync::mpsc;
 
 use super::{
-    envelope, BoxFuture, Claimed, Cluster, ConnectError, Handler, Local, Presence, Settings, Target,
+    envelope, BoxFuture, Claimed, Cluster, ConnectError, Handler, Local, Presence, Settings,
+    Tallies, Target,
 };
 use crate::{
     message::Encoded, stats::bump, ClusterStats, Delivery, EngineStats, JoinError, SendError,
@@ -104,7 +105,7 @@ pub(super) async fn connect(
         stop: tokio::sync::watch::Sender::new(false),
         tallies: Mutex::new(HashMap::new()),
         asked: Mutex::new(HashMap::new()),
-        stats: Counters::default(),
+        stats: Tallies::default(),
     });
     shared.renew_lease().await.map_err(unreachable)?;
     *shared.run.lock() = mark_run(&shared).await.map_err(unreachable)?;
@@ -161,25 +162,11 @@ struct Shared {
     /// Join and leave requests to other nodes waiting for their answer,
     /// by request number; as `tallies`.
     asked: Mutex<HashMap<u64, Asked>>,
-    stats: Counters,
+    stats: Tallies,
 }
 
 /// A join or leave request's answer, when it comes.
 type Asked = tokio::sync::oneshot::Sender<Option<Result<bool, JoinError>>>;
-
-/// The backend's tallies (relaxed atomics, read as a snapshot).
-#[derive(Default)]
-struct Counters {
-    forwarded: AtomicU64,
-    published: AtomicU64,
-    received: AtomicU64,
-    recovered: AtomicU64,
-    missed: AtomicU64,
-    unavailable: AtomicU64,
-    outages: AtomicU64,
-    data_losses: AtomicU64,
-    malformed: AtomicU64,
-}
 
 /// The [`Cluster`] the pool holds.
 struct RedisCluster {
@@ -301,25 +288,12 @@ impl Cluster for RedisCluster {
     }
 
     fn stats(&self) -> ClusterStats {
-        let c = &self.shared.stats;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let s = &self.shared;
         let pending = (s.config.max_pending.max(1) - s.ops.capacity()) as u64;
         let waiting = (s.tallies.lock().len() + s.asked.lock().len()) as u64;
-        ClusterStats {
-            node: self.shared.node.clone(),
-            up: self.shared.up.load(Ordering::Acquire),
-            forwarded: get(&c.forwarded),
-            published: get(&c.published),
-            received: get(&c.received),
-            recovered: get(&c.recovered),
-            missed: get(&c.missed),
-            unavailable: get(&c.unavailable),
-            outages: get(&c.outages),
-            data_losses: get(&c.data_losses),
-            malformed: get(&c.malformed),
-            engine: EngineStats::new("redis", [("pending", pending), ("waiting", waiting)]),
-        }
+        let engine = EngineStats::new("redis", [("pending", pending), ("waiting", waiting)]);
+        s.stats
+            .snapshot(&s.node, s.up.load(Ordering::Acquire), engine)
     }
 
     fn presence(&self) -> BoxFuture<'_, Result<Vec<Presence>, SendError>> {
