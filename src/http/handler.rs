@@ -72,7 +72,7 @@ pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
-    let counters = pool.hub().counters();
+    let counters = pool.counters();
     if !handshake::valid_key(&parts.headers) {
         bump(&counters.refused_bad_request, 1);
         return refuse(

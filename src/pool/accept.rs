@@ -46,7 +46,7 @@ impl WsPool {
             Ok(ticket) => return Ok(ticket),
             Err(refusal) => refusal,
         };
-        let counters = self.hub().counters();
+        let counters = self.counters();
         let (counter, status, reason) = match refusal {
             Refusal::Busy => (
                 &counters.refused_busy,
@@ -77,7 +77,7 @@ impl WsPool {
         ticket: Ticket,
     ) -> Response {
         let c = self.config();
-        let counters = self.hub().counters();
+        let counters = self.counters();
         if let Err(reason) = self.check(&mut config) {
             bump(&counters.refused_bad_request, 1);
             return refuse(StatusCode::BAD_REQUEST, reason.to_string());

@@ -122,6 +122,11 @@ impl WsPool {
         &self.inner.hub
     }
 
+    /// This node's tallies (the HTTP surface counts refused handshakes).
+    pub(crate) fn counters(&self) -> &crate::stats::Counters {
+        self.hub().counters()
+    }
+
     pub(crate) fn authorize(&self) -> Option<&Authorize> {
         self.inner.authorize.as_ref()
     }
