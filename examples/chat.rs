@@ -84,7 +84,8 @@ pub struct Args {
     /// this many seconds (slowloris).
     #[arg(long, default_value_t = 10)]
     pub header_read_timeout_secs: u64,
-    /// Join the cluster whose Redis is at this URL (feature `redis`).
+    /// Join the cluster whose Redis is at this URL (feature `redis`):
+    /// `redis://HOST:PORT`, or `redis+sentinel://HOST:PORT[,...]/MASTER`.
     #[cfg(feature = "redis")]
     #[arg(long)]
     pub redis: Option<String>,

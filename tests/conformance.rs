@@ -1,6 +1,7 @@
 //! The cluster's promises, one suite over every engine: the in-process
-//! engine (`cluster::memory`) in `cargo test`, Redis with `cargo test
-//! --features redis` (needs `redis-server` on the PATH). Each test is
+//! engine (`cluster::memory`) in `cargo test`; Redis, one instance and
+//! through Sentinel (a master, a replica, three sentinels), with `cargo
+//! test --features redis` (needs `redis-server` on the PATH). Each test is
 //! written once against a [`Fixture`] and instantiated per engine by
 //! `suite!` at the bottom. What only Redis can show (a restart, data on
 //! disk, a node SIGKILLed, garbage in its channels) is in `cluster.rs`.
@@ -20,6 +21,9 @@ enum Fixture {
     Memory(Network),
     #[cfg(feature = "redis")]
     Redis(common::redis::RedisServer),
+    /// Redis through three sentinels (a master and a replica).
+    #[cfg(feature = "redis")]
+    Sentinel(common::redis::Sentinels),
 }
 
 /// One node: a pool joined to the fixture's cluster, served on a free port.
@@ -49,6 +53,22 @@ impl Fixture {
         Fixture::Redis(common::redis::RedisServer::start())
     }
 
+    #[cfg(feature = "redis")]
+    fn sentinel() -> Self {
+        Fixture::Sentinel(common::redis::Sentinels::start())
+    }
+
+    /// The Redis master, for checks of its state (no failover happens in
+    /// the suite).
+    #[cfg(feature = "redis")]
+    fn master(&self) -> &common::redis::RedisServer {
+        match self {
+            Fixture::Redis(redis) => redis,
+            Fixture::Sentinel(topology) => &topology.master,
+            Fixture::Memory(_) => unreachable!("no Redis in the memory fixture"),
+        }
+    }
+
     async fn node(&self) -> Node {
         self.node_with(WsPool::builder()).await
     }
@@ -57,8 +77,12 @@ impl Fixture {
         let builder = match self {
             Fixture::Memory(network) => builder.engine(network.engine()),
             #[cfg(feature = "redis")]
-            Fixture::Redis(redis) => {
-                let mut config = wspool::cluster::redis::RedisConfig::new(redis.url());
+            Fixture::Redis(_) | Fixture::Sentinel(_) => {
+                let url = match self {
+                    Fixture::Sentinel(topology) => topology.url(),
+                    _ => self.master().url(),
+                };
+                let mut config = wspool::cluster::redis::RedisConfig::new(url);
                 config.probe_interval = Duration::from_millis(200);
                 // A link that breaks stays down long enough for a test to
                 // send meanwhile.
@@ -78,7 +102,8 @@ impl Fixture {
             // Released before the disconnect is reported.
             Fixture::Memory(network) => assert_eq!(network.held(id), Some(0)),
             #[cfg(feature = "redis")]
-            Fixture::Redis(redis) => {
+            _ => {
+                let redis = self.master();
                 until(|| redis_field(redis, id, "state").as_deref() == Some("away")).await
             }
         }
@@ -95,7 +120,8 @@ impl Fixture {
                 }
             }
             #[cfg(feature = "redis")]
-            Fixture::Redis(redis) => {
+            _ => {
+                let redis = self.master();
                 until(|| {
                     let len: i64 = ::redis::cmd("LLEN")
                         .arg(format!("wspool:buf:{id}"))
@@ -115,10 +141,10 @@ impl Fixture {
         match self {
             Fixture::Memory(network) => assert!(network.cut(&node.id())),
             #[cfg(feature = "redis")]
-            Fixture::Redis(redis) => {
+            _ => {
                 // Its pub/sub connection: its node channel, `all`, and one
                 // per channel it has members in.
-                redis.kill_pubsub_with(node.pool.channels().len() + 2)
+                (self.master()).kill_pubsub_with(node.pool.channels().len() + 2)
             }
         }
         wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterDown)).await;
@@ -129,7 +155,7 @@ impl Fixture {
         match self {
             Fixture::Memory(network) => assert!(network.heal(&node.id())),
             #[cfg(feature = "redis")]
-            Fixture::Redis(_) => {}
+            _ => {}
         }
     }
 }
@@ -535,6 +561,15 @@ macro_rules! suite {
                 #[tokio::test]
                 async fn $test() {
                     super::$test(super::Fixture::redis()).await
+                }
+            )*
+        }
+        #[cfg(feature = "redis")]
+        mod sentinel {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::Fixture::sentinel()).await
                 }
             )*
         }

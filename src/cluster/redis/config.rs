@@ -9,7 +9,9 @@ use crate::cluster::{BoxFuture, Cluster, ConnectError, Engine, Settings, Start};
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// `redis://host:port[/db]`.
+    /// Where Redis is: `redis://HOST:PORT[/DB]` (one instance), or
+    /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME` (the master
+    /// the sentinels name, followed across failovers). See CLUSTER.md.
     pub url: String,
     /// Prepended to every key and channel (default `wspool`): several
     /// pools can share one Redis.

@@ -29,7 +29,7 @@ pub(super) async fn resync(shared: &Shared, handler: &dyn Handler) -> (usize, Ta
     let mut closed = 0;
     let mut taken = Taken::new();
     for client in handler.locals() {
-        let mut conn = shared.conn.clone();
+        let mut conn = shared.conn();
         let info = presence(shared, &client);
         let reply: redis::RedisResult<Vec<Value>> = shared
             .scripts
@@ -94,7 +94,7 @@ pub(super) async fn claim(
     refuse: bool,
 ) -> Result<Claimed, SendError> {
     let info = presence(shared, client);
-    let mut conn = shared.conn.clone();
+    let mut conn = shared.conn();
     let reply: Vec<Value> = shared
         .scripts
         .claim
@@ -143,7 +143,7 @@ pub(super) async fn expiry(shared: Weak<Shared>) {
 }
 
 pub(super) async fn report_expired(shared: &Shared, handler: &dyn Handler) {
-    let mut conn = shared.conn.clone();
+    let mut conn = shared.conn();
     let reply: redis::RedisResult<Vec<Value>> = shared
         .scripts
         .expire
@@ -192,7 +192,7 @@ pub(super) async fn release(shared: &Shared, client: &Local, away: bool, left: V
         let env = envelope(m, &shared.node, shared.next_id(), Target::Id(id), false);
         inv.arg(env.as_ref());
     }
-    let mut conn = shared.conn.clone();
+    let mut conn = shared.conn();
     let reply = inv.invoke_async::<Vec<i64>>(&mut conn).await;
     match reply.as_deref() {
         Ok([0]) => {
@@ -238,7 +238,7 @@ pub(super) async fn membership(
     let frame = format!("{kind}{number}:{id} {channel} {}", shared.node);
     let (done, answer) = tokio::sync::oneshot::channel();
     shared.asked.lock().insert(number, done);
-    let mut conn = shared.conn.clone();
+    let mut conn = shared.conn();
     let told: Result<i64, _> = shared
         .scripts
         .tell

@@ -37,11 +37,8 @@ use std::{
     },
 };
 
-use parking_lot::Mutex;
-use redis::{
-    aio::{ConnectionManager, ConnectionManagerConfig},
-    Client,
-};
+use parking_lot::{Mutex, RwLock};
+use redis::{aio::ConnectionManager, Client};
 use tokio::sync::mpsc;
 
 use super::{
@@ -56,6 +53,7 @@ mod config;
 mod ids;
 mod keys;
 mod subscriber;
+mod topology;
 mod writer;
 
 pub use config::RedisConfig;
@@ -64,6 +62,7 @@ use ids::{claim, expiry, presence, release};
 use keys::Keys;
 use scripts::Scripts;
 use subscriber::{mark_run, subscriber, SubOp};
+use topology::Topology;
 use writer::{writer, Op, Tally};
 
 /// Connects to Redis: fails fast when Redis cannot be reached at start.
@@ -73,26 +72,22 @@ pub(super) async fn connect(
     redis: RedisConfig,
 ) -> Result<Arc<dyn Cluster>, ConnectError> {
     let unreachable = |e: redis::RedisError| ConnectError::Unreachable(e.to_string());
-    let client =
-        Client::open(redis.url.as_str()).map_err(|e| ConnectError::BadAddress(e.to_string()))?;
-    // Fails at once when Redis is down at start; later, each command after
-    // a broken link tries one reconnect, and fails rather than waits.
-    let conn_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(redis.command_timeout))
-        .set_response_timeout(Some(redis.command_timeout))
-        .set_number_of_retries(1)
-        .set_max_delay(redis.command_timeout);
-    let conn = client
-        .get_connection_manager_with_config(conn_config)
-        .await
-        .map_err(unreachable)?;
+    let topology = Topology::parse(&redis.url)?;
+    let at = topology.locate(redis.command_timeout).await?;
+    let (client, conn) = topology::open(&at, redis.command_timeout).await?;
     let (ops, ops_rx) = mpsc::channel(redis.max_pending.max(1));
     let (subs, subs_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         keys: Keys::new(&redis.prefix),
         node_channel: Keys::new(&redis.prefix).node_channel(&redis.node_id),
         node: redis.node_id.clone(),
-        conn: conn.clone(),
+        link: RwLock::new(Link {
+            at,
+            client,
+            conn: conn.clone(),
+        }),
+        topology,
+        relink: tokio::sync::Notify::new(),
         scripts: Scripts::new(),
         ops,
         subs,
@@ -111,7 +106,6 @@ pub(super) async fn connect(
     *shared.run.lock() = mark_run(&shared).await.map_err(unreachable)?;
     shared.scripts.load(&mut conn.clone()).await;
     let tasks = Mutex::new(Some(Tasks {
-        client,
         ops: ops_rx,
         subs: subs_rx,
     }));
@@ -120,9 +114,20 @@ pub(super) async fn connect(
 
 /// What the engine's tasks start with (taken by `run`).
 struct Tasks {
-    client: Client,
     ops: mpsc::Receiver<Op>,
     subs: mpsc::UnboundedReceiver<SubOp>,
+}
+
+/// The instance in use, and the connections to it.
+struct Link {
+    /// Its URL.
+    at: String,
+    /// Opens the pub/sub connection.
+    client: Client,
+    /// One multiplexed connection for commands, reconnected when it
+    /// breaks: cloning it shares the socket, and commands sent on it are
+    /// pipelined in order.
+    conn: ConnectionManager,
 }
 
 /// State shared by the backend's handle and its tasks.
@@ -131,10 +136,15 @@ struct Shared {
     node: String,
     /// `P:n:<node>`, made once: matched against every message received.
     node_channel: String,
-    /// One multiplexed connection for commands, reconnected when it breaks:
-    /// cloning it shares the socket, and commands sent on it are pipelined
-    /// in order.
-    conn: ConnectionManager,
+    /// Where Redis is (one instance, or through Sentinel).
+    topology: Topology,
+    /// The instance in use and the connections to it; replaced when
+    /// Sentinel names another master (`relocate`). A lock held only to
+    /// clone or swap them, never across an await.
+    link: RwLock<Link>,
+    /// Tells the subscriber to make its link again (and ask Sentinel where
+    /// the master is) after a command failed.
+    relink: tokio::sync::Notify,
     scripts: Scripts,
     /// To the writer task, in order; bounded by `max_pending`.
     ops: mpsc::Sender<Op>,
@@ -182,7 +192,7 @@ impl Drop for RedisCluster {
     fn drop(&mut self) {
         self.shared.stop.send_replace(true);
         let s = &self.shared;
-        let mut conn = s.conn.clone();
+        let mut conn = s.conn();
         let mut pipe = redis::pipe();
         pipe.cmd("DEL")
             .arg(s.keys.lease(&s.node))
@@ -203,6 +213,43 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 impl Shared {
+    /// The command connection to the instance in use.
+    fn conn(&self) -> ConnectionManager {
+        self.link.read().conn.clone()
+    }
+
+    /// A client for the instance in use (its pub/sub connection).
+    fn client(&self) -> Client {
+        self.link.read().client.clone()
+    }
+
+    /// Asks where Redis is now (Sentinel: the master may have changed) and
+    /// moves to it if it moved; returns whether it did. Called before the
+    /// pub/sub link is made again, so a failover is followed by the same
+    /// recovery as any broken link (resubscribe, reclaim ids, recover
+    /// buffers and histories, detect lost data).
+    async fn relocate(&self) -> Result<bool, ConnectError> {
+        let timeout = self.config.command_timeout;
+        let at = self.topology.locate(timeout).await?;
+        if at == self.link.read().at {
+            return Ok(false);
+        }
+        let (client, conn) = topology::open(&at, timeout).await?;
+        self.scripts.load(&mut conn.clone()).await;
+        tracing::warn!(%at, "redis master moved: following it");
+        *self.link.write() = Link { at, client, conn };
+        Ok(true)
+    }
+
+    /// After a failed command: through Sentinel, have the subscriber make
+    /// its link again, asking where the master is (one instance: the link
+    /// is probed as usual).
+    fn relink_if_moved(&self) {
+        if matches!(self.topology, Topology::Sentinel { .. }) {
+            self.relink.notify_one();
+        }
+    }
+
     /// The pool's side of the seam, while the pool lives.
     fn handler(&self) -> Option<Arc<dyn Handler>> {
         self.handler.lock().as_ref()?.upgrade()
@@ -242,7 +289,7 @@ impl Shared {
     }
 
     async fn renew_lease(&self) -> redis::RedisResult<()> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         redis::pipe()
             .cmd("SET")
             .arg(self.keys.lease(&self.node))
@@ -273,12 +320,7 @@ impl Cluster for RedisCluster {
             *shared.handler.lock() = Some(handler);
             let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
             tokio::spawn(writer(shared.clone(), tasks.ops));
-            tokio::spawn(subscriber(
-                shared.clone(),
-                tasks.client,
-                tasks.subs,
-                ready_tx,
-            ));
+            tokio::spawn(subscriber(shared.clone(), tasks.subs, ready_tx));
             tokio::spawn(heartbeat(Arc::downgrade(&shared)));
             tokio::spawn(expiry(Arc::downgrade(&shared)));
             // The node's own channels are subscribed before the pool is
@@ -299,7 +341,7 @@ impl Cluster for RedisCluster {
     fn presence(&self) -> BoxFuture<'_, Result<Vec<Presence>, SendError>> {
         Box::pin(async move {
             let s = &self.shared;
-            let mut conn = s.conn.clone();
+            let mut conn = s.conn();
             let unavailable = |e: redis::RedisError| SendError::Unavailable(e.to_string());
             let nodes: Vec<String> = redis::cmd("SMEMBERS")
                 .arg(s.keys.nodes())
@@ -407,7 +449,7 @@ impl Cluster for RedisCluster {
     fn connected_elsewhere<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, SendError>> {
         Box::pin(async move {
             let s = &self.shared;
-            let mut conn = s.conn.clone();
+            let mut conn = s.conn();
             let unavailable = |e: redis::RedisError| SendError::Unavailable(e.to_string());
             let (node, state): (Option<String>, Option<String>) = redis::cmd("HMGET")
                 .arg(s.keys.owner(id))
@@ -430,7 +472,7 @@ impl Cluster for RedisCluster {
     fn disconnect<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, SendError>> {
         Box::pin(async move {
             let s = &self.shared;
-            let mut conn = s.conn.clone();
+            let mut conn = s.conn();
             let found: i64 = s
                 .scripts
                 .kick
@@ -487,7 +529,7 @@ impl Cluster for RedisCluster {
     fn channels_changed(&self, client: &Local) {
         let s = &self.shared;
         let info = presence(s, client);
-        let mut conn = s.conn.clone();
+        let mut conn = s.conn();
         let (key, id) = (s.keys.presence(&s.node), client.id.to_string());
         tokio::spawn(async move {
             let r: redis::RedisResult<()> = redis::cmd("HSET")

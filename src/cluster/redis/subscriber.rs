@@ -9,7 +9,7 @@ use std::{
 
 use futures_util::StreamExt;
 use prost::Message as _;
-use redis::{Client, Value};
+use redis::Value;
 use tokio::sync::mpsc;
 
 use super::{
@@ -32,7 +32,6 @@ use crate::{
 /// when it breaks or goes quiet.
 pub(super) async fn subscriber(
     shared: Arc<Shared>,
-    client: Client,
     mut subs: mpsc::UnboundedReceiver<SubOp>,
     ready: tokio::sync::oneshot::Sender<()>,
 ) {
@@ -45,7 +44,13 @@ pub(super) async fn subscriber(
         let Some(handler) = shared.handler() else {
             return;
         };
-        match client.get_async_pubsub().await {
+        if !first {
+            // Sentinel: the master may have moved.
+            if let Err(e) = shared.relocate().await {
+                tracing::debug!(error = %e, "redis: no master to reconnect to yet");
+            }
+        }
+        match shared.client().get_async_pubsub().await {
             Ok(pubsub) => {
                 let (mut sink, mut stream) = pubsub.split();
                 // Changes queued before this point are in the list below.
@@ -113,6 +118,7 @@ pub(super) async fn subscriber(
                                 };
                                 if r.is_err() { break; }
                             }
+                            () = shared.relink.notified() => break,
                             _ = probe.tick() => {
                                 let ping = tokio::time::timeout(
                                     shared.config.probe_interval.max(Duration::from_millis(100)),
@@ -159,7 +165,7 @@ pub(super) async fn announce<'a>(
             .arg(&shared.node)
             .ignore();
     }
-    let mut conn = shared.conn.clone();
+    let mut conn = shared.conn();
     if let Err(e) = pipe.query_async::<()>(&mut conn).await {
         tracing::debug!(error = %e, "recording this node's channels failed");
     }
@@ -355,7 +361,7 @@ pub(super) async fn recover(
     before: u64,
     taken: &Taken,
 ) {
-    let mut conn = shared.conn.clone();
+    let mut conn = shared.conn();
     let history: Vec<Vec<u8>> = redis::cmd("LRANGE")
         .arg(shared.keys.history(channel))
         .arg(0)
@@ -388,7 +394,7 @@ pub(super) async fn recover(
 
 /// The number of the last publication to pub/sub channel `channel`.
 pub(super) async fn sequence(shared: &Shared, channel: &str) -> redis::RedisResult<u64> {
-    let mut conn = shared.conn.clone();
+    let mut conn = shared.conn();
     let seq: Option<u64> = redis::cmd("GET")
         .arg(shared.keys.sequence(channel))
         .query_async(&mut conn)
@@ -404,7 +410,8 @@ pub(super) async fn catch_up(
     last: &mut HashMap<String, u64>,
     taken: &Taken,
 ) {
-    let mut conn = shared.conn.clone();
+    let mut conn = shared.conn();
+    let mut behind = Vec::new();
     for (channel, prev) in last.iter_mut() {
         let now: Option<u64> = redis::cmd("GET")
             .arg(shared.keys.sequence(channel))
@@ -419,11 +426,27 @@ pub(super) async fn catch_up(
                 recover(shared, handler, channel, *prev, now + 1, taken).await;
                 *prev = now;
             }
+            // Behind what this node saw: a master promoted after a
+            // failover lacks the last writes of the one it replaced
+            // (replication is asynchronous). Numbering follows the store,
+            // or later publications would pass for ones seen already.
+            Some(now) if now < *prev => {
+                behind.push((channel.clone(), *prev - now));
+                *prev = now;
+            }
             Some(_) => {}
             // The counter is gone: Redis lost its data (reported by
             // `check_run`); numbering starts again.
             None => *prev = 0,
         }
+    }
+    if !behind.is_empty() {
+        tracing::warn!(
+            ?behind,
+            "redis lacks publications this node saw: it lost writes"
+        );
+        bump(&shared.stats.data_losses, 1);
+        handler.link(Link::DataLost);
     }
 }
 
@@ -444,7 +467,7 @@ pub(super) async fn check_run(shared: &Shared, handler: &dyn Handler) {
 
 /// Sets the run marker unless present; returns it.
 pub(super) async fn mark_run(shared: &Shared) -> redis::RedisResult<String> {
-    let mut conn = shared.conn.clone();
+    let mut conn = shared.conn();
     let (run,): (String,) = redis::pipe()
         .cmd("SET")
         .arg(shared.keys.run())

@@ -82,7 +82,7 @@ pub(super) async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
                 }
             }
         }
-        let mut conn = shared.conn.clone();
+        let mut conn = shared.conn();
         let mut result = pipe
             .query_async::<Vec<redis::RedisResult<Value>>>(&mut conn)
             .await;
@@ -102,6 +102,9 @@ pub(super) async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
             Err(e) => {
                 tracing::warn!(error = %e, "redis command failed");
                 shared.up.store(false, Ordering::Release);
+                // Through Sentinel the master may have moved (a demoted
+                // one answers READONLY): the link is made again, asking.
+                shared.relink_if_moved();
                 if let Some(handler) = shared.handler() {
                     for op in &batch {
                         match op {

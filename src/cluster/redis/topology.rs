@@ -1,0 +1,176 @@
+//! Where Redis is: one instance, or a master found through Sentinel, and
+//! the connections to it, replaced when the master changes.
+//!
+//! | address | meaning |
+//! |---|---|
+//! | `redis://HOST:PORT[/DB]` | one instance, as given |
+//! | `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME` | the master the sentinels name `MASTER_NAME`: asked of any reachable sentinel at start and again whenever the link breaks, and checked with `ROLE` before it is used |
+//!
+//! A Redis Cluster (`redis+cluster://`) is not served yet: the address is
+//! refused with [`ConnectError::BadAddress`] saying so.
+
+use std::time::Duration;
+
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    Client, Value,
+};
+
+use crate::cluster::ConnectError;
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Topology {
+    /// One instance at this URL.
+    Single(String),
+    /// The master named `master`, as the `sentinels` (host, port) say.
+    Sentinel {
+        sentinels: Vec<(String, u16)>,
+        master: String,
+    },
+}
+
+impl Topology {
+    /// Reads an address (see the [module docs](self)).
+    pub(super) fn parse(url: &str) -> Result<Self, ConnectError> {
+        let bad = |why: &str| ConnectError::BadAddress(format!("{url}: {why}"));
+        if url.starts_with("redis+cluster://") {
+            return Err(bad("Redis Cluster is not supported yet (issue 19)"));
+        }
+        let Some(rest) = url.strip_prefix("redis+sentinel://") else {
+            return Ok(Topology::Single(url.to_owned()));
+        };
+        let (hosts, master) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("no master name: redis+sentinel://HOST:PORT[,...]/MASTER_NAME"))?;
+        if master.is_empty() || master.contains('/') {
+            return Err(bad("the master name is one path segment"));
+        }
+        let sentinels = (hosts.split(','))
+            .map(|h| {
+                let (host, port) = h
+                    .rsplit_once(':')
+                    .ok_or_else(|| bad("a sentinel without :PORT"))?;
+                let port = port
+                    .parse()
+                    .map_err(|_| bad("a sentinel's port is not a number"))?;
+                match host.is_empty() {
+                    true => Err(bad("a sentinel without a host")),
+                    false => Ok((host.to_owned(), port)),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Topology::Sentinel {
+            sentinels,
+            master: master.to_owned(),
+        })
+    }
+
+    /// The URL of the instance to use now: the one given, or the master
+    /// the first sentinel that answers names (and that says it is one).
+    pub(super) async fn locate(&self, timeout: Duration) -> Result<String, ConnectError> {
+        let (sentinels, master) = match self {
+            Topology::Single(url) => return Ok(url.clone()),
+            Topology::Sentinel { sentinels, master } => (sentinels, master),
+        };
+        let mut why = String::from("no sentinel answered");
+        for (host, port) in sentinels {
+            match ask(host, *port, master, timeout).await {
+                Ok(url) => return Ok(url),
+                Err(e) => why = format!("sentinel {host}:{port}: {e}"),
+            }
+        }
+        Err(ConnectError::Unreachable(why))
+    }
+}
+
+/// Asks one sentinel where `master` is, and checks with `ROLE` that the
+/// instance there is a master (a failed master restarted on its old
+/// address is an empty master for a while, until the sentinels demote it).
+async fn ask(host: &str, port: u16, master: &str, timeout: Duration) -> Result<String, String> {
+    let sentinel = Client::open(format!("redis://{host}:{port}")).map_err(|e| e.to_string())?;
+    let asked = async {
+        let mut conn = sentinel.get_multiplexed_async_connection().await?;
+        redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(master)
+            .query_async::<Option<(String, u16)>>(&mut conn)
+            .await
+    };
+    let addr = match tokio::time::timeout(timeout, asked).await {
+        Ok(Ok(Some((host, port)))) => format!("redis://{host}:{port}"),
+        Ok(Ok(None)) => return Err(format!("knows no master named {master}")),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("no answer in time".into()),
+    };
+    let client = Client::open(addr.as_str()).map_err(|e| e.to_string())?;
+    let role = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("ROLE")
+            .query_async::<Vec<Value>>(&mut conn)
+            .await
+    };
+    match tokio::time::timeout(timeout, role).await {
+        Ok(Ok(role)) if matches!(role.first(), Some(Value::BulkString(r)) if r == b"master") => {
+            Ok(addr)
+        }
+        Ok(Ok(_)) => Err(format!("{addr} is not a master (yet)")),
+        Ok(Err(e)) => Err(format!("{addr}: {e}")),
+        Err(_) => Err(format!("{addr}: no answer in time")),
+    }
+}
+
+/// A client and a command connection to `url`: fails at once when it
+/// cannot be reached; later, each command after a broken link tries one
+/// reconnect, and fails rather than waits.
+pub(super) async fn open(
+    url: &str,
+    timeout: Duration,
+) -> Result<(Client, ConnectionManager), ConnectError> {
+    let client = Client::open(url).map_err(|e| ConnectError::BadAddress(e.to_string()))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(timeout);
+    let conn = client
+        .get_connection_manager_with_config(config)
+        .await
+        .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+    Ok((client, conn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each address form, and the mistakes a user can make in one.
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            Topology::parse("redis://127.0.0.1:6379"),
+            Ok(Topology::Single("redis://127.0.0.1:6379".into()))
+        );
+        assert_eq!(
+            Topology::parse("redis+sentinel://a:26379,b:26380/mymaster"),
+            Ok(Topology::Sentinel {
+                sentinels: vec![("a".into(), 26379), ("b".into(), 26380)],
+                master: "mymaster".into(),
+            })
+        );
+        for bad in [
+            "redis+sentinel://a:1",
+            "redis+sentinel://a:1/",
+            "redis+sentinel://a/m",
+            "redis+sentinel://a:x/m",
+            "redis+sentinel://:1/m",
+            "redis+sentinel://a:1/m/n",
+            "redis+cluster://a:1,b:2",
+        ] {
+            assert!(
+                matches!(Topology::parse(bad), Err(ConnectError::BadAddress(_))),
+                "{bad}"
+            );
+        }
+    }
+}
