@@ -94,9 +94,10 @@ pub enum PoolEvent {
         /// Connections closed because another node had claimed their id.
         closed: usize,
     },
-    /// Publications to `channel` (`*` for `broadcast_all`) were missed by
-    /// this node and were no longer in the channel's history: its members
-    /// here did not get them.
+    /// Publications to `channel` (`*` for `broadcast_all`; empty for
+    /// direct messages to this node's clients) were missed by this node
+    /// and were no longer in the history: their recipients here did not
+    /// get them.
     ClusterGap {
         /// The channel.
         channel: String,

@@ -740,3 +740,118 @@ async fn a_store_behind_what_a_node_saw_is_reported() {
         "numbered 2 again, and delivered"
     );
 }
+
+/// A ledger under link faults: while a client on A relays direct messages
+/// to a client on B and broadcasts to a channel with members on both,
+/// B's links to Redis are reset and A's are paused past the command
+/// timeout (a TCP proxy between each node and Redis). Every message the
+/// pool accepted is delivered exactly once or reported to the sender
+/// (a receipt, or an `Undelivered` event): none unaccounted, none twice.
+#[tokio::test]
+async fn a_ledger_under_link_faults() {
+    use std::collections::{HashMap, HashSet};
+    let redis = RedisServer::start();
+    let upstream: SocketAddr = format!("127.0.0.1:{}", redis.port).parse().unwrap();
+    let (pa, pb) = (
+        common::proxy::Proxy::start(upstream).await,
+        common::proxy::Proxy::start(upstream).await,
+    );
+    let node_at = |url: String| async move {
+        let mut config = RedisConfig::new(url);
+        config.probe_interval = Duration::from_millis(200);
+        config.command_timeout = Duration::from_millis(500);
+        let pool = WsPool::builder()
+            .redis_config(config)
+            .connect()
+            .await
+            .unwrap();
+        Node {
+            addr: start(&pool).await,
+            pool,
+        }
+    };
+    let (a, b) = (node_at(pa.url()).await, node_at(pb.url()).await);
+    let mut events_a = a.pool.events();
+    let mut alice = a.connect("alice").await;
+    let mut bob = b.connect("bob_room").await;
+    let mut carol = a.connect("carol_room").await;
+
+    const N: usize = 300;
+    let sender = tokio::spawn(async move {
+        for i in 0..N {
+            let mut direct = text_msg("bob", &[], &format!("d{i}"));
+            direct.msg_id = format!("d{i}");
+            alice.send(&direct).await;
+            if i % 3 == 0 {
+                let mut room = text_msg("", &["room"], &format!("c{i}"));
+                room.msg_id = format!("c{i}");
+                alice.send(&room).await;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        alice
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pb.reset_all();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    pa.pause();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    pa.resume();
+    let mut alice = sender.await.unwrap();
+
+    // Everything settles: read until nothing new comes for 3 s.
+    let quiet = Duration::from_secs(3);
+    let mut got: HashMap<String, usize> = HashMap::new();
+    while let Ok(msg) = tokio::time::timeout(quiet, bob.recv()).await {
+        *got.entry(msg.msg).or_default() += 1;
+    }
+    let mut reported: HashSet<String> = HashSet::new();
+    while let Ok(receipt) = tokio::time::timeout(Duration::from_millis(300), alice.recv()).await {
+        assert_ne!(receipt.status, 0, "alice is sent receipts only");
+        reported.insert(receipt.msg_id);
+    }
+    while let Ok(Some(e)) = tokio::time::timeout(
+        Duration::from_millis(100),
+        tokio_stream::StreamExt::next(&mut events_a),
+    )
+    .await
+    {
+        if let PoolEvent::Undelivered { msg, .. } = e {
+            reported.insert(msg.msg_id.clone());
+        }
+    }
+    let mut carol_got = HashSet::new();
+    while let Ok(msg) = tokio::time::timeout(Duration::from_millis(300), carol.recv()).await {
+        assert!(carol_got.insert(msg.msg), "carol got a message twice");
+    }
+
+    let sent: Vec<String> = (0..N)
+        .flat_map(|i| {
+            let room = (i % 3 == 0).then(|| format!("c{i}"));
+            std::iter::once(format!("d{i}")).chain(room)
+        })
+        .collect();
+    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    let unaccounted: Vec<_> = (sent.iter())
+        .filter(|id| !got.contains_key(*id) && !reported.contains(*id))
+        .collect();
+    assert!(
+        unaccounted.is_empty(),
+        "neither delivered nor reported: {unaccounted:?}"
+    );
+    let rooms = (0..N).filter(|i| i % 3 == 0).count();
+    assert_eq!(
+        carol_got.len(),
+        rooms,
+        "the local member gets every room message"
+    );
+    let both = (sent.iter()).filter(|id| got.contains_key(*id) && reported.contains(*id));
+    eprintln!(
+        "ledger: {} sent, {} delivered to bob, {} reported, {} both (reported, then delivered after all)",
+        sent.len(),
+        got.len(),
+        reported.len(),
+        both.count()
+    );
+}

@@ -2,6 +2,8 @@
 //! tokio-tungstenite clients over TCP.
 #![allow(dead_code)]
 
+#[cfg(feature = "redis")]
+pub mod proxy;
 pub mod raw;
 #[cfg(feature = "redis")]
 pub mod redis;

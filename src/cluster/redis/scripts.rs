@@ -67,20 +67,33 @@ end
 
 /// Routes one direct message. KEYS: the id's owner hash, its buffer.
 /// ARGV: prefix, envelope, buffer limits in messages, offline ttl (ms),
-/// buffer limit in bytes (`offline_max_messages`, `offline_max_bytes`).
+/// buffer limit in bytes (`offline_max_messages`, `offline_max_bytes`),
+/// history length, history ttl (ms).
 /// Returns 0 no such id, 1 published to its node, 2 buffered, 3 buffer full.
 ///
 /// An owner that is connected gets it on its node channel, framed
-/// `D<epoch>:<envelope>`. When no node listens there (the owner died), or
-/// the client is away, it goes to the id's buffer in Redis, so it outlives
-/// any node.
+/// `D<epoch>:<seq>:<envelope>`: `seq` numbers the direct messages to that
+/// node, and each is kept in its history (`<seq>:<epoch>:<envelope>`), so a
+/// node whose link broke with a message in flight finds it there. When no
+/// node listens (the owner died), or the client is away, it goes to the
+/// id's buffer in Redis, so it outlives any node; its number is kept in
+/// the history as `<seq>:-` (nothing to recover, no gap).
 pub(super) const SEND: &str = concat!(
     helpers!(),
     r#"
 local owner = redis.call('HMGET', KEYS[1], 'node', 'epoch', 'state')
 if not owner[1] or past(KEYS[1]) then return 0 end
 if owner[3] == 'on' then
-  local n = redis.call('PUBLISH', ARGV[1] .. ':n:' .. owner[1], 'D' .. owner[2] .. ':' .. ARGV[2])
+  local seq = redis.call('INCR', ARGV[1] .. ':seq:n:' .. owner[1])
+  local hist = ARGV[1] .. ':hist:n:' .. owner[1]
+  local n = redis.call('PUBLISH', ARGV[1] .. ':n:' .. owner[1], 'D' .. owner[2] .. ':' .. seq .. ':' .. ARGV[2])
+  if n > 0 then
+    redis.call('LPUSH', hist, seq .. ':' .. owner[2] .. ':' .. ARGV[2])
+  else
+    redis.call('LPUSH', hist, seq .. ':-')
+  end
+  redis.call('LTRIM', hist, 0, tonumber(ARGV[6]) - 1)
+  redis.call('PEXPIRE', hist, ARGV[7])
   if n > 0 then return 1 end
   -- Nobody listens on the owner's channel: the node is gone. Its clients
   -- are away from now on; what is sent to them waits in Redis.

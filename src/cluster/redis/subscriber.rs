@@ -179,6 +179,9 @@ pub(super) async fn inbound(shared: &Shared, msg: redis::Msg, last: &mut HashMap
     let channel = msg.get_channel_name();
     let payload = msg.get_payload_bytes();
     if channel == shared.node_channel {
+        if let Some(direct) = payload.strip_prefix(b"D") {
+            return direct_message(shared, &*handler, direct, last).await;
+        }
         node_message(shared, &*handler, payload);
         return;
     }
@@ -226,8 +229,8 @@ pub(super) fn split_number(payload: &[u8]) -> Option<(u64, &[u8])> {
     Some((n, &payload[colon + 1..]))
 }
 
-/// A message on this node's own channel: a direct message, a takeover, a
-/// kick, a join or leave request and its answer, or a count.
+/// A control message on this node's own channel: a takeover, a kick, a
+/// join or leave request and its answer, or a count.
 pub(super) fn node_message(shared: &Shared, handler: &dyn Handler, payload: &[u8]) {
     let channel = shared.node_channel.as_str();
     let Some((kind, rest)) = payload.split_first() else {
@@ -238,24 +241,6 @@ pub(super) fn node_message(shared: &Shared, handler: &dyn Handler, payload: &[u8
     };
     let text = || std::str::from_utf8(body).ok();
     match (kind, text()) {
-        (b'D', _) => {
-            let Some(mut env) = Envelope::decode(body).ok() else {
-                return malformed(shared, channel, "undecodable direct message");
-            };
-            let Some(msg) = arrived(&mut env) else {
-                return malformed(shared, channel, "undecodable message");
-            };
-            bump(&shared.stats.received, 1);
-            let reach = Reach::Id {
-                id: &env.to,
-                epoch: number,
-            };
-            handler.deliver(Arrival {
-                msg,
-                reach,
-                clients: true,
-            });
-        }
         (b'K', Some(id)) => handler.replaced(id, number),
         (b'R', Some(count)) => match count.parse() {
             Ok(clients) => tally(shared, number, clients),
@@ -286,6 +271,110 @@ pub(super) fn node_message(shared: &Shared, handler: &dyn Handler, payload: &[u8
             None => malformed(shared, channel, "bad membership answer"),
         },
         _ => malformed(shared, channel, "unknown kind or not UTF-8"),
+    }
+}
+
+/// A direct message for a client here, `<epoch>:<seq>:<envelope>`: those
+/// numbered between the last seen and this one were missed (in flight
+/// when the link broke) and are taken from the node's history first.
+async fn direct_message(
+    shared: &Shared,
+    handler: &dyn Handler,
+    payload: &[u8],
+    last: &mut HashMap<String, u64>,
+) {
+    let channel = shared.node_channel.as_str();
+    let Some((epoch, rest)) = split_number(payload) else {
+        return malformed(shared, channel, "no claim number");
+    };
+    let Some((seq, body)) = split_number(rest) else {
+        return malformed(shared, channel, "no message number");
+    };
+    let prev = last.get(channel).copied().unwrap_or(0);
+    if seq <= prev {
+        return; // recovered from the history already
+    }
+    if seq > prev + 1 {
+        if sequence(shared, channel).await.is_ok_and(|now| now < seq) {
+            return malformed(shared, channel, "number ahead of the node's counter");
+        }
+        recover_direct(shared, handler, prev, seq, &Taken::new()).await;
+    }
+    if deliver_direct(shared, handler, epoch, body) {
+        last.insert(channel.to_owned(), seq);
+    }
+}
+
+/// Delivers one direct message (`body`: its envelope) under claim
+/// `epoch`; whether it parsed.
+fn deliver_direct(shared: &Shared, handler: &dyn Handler, epoch: u64, body: &[u8]) -> bool {
+    let channel = shared.node_channel.as_str();
+    let Some(mut env) = Envelope::decode(body).ok() else {
+        malformed(shared, channel, "undecodable direct message");
+        return false;
+    };
+    let Some(msg) = arrived(&mut env) else {
+        malformed(shared, channel, "undecodable message");
+        return false;
+    };
+    bump(&shared.stats.received, 1);
+    let reach = Reach::Id { id: &env.to, epoch };
+    handler.deliver(Arrival {
+        msg,
+        reach,
+        clients: true,
+    });
+    true
+}
+
+/// Direct messages `after < n < before` to this node were missed: deliver
+/// those in its history (`<seq>:<epoch>:<envelope>`; `<seq>:-` went to a
+/// buffer, nothing to do), in order, unless `taken` (delivered from a
+/// buffer already); report the rest as a gap of channel `""`.
+async fn recover_direct(
+    shared: &Shared,
+    handler: &dyn Handler,
+    after: u64,
+    before: u64,
+    taken: &Taken,
+) {
+    let channel = shared.node_channel.as_str();
+    let history: Vec<Vec<u8>> = redis::cmd("LRANGE")
+        .arg(shared.keys.history(channel))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut shared.conn())
+        .await
+        .unwrap_or_default();
+    let mut found: Vec<(u64, &[u8])> = (history.iter())
+        .filter_map(|h| split_number(h))
+        .filter(|(n, _)| *n > after && *n < before)
+        .collect();
+    found.sort_by_key(|(n, _)| *n);
+    found.dedup_by_key(|(n, _)| *n);
+    let missed = (before - after - 1).saturating_sub(found.len() as u64);
+    let mut recovered = 0;
+    for (_, entry) in found {
+        let Some((epoch, body)) = split_number(entry) else {
+            continue; // `-`: buffered, not published
+        };
+        let name = Envelope::decode(body)
+            .ok()
+            .map(|env| (env.origin_node, env.id));
+        if name.is_some_and(|name| taken.contains(&name)) {
+            continue;
+        }
+        recovered += u64::from(deliver_direct(shared, handler, epoch, body));
+    }
+    bump(&shared.stats.recovered, recovered);
+    if missed > 0 {
+        bump(&shared.stats.missed, missed);
+        tracing::warn!(
+            missed,
+            "direct messages missed and no longer in the history"
+        );
+        let channel = String::new();
+        handler.link(Link::Gap { channel, missed });
     }
 }
 
@@ -418,10 +507,11 @@ pub(super) async fn catch_up(
             .query_async(&mut conn)
             .await
             .unwrap_or(None);
-        if *channel == shared.node_channel {
-            continue; // direct messages: recovered by `resync`
-        }
         match now {
+            Some(now) if now > *prev && *channel == shared.node_channel => {
+                recover_direct(shared, handler, *prev, now + 1, taken).await;
+                *prev = now;
+            }
             Some(now) if now > *prev => {
                 recover(shared, handler, channel, *prev, now + 1, taken).await;
                 *prev = now;

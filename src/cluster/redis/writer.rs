@@ -50,7 +50,9 @@ pub(super) async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
                         .arg(env.as_ref())
                         .arg(max)
                         .arg(ttl.max(1))
-                        .arg(max_bytes);
+                        .arg(max_bytes)
+                        .arg(shared.config.history_len.max(1))
+                        .arg(history_ttl.max(1));
                 }
                 Op::Publish { channels, env, .. } => {
                     pipe.cmd("EVALSHA")
