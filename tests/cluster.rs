@@ -882,3 +882,54 @@ async fn a_ledger_across_a_sentinel_failover() {
         ledger(&a, &b, faults).await
     );
 }
+
+/// A graceful failover (`SENTINEL FAILOVER`: the master is demoted to a
+/// replica, not killed): the nodes' commands meet `READONLY`, they ask the
+/// sentinels again and follow the new master; cross-node delivery goes on,
+/// no client reconnecting.
+#[tokio::test]
+async fn a_graceful_sentinel_failover_is_followed() {
+    let topology = common::redis::Sentinels::start();
+    let first_master = topology.master_port();
+    let (a, b) = (
+        quick_node(topology.url()).await,
+        quick_node(topology.url()).await,
+    );
+    let mut bob = b.connect("bob").await;
+    a.pool.send(text_msg("bob", &[], "before")).unwrap();
+    assert_eq!(bob.recv().await.msg, "before");
+
+    topology.failover();
+    until(|| {
+        topology
+            .master_port()
+            .is_some_and(|p| Some(p) != first_master)
+    })
+    .await;
+    // Sends go on; once a node has followed, they are delivered again.
+    let resumed = tokio::time::timeout(Duration::from_secs(30), async {
+        for n in 0.. {
+            let _ = a.pool.send(text_msg("bob", &[], &format!("try {n}")));
+            if let Ok(got) = tokio::time::timeout(Duration::from_millis(200), bob.recv()).await {
+                return got;
+            }
+        }
+        unreachable!()
+    })
+    .await
+    .expect("cross-node delivery went on after the failover");
+    assert!(resumed.msg.starts_with("try "));
+    // And B answers on the new master too.
+    let mut alice = a.connect("alice").await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let _ = b.pool.send(text_msg("alice", &[], "back"));
+            if let Ok(got) = tokio::time::timeout(Duration::from_millis(200), alice.recv()).await {
+                assert_eq!(got.msg, "back");
+                return;
+            }
+        }
+    })
+    .await
+    .expect("B reaches A after the failover");
+}

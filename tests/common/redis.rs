@@ -223,6 +223,17 @@ impl Sentinels {
         addr.map(|(_, port)| port)
     }
 
+    /// Asks a sentinel for a failover (the master is demoted, not killed).
+    pub fn failover(&self) {
+        let (_, port) = self.sentinels[0];
+        let mut conn = sentinel_conn(port).expect("a sentinel");
+        let _: () = redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(MASTER_NAME)
+            .query(&mut conn)
+            .unwrap();
+    }
+
     fn wait_ready(&self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
