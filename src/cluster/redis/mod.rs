@@ -88,6 +88,7 @@ pub(super) async fn connect(
         }),
         topology,
         relink: tokio::sync::Notify::new(),
+        moves: AtomicU64::new(0),
         scripts: Scripts::new(),
         ops,
         subs,
@@ -145,6 +146,8 @@ struct Shared {
     /// Tells the subscriber to make its link again (and ask Sentinel where
     /// the master is) after a command failed.
     relink: tokio::sync::Notify,
+    /// Times this node moved to another master.
+    moves: AtomicU64,
     scripts: Scripts,
     /// To the writer task, in order; bounded by `max_pending`.
     ops: mpsc::Sender<Op>,
@@ -238,6 +241,7 @@ impl Shared {
         self.scripts.load(&mut conn.clone()).await;
         tracing::warn!(%at, "redis master moved: following it");
         *self.link.write() = Link { at, client, conn };
+        bump(&self.moves, 1);
         Ok(true)
     }
 
@@ -333,7 +337,9 @@ impl Cluster for RedisCluster {
         let s = &self.shared;
         let pending = (s.config.max_pending.max(1) - s.ops.capacity()) as u64;
         let waiting = (s.tallies.lock().len() + s.asked.lock().len()) as u64;
-        let engine = EngineStats::new("redis", [("pending", pending), ("waiting", waiting)]);
+        let moves = s.moves.load(Ordering::Relaxed);
+        let counts = [("pending", pending), ("waiting", waiting), ("moves", moves)];
+        let engine = EngineStats::new("redis", counts);
         s.stats
             .snapshot(&s.node, s.up.load(Ordering::Acquire), engine)
     }
