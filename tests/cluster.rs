@@ -640,6 +640,25 @@ async fn an_offline_buffer_is_bounded_in_bytes() {
     );
 }
 
+/// Sends `try <n>` from `from` to `id` every 200 ms until `client` (the
+/// connection of `id`) reads one: each send is refused (`Unavailable`) or
+/// accepted while the cluster's link is down, and the first read proves
+/// cross-node delivery is back. Fails after 30 s.
+async fn resend_until_read(from: &Node, id: &str, client: &mut Client) -> wspool::SendMsg {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        for n in 0.. {
+            let _ = from.pool.send(text_msg(id, &[], &format!("try {n}")));
+            let read = tokio::time::timeout(Duration::from_millis(200), client.recv());
+            if let Ok(got) = read.await {
+                return got;
+            }
+        }
+        unreachable!()
+    })
+    .await
+    .expect("cross-node delivery back within 30 s")
+}
+
 /// Through Sentinel, the master killed (SIGKILL) mid-traffic: the nodes
 /// report the outage, follow the sentinels to the promoted replica, and
 /// cross-node delivery resumes well within 30 s with no client
@@ -673,17 +692,7 @@ async fn a_sentinel_failover_is_followed() {
     wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterDown)).await;
     // Send until one gets through: each is either refused (Unavailable) or
     // accepted; the first that bob reads proves delivery is back.
-    let resumed = tokio::time::timeout(Duration::from_secs(30), async {
-        for n in 0.. {
-            let _ = a.pool.send(text_msg("bob", &[], &format!("try {n}")));
-            if let Ok(got) = tokio::time::timeout(Duration::from_millis(200), bob.recv()).await {
-                return got;
-            }
-        }
-        unreachable!()
-    })
-    .await
-    .expect("cross-node delivery resumed within 30 s");
+    let resumed = resend_until_read(&a, "bob", &mut bob).await;
     let took = killed.elapsed();
     assert!(resumed.msg.starts_with("try "), "{}", resumed.msg);
     assert_ne!(
@@ -907,17 +916,7 @@ async fn a_graceful_sentinel_failover_is_followed() {
     })
     .await;
     // Sends go on; once a node has followed, they are delivered again.
-    let resumed = tokio::time::timeout(Duration::from_secs(30), async {
-        for n in 0.. {
-            let _ = a.pool.send(text_msg("bob", &[], &format!("try {n}")));
-            if let Ok(got) = tokio::time::timeout(Duration::from_millis(200), bob.recv()).await {
-                return got;
-            }
-        }
-        unreachable!()
-    })
-    .await
-    .expect("cross-node delivery went on after the failover");
+    let resumed = resend_until_read(&a, "bob", &mut bob).await;
     assert!(resumed.msg.starts_with("try "));
     // And B answers on the new master too.
     let mut alice = a.connect("alice").await;

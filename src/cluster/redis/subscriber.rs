@@ -339,22 +339,9 @@ async fn recover_direct(
     taken: &Taken,
 ) {
     let channel = shared.node_channel.as_str();
-    let history: Vec<Vec<u8>> = redis::cmd("LRANGE")
-        .arg(shared.keys.history(channel))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut shared.conn())
-        .await
-        .unwrap_or_default();
-    let mut found: Vec<(u64, &[u8])> = (history.iter())
-        .filter_map(|h| split_number(h))
-        .filter(|(n, _)| *n > after && *n < before)
-        .collect();
-    found.sort_by_key(|(n, _)| *n);
-    found.dedup_by_key(|(n, _)| *n);
-    let missed = (before - after - 1).saturating_sub(found.len() as u64);
+    let (found, missed) = from_history(shared, channel, after, before).await;
     let mut recovered = 0;
-    for (_, entry) in found {
+    for entry in &found {
         let Some((epoch, body)) = split_number(entry) else {
             continue; // `-`: buffered, not published
         };
@@ -450,23 +437,9 @@ pub(super) async fn recover(
     before: u64,
     taken: &Taken,
 ) {
-    let mut conn = shared.conn();
-    let history: Vec<Vec<u8>> = redis::cmd("LRANGE")
-        .arg(shared.keys.history(channel))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_default();
-    let mut found: Vec<(u64, &[u8])> = (history.iter())
-        .filter_map(|h| split_number(h))
-        .filter(|(n, _)| *n > after && *n < before)
-        .collect();
-    found.sort_by_key(|(n, _)| *n);
-    found.dedup_by_key(|(n, _)| *n);
-    let missed = (before - after - 1).saturating_sub(found.len() as u64);
+    let (found, missed) = from_history(shared, channel, after, before).await;
     bump(&shared.stats.recovered, found.len() as u64);
-    for (_, body) in found {
+    for body in &found {
         publication(shared, handler, channel, body, taken);
     }
     if missed > 0 {
@@ -479,6 +452,32 @@ pub(super) async fn recover(
         let channel = shared.keys.channel_name(channel).unwrap_or("*").to_owned();
         handler.link(Link::Gap { channel, missed });
     }
+}
+
+/// What the history of pub/sub channel `channel` still holds of the
+/// entries numbered `after < n < before`, in order, each once (without
+/// its number), and how many of them it no longer holds.
+async fn from_history(
+    shared: &Shared,
+    channel: &str,
+    after: u64,
+    before: u64,
+) -> (Vec<Vec<u8>>, u64) {
+    let history: Vec<Vec<u8>> = redis::cmd("LRANGE")
+        .arg(shared.keys.history(channel))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut shared.conn())
+        .await
+        .unwrap_or_default();
+    let mut found: Vec<(u64, &[u8])> = (history.iter())
+        .filter_map(|h| split_number(h))
+        .filter(|(n, _)| *n > after && *n < before)
+        .collect();
+    found.sort_by_key(|(n, _)| *n);
+    found.dedup_by_key(|(n, _)| *n);
+    let missed = (before - after - 1).saturating_sub(found.len() as u64);
+    (found.into_iter().map(|(_, e)| e.to_vec()).collect(), missed)
 }
 
 /// The number of the last publication to pub/sub channel `channel`.
