@@ -23,7 +23,12 @@ async fn node(redis: &RedisServer) -> Node {
 }
 
 async fn node_with(redis: &RedisServer, builder: wspool::WsPoolBuilder) -> Node {
-    let mut config = RedisConfig::new(redis.url());
+    node_over(RedisConfig::new(redis.url()), builder).await
+}
+
+/// A node joined with `config` (its link probed every 200 ms), served on
+/// a free port.
+async fn node_over(mut config: RedisConfig, builder: wspool::WsPoolBuilder) -> Node {
     config.probe_interval = Duration::from_millis(200);
     let pool = builder
         .redis_config(config)
@@ -66,14 +71,7 @@ async fn until_away(redis: &RedisServer, id: &str) {
 
 /// Waits until Redis buffers `n` messages for `id`.
 async fn until_buffered(redis: &RedisServer, id: &str, n: i64) {
-    until(|| {
-        let len: i64 = ::redis::cmd("LLEN")
-            .arg(format!("wspool:buf:{id}"))
-            .query(&mut redis.conn())
-            .unwrap();
-        len == n
-    })
-    .await;
+    until(|| redis.buffered(id) == n).await;
 }
 
 /// Only nodes with members subscribe to a channel (a publication reaches
@@ -592,6 +590,17 @@ async fn malformed_messages_from_redis_are_dropped_and_counted() {
             format!("wspool:n:{node}"),
             [b"D1:".as_slice(), bad_msg].concat(),
         ),
+        (format!("wspool:n:{node}"), b"D1:1:\xff\xff\xff".to_vec()),
+        (
+            format!("wspool:n:{node}"),
+            [b"D1:1:".as_slice(), bad_msg].concat(),
+        ),
+        // A number far ahead of the node's counter: not believed.
+        (format!("wspool:n:{node}"), b"D1:999999:x".to_vec()),
+        (format!("wspool:n:{node}"), b"J7:no-spaces".to_vec()),
+        (format!("wspool:n:{node}"), b"L7:bob".to_vec()),
+        (format!("wspool:n:{node}"), b"A7:z".to_vec()),
+        (format!("wspool:n:{node}"), b"A7:mNaN".to_vec()),
         (format!("wspool:n:{node}"), b"Z1:x".to_vec()),
         (format!("wspool:n:{node}"), b"K1:\xff".to_vec()),
         ("wspool:c:room".into(), b"no number".to_vec()),
@@ -667,20 +676,8 @@ async fn resend_until_read(from: &Node, id: &str, client: &mut Client) -> wspool
 async fn a_sentinel_failover_is_followed() {
     let mut topology = common::redis::Sentinels::start();
     let first_master = topology.master_port();
-    let node_at = |url: String| async move {
-        let mut config = RedisConfig::new(url);
-        config.probe_interval = Duration::from_millis(200);
-        let pool = WsPool::builder()
-            .redis_config(config)
-            .connect()
-            .await
-            .unwrap();
-        Node {
-            addr: start(&pool).await,
-            pool,
-        }
-    };
-    let (a, b) = (node_at(topology.url()).await, node_at(topology.url()).await);
+    let node_at = || node_over(RedisConfig::new(topology.url()), WsPool::builder());
+    let (a, b) = (node_at().await, node_at().await);
     let mut alice = a.connect("alice_room").await;
     let mut bob = b.connect("bob_room").await;
     a.pool.send(text_msg("bob", &[], "before")).unwrap();
@@ -836,17 +833,8 @@ async fn ledger(a: &Node, b: &Node, faults: impl std::future::Future<Output = ()
 /// A node over `url` with a short probe and command timeout.
 async fn quick_node(url: String) -> Node {
     let mut config = RedisConfig::new(url);
-    config.probe_interval = Duration::from_millis(200);
     config.command_timeout = Duration::from_millis(500);
-    let pool = WsPool::builder()
-        .redis_config(config)
-        .connect()
-        .await
-        .unwrap();
-    Node {
-        addr: start(&pool).await,
-        pool,
-    }
+    node_over(config, WsPool::builder()).await
 }
 
 /// A ledger under link faults: B's links to Redis are reset, then A's
@@ -893,28 +881,39 @@ async fn a_ledger_across_a_sentinel_failover() {
 }
 
 /// A graceful failover (`SENTINEL FAILOVER`: the master is demoted to a
-/// replica, not killed): the nodes' commands meet `READONLY`, they ask the
-/// sentinels again and follow the new master; cross-node delivery goes on,
-/// no client reconnecting.
+/// replica, not killed, and keeps its clients' connections): the sentinels
+/// announce `+switch-master` and both nodes move to the new master within
+/// 2 s with nothing to write (without the announcement they stayed on the
+/// demoted master past 10 s); cross-node delivery goes on, no client
+/// reconnecting.
 #[tokio::test]
 async fn a_graceful_sentinel_failover_is_followed() {
     let topology = common::redis::Sentinels::start();
     let first_master = topology.master_port();
-    let (a, b) = (
-        quick_node(topology.url()).await,
-        quick_node(topology.url()).await,
-    );
+    let node_at = || {
+        // Long leases: no lease renewal fails on the demoted master and
+        // tells a node in the window this test watches.
+        let mut config = RedisConfig::new(topology.url());
+        config.lease = Duration::from_secs(60);
+        node_over(config, WsPool::builder())
+    };
+    let (a, b) = (node_at().await, node_at().await);
     let mut bob = b.connect("bob").await;
     a.pool.send(text_msg("bob", &[], "before")).unwrap();
     assert_eq!(bob.recv().await.msg, "before");
+    let moves = |n: &Node| n.pool.stats().cluster.unwrap().engine.counters["moves"];
+    assert_eq!((moves(&a), moves(&b)), (0, 0));
 
     topology.failover();
-    until(|| {
-        topology
-            .master_port()
-            .is_some_and(|p| Some(p) != first_master)
-    })
-    .await;
+    until(|| (topology.master_port()).is_some_and(|p| Some(p) != first_master)).await;
+    let switched = std::time::Instant::now();
+    // With nothing to write, both move: the announcement tells them.
+    until(|| moves(&a) == 1 && moves(&b) == 1).await;
+    assert!(
+        switched.elapsed() < Duration::from_secs(2),
+        "both nodes followed within 2 s: {:?}",
+        switched.elapsed()
+    );
     // Sends go on; once a node has followed, they are delivered again.
     let resumed = resend_until_read(&a, "bob", &mut bob).await;
     assert!(resumed.msg.starts_with("try "));
@@ -931,4 +930,90 @@ async fn a_graceful_sentinel_failover_is_followed() {
     })
     .await
     .expect("B reaches A after the failover");
+}
+
+/// A direct message lost in flight (its number skipped on the node's
+/// channel) is recovered from the node's direct history, a number marked
+/// as buffered (`-`) is nothing to recover, and one no longer in the
+/// history is reported as a gap (`ClusterGap` with an empty channel);
+/// numbering goes on from there. Acted out by writing the history and the
+/// counter as the send script would, then publishing a later number.
+#[tokio::test]
+async fn direct_messages_missed_in_flight_are_recovered_or_reported() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut bob = b.connect("bob").await;
+    a.pool.send(text_msg("bob", &[], "first")).unwrap();
+    assert_eq!(bob.recv().await.msg, "first");
+
+    let node = b.pool.stats().cluster.unwrap().node;
+    let hist = format!("wspool:hist:n:{node}");
+    let mut conn = redis.conn();
+    let entries: Vec<Vec<u8>> = ::redis::cmd("LRANGE")
+        .arg(&hist)
+        .arg(0)
+        .arg(0)
+        .query(&mut conn)
+        .unwrap();
+    // "1:<epoch>:<envelope>": the envelope of "first", under its claim.
+    let first = entries[0].strip_prefix(b"1:").expect("number 1").to_vec();
+    let mut events = b.pool.events();
+    let mut cmd = |args: &[&[u8]]| {
+        let mut c = ::redis::cmd(std::str::from_utf8(args[0]).unwrap());
+        for a in &args[1..] {
+            c.arg(*a);
+        }
+        c.query::<::redis::Value>(&mut conn).unwrap();
+    };
+    cmd(&[
+        b"LPUSH",
+        hist.as_bytes(),
+        &[b"2:".as_slice(), &first].concat(),
+    ]);
+    cmd(&[b"LPUSH", hist.as_bytes(), b"3:-"]); // went to a buffer
+                                               // 4: gone from the history.
+    cmd(&[b"SET", format!("wspool:seq:n:{node}").as_bytes(), b"5"]);
+    let channel = format!("wspool:n:{node}");
+    let colon = first.iter().position(|b| *b == b':').unwrap();
+    let (epoch, envelope) = (&first[..colon], &first[colon + 1..]);
+    let frame = [b"D".as_slice(), epoch, b":5:", envelope].concat();
+    cmd(&[b"PUBLISH", channel.as_bytes(), &frame]);
+
+    assert_eq!(bob.recv().await.msg, "first", "2, from the history");
+    assert_eq!(bob.recv().await.msg, "first", "5, as published");
+    let gap = wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterGap { .. })).await;
+    assert!(
+        matches!(&gap, PoolEvent::ClusterGap { channel, missed: 1 } if channel.is_empty()),
+        "{gap:?}"
+    );
+    let stats = b.pool.stats().cluster.unwrap();
+    assert_eq!((stats.recovered, stats.missed), (1, 1));
+    a.pool.send(text_msg("bob", &[], "next")).unwrap();
+    assert_eq!(bob.recv().await.msg, "next", "6: delivered, no false gap");
+}
+
+/// Through Sentinel, nothing to ask: with no sentinel listening, or a
+/// server there that is not a sentinel, `connect` fails at once with
+/// `ConnectError::Unreachable` saying which sentinel and why.
+#[tokio::test]
+async fn no_usable_sentinel_fails_fast() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let not_a_sentinel = RedisServer::start();
+    for port in [closed, not_a_sentinel.port] {
+        let url = format!("redis+sentinel://127.0.0.1:{port}/wspool");
+        let connect = WsPool::builder().redis(url).connect();
+        let result = tokio::time::timeout(Duration::from_secs(5), connect)
+            .await
+            .expect("fails at once");
+        match result {
+            Err(wspool::cluster::ConnectError::Unreachable(why)) => {
+                assert!(why.contains(&format!("127.0.0.1:{port}")), "{why}")
+            }
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
+    }
 }

@@ -122,14 +122,7 @@ impl Fixture {
             #[cfg(feature = "redis")]
             _ => {
                 let redis = self.master();
-                until(|| {
-                    let len: i64 = ::redis::cmd("LLEN")
-                        .arg(format!("wspool:buf:{id}"))
-                        .query(&mut redis.conn())
-                        .unwrap();
-                    len == n
-                })
-                .await
+                until(|| redis.buffered(id) == n).await
             }
         }
     }
@@ -542,6 +535,33 @@ async fn missed_traffic_is_recovered(f: Fixture) {
     assert!(stats.recovered >= 4, "at least what bob got: {stats:?}");
     a.pool.broadcast(text_msg("", &["room"], "live")).unwrap();
     assert_eq!(bob.recv().await.msg, "live", "nothing twice before it");
+}
+
+/// The in-process engine keeps at most 1,000 messages for a pool whose
+/// link is cut: past that the oldest go, and the heal reports them as a
+/// gap (`*`) and delivers the rest, in order.
+#[tokio::test]
+async fn memory_keeps_a_bounded_backlog_for_a_cut_pool() {
+    let f = Fixture::memory();
+    let (a, b) = (f.node().await, f.node().await);
+    let mut bob = b.connect("bob_room").await;
+    let mut events = b.pool.events();
+    f.cut(&b).await;
+    for i in 0..1005 {
+        let msg = text_msg("", &["room"], &format!("m{i}"));
+        a.pool.broadcast(msg).unwrap();
+    }
+    f.heal(&b);
+    let gap = wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterGap { .. })).await;
+    assert!(
+        matches!(&gap, PoolEvent::ClusterGap { channel, missed: 5 } if channel == "*"),
+        "{gap:?}"
+    );
+    for i in 5..1005 {
+        assert_eq!(bob.recv().await.msg, format!("m{i}"));
+    }
+    let stats = b.pool.stats().cluster.unwrap();
+    assert_eq!((stats.recovered, stats.missed), (1000, 5));
 }
 
 /// Runs each test of the suite over each engine.

@@ -67,6 +67,14 @@ impl RedisServer {
             .unwrap();
     }
 
+    /// How many messages Redis buffers for `id` (pool prefix `wspool`).
+    pub fn buffered(&self, id: &str) -> i64 {
+        redis::cmd("LLEN")
+            .arg(format!("wspool:buf:{id}"))
+            .query(&mut self.conn())
+            .unwrap()
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }

@@ -466,7 +466,7 @@ impl MemoryCluster {
         &self,
         msg: &Arc<Encoded>,
         channels: Option<&[String]>,
-        bytes: &Bytes,
+        bytes: &dyn Fn() -> Bytes,
     ) -> (Vec<Arc<dyn Handler>>, usize, Vec<String>) {
         let mut state = self.net.state.lock();
         let (mut buffered, mut full) = (0, Vec::new());
@@ -495,7 +495,7 @@ impl MemoryCluster {
             }
             if let Some(cut) = member.cut.as_mut() {
                 let kept = Kept::Broadcast(channels.map(<[String]>::to_vec));
-                cut.keep(now, self.settings.message_ttl, bytes.clone(), kept);
+                cut.keep(now, self.settings.message_ttl, bytes(), kept);
                 continue;
             }
             if let Some(handler) = member.handler.as_ref().and_then(Weak::upgrade) {
@@ -513,7 +513,13 @@ impl MemoryCluster {
     fn publish(&self, msg: &Arc<Encoded>, channels: Option<&[String]>) -> Result<usize, SendError> {
         self.link_up()?;
         bump(&self.counters.published, 1);
-        let bytes = self.envelope(msg, channels.into());
+        // Encoded once, and only when some pool gets it.
+        let encoded = std::cell::OnceCell::new();
+        let bytes = || {
+            encoded
+                .get_or_init(|| self.envelope(msg, channels.into()))
+                .clone()
+        };
         let (to, buffered, full) = self.fan_out(msg, channels, &bytes);
         let reach = match channels {
             Some(these) => Reach::Channels { these, skip: &[] },
@@ -521,7 +527,7 @@ impl MemoryCluster {
         };
         let mut reached = buffered;
         for handler in to {
-            let Some(msg) = carried(&bytes) else { break };
+            let Some(msg) = carried(&bytes()) else { break };
             reached += handler.deliver(Arrival {
                 msg,
                 reach,

@@ -144,7 +144,8 @@ struct Shared {
     /// clone or swap them, never across an await.
     link: RwLock<Link>,
     /// Tells the subscriber to make its link again (and ask Sentinel where
-    /// the master is) after a command failed.
+    /// the master is): a command failed, or the sentinels announced a new
+    /// master.
     relink: tokio::sync::Notify,
     /// Times this node moved to another master.
     moves: AtomicU64,
@@ -327,6 +328,17 @@ impl Cluster for RedisCluster {
             tokio::spawn(subscriber(shared.clone(), tasks.subs, ready_tx));
             tokio::spawn(heartbeat(Arc::downgrade(&shared)));
             tokio::spawn(expiry(Arc::downgrade(&shared)));
+            if let Topology::Sentinel { sentinels, master } = &shared.topology {
+                let weak = Arc::downgrade(&shared);
+                let moved = move || {
+                    if let Some(s) = weak.upgrade() {
+                        s.relink.notify_one();
+                    }
+                };
+                let (sentinels, master) = (sentinels.clone(), master.clone());
+                let stop = shared.stop.subscribe();
+                tokio::spawn(topology::watch_switches(sentinels, master, stop, moved));
+            }
             // The node's own channels are subscribed before the pool is
             // handed out.
             let _ = ready_rx.await;

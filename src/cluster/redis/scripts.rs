@@ -205,13 +205,16 @@ return out
 /// its history list, its set of members that are away and its set of
 /// nodes with members. ARGV: history length, history ttl (ms), the
 /// envelope, prefix, buffer limit in messages, offline ttl (ms), each
-/// target's pub/sub channel, then the buffer limit in bytes.
+/// target's pub/sub channel, the buffer limit in bytes, the calling node.
 ///
 /// Each target numbers its publications (`INCR`) and keeps the last ones
 /// (`LPUSH`, `LTRIM`): what goes out is `<seq>:<envelope>`, so a node that
 /// sees a number jump knows it missed some and fetches them from the
 /// history. When fewer nodes got it than have members, the ones nobody
-/// listens for any more are gone: their clients become away. Members that
+/// listens for any more are gone: their clients become away. Never the
+/// calling node: it is alive, its link only on its way back (and it
+/// reached its own members itself, so buffering for them would deliver
+/// twice). Members that
 /// are away get it in their buffer, once however many targets they are in.
 /// Returns {nodes reached (summed over the publications), clients
 /// buffered, ids whose buffer was full...}.
@@ -230,7 +233,7 @@ for i = 1, n do
   reached = reached + got
   if got < redis.call('SCARD', KEYS[4 * i]) then
     for _, node in ipairs(redis.call('SMEMBERS', KEYS[4 * i])) do
-      if redis.call('PUBSUB', 'NUMSUB', ARGV[4] .. ':n:' .. node)[2] == 0 then
+      if node ~= ARGV[#ARGV] and redis.call('PUBSUB', 'NUMSUB', ARGV[4] .. ':n:' .. node)[2] == 0 then
         adopt(ARGV[4], node, ARGV[6])
         redis.call('SREM', KEYS[4 * i], node)
       end
@@ -242,7 +245,7 @@ for i = 1, n do
       local owner = ARGV[4] .. ':id:' .. id
       if redis.call('HGET', owner, 'state') == 'away' and not past(owner) then
         local buf = ARGV[4] .. ':buf:' .. id
-        if fits(owner, buf, #ARGV[3], ARGV[5], ARGV[#ARGV]) then
+        if fits(owner, buf, #ARGV[3], ARGV[5], ARGV[#ARGV - 1]) then
           buffer(owner, buf, ARGV[3])
           local ttl = redis.call('PTTL', owner)
           if ttl > 0 then redis.call('PEXPIRE', buf, ttl) end

@@ -118,7 +118,11 @@ pub(super) async fn subscriber(
                                 };
                                 if r.is_err() { break; }
                             }
-                            () = shared.relink.notified() => break,
+                            // A failed command or a sentinel's announcement:
+                            // make the link again only if the master moved.
+                            () = shared.relink.notified() => {
+                                if shared.relocate().await.unwrap_or(false) { break; }
+                            }
                             _ = probe.tick() => {
                                 let ping = tokio::time::timeout(
                                     shared.config.probe_interval.max(Duration::from_millis(100)),

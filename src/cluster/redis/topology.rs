@@ -4,7 +4,7 @@
 //! | address | meaning |
 //! |---|---|
 //! | `redis://HOST:PORT[/DB]` | one instance, as given |
-//! | `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME` | the master the sentinels name `MASTER_NAME`: asked of any reachable sentinel at start and again whenever the link breaks, and checked with `ROLE` before it is used |
+//! | `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME` | the master the sentinels name `MASTER_NAME`: asked of any reachable sentinel at start, again whenever the link breaks and whenever a sentinel announces `+switch-master` for it ([`watch_switches`]), and checked with `ROLE` before it is used |
 //!
 //! A Redis Cluster (`redis+cluster://`) is not served yet: the address is
 //! refused with [`ConnectError::BadAddress`] saying so.
@@ -117,6 +117,42 @@ async fn ask(host: &str, port: u16, master: &str, timeout: Duration) -> Result<S
         Ok(Ok(_)) => Err(format!("{addr} is not a master (yet)")),
         Ok(Err(e)) => Err(format!("{addr}: {e}")),
         Err(_) => Err(format!("{addr}: no answer in time")),
+    }
+}
+
+/// Follows the sentinels' `+switch-master` announcements for `master`:
+/// calls `moved` each time one names it, so a node moves to the new master
+/// as soon as it is elected, even when it has nothing to write (otherwise
+/// it would notice at its next failed command: a demoted master keeps its
+/// clients' connections open). Listens to one sentinel at a time, the next
+/// when that one goes away; ends when `stop` is set.
+pub(super) async fn watch_switches(
+    sentinels: Vec<(String, u16)>,
+    master: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    moved: impl Fn(),
+) {
+    use futures_util::StreamExt;
+    for (host, port) in sentinels.iter().cycle() {
+        let listen = async {
+            let client = Client::open(format!("redis://{host}:{port}")).ok()?;
+            let mut pubsub = client.get_async_pubsub().await.ok()?;
+            pubsub.subscribe("+switch-master").await.ok()?;
+            let mut messages = pubsub.on_message();
+            while let Some(msg) = messages.next().await {
+                // "<name> <old ip> <old port> <new ip> <new port>"
+                let text: String = msg.get_payload().unwrap_or_default();
+                if text.split(' ').next() == Some(master.as_str()) {
+                    moved();
+                }
+            }
+            Some(())
+        };
+        tokio::select! {
+            _ = listen => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

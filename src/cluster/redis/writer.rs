@@ -73,7 +73,7 @@ pub(super) async fn writer(shared: Arc<Shared>, mut ops: mpsc::Receiver<Op>) {
                     for ch in channels {
                         pipe.arg(ch);
                     }
-                    pipe.arg(max_bytes);
+                    pipe.arg(max_bytes).arg(&shared.node);
                     bump(&shared.stats.published, 1);
                 }
                 Op::Reply { node, frame } => {
