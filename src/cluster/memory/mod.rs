@@ -19,8 +19,11 @@
 //! owner, one id cluster-wide with fencing, offline buffers that outlive
 //! the node a client left, presence, kick, join and leave anywhere, counted
 //! broadcasts), so the same conformance suite runs over both. What it has
-//! no counterpart for: a link that breaks (there is none), and data that
-//! outlives the process.
+//! no counterpart for: a link that breaks (acted out with [`Network::cut`]),
+//! and data that outlives the process. Offline buffers in the network are
+//! bounded per id (`offline_max_messages`, `offline_max_bytes`), not in
+//! total: `offline_max_clients` and `offline_max_total_bytes` hold per
+//! pool only, as over Redis (CLUSTER.md).
 //!
 //! Delivery to another pool is a direct call into that pool's handler, with
 //! the message carried as the other engines carry it: encoded once into an
