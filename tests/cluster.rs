@@ -9,7 +9,10 @@ mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::{redis::RedisServer, *};
+use common::{
+    redis::{key, RedisServer},
+    *,
+};
 use wspool::{cluster::redis::RedisConfig, BroadcastError, Delivery, PoolEvent, SendError, WsPool};
 
 /// One node: a pool joined to the cluster at `redis`, served on a free port.
@@ -49,7 +52,7 @@ impl Node {
 fn numsub(redis: &RedisServer, channel: &str) -> i64 {
     let (_, n): (String, i64) = ::redis::cmd("PUBSUB")
         .arg("NUMSUB")
-        .arg(format!("wspool:c:{channel}"))
+        .arg(key::channel(channel))
         .query(&mut redis.conn())
         .unwrap();
     n
@@ -60,7 +63,7 @@ fn numsub(redis: &RedisServer, channel: &str) -> i64 {
 async fn until_away(redis: &RedisServer, id: &str) {
     until(|| {
         let state: Option<String> = ::redis::cmd("HGET")
-            .arg(format!("wspool:id:{id}"))
+            .arg(key::owner(id))
             .arg("state")
             .query(&mut redis.conn())
             .unwrap();
@@ -412,7 +415,7 @@ async fn a_dropped_pool_leaves_the_cluster() {
     let listeners = |redis: &RedisServer| -> i64 {
         let (_, n): (String, i64) = ::redis::cmd("PUBSUB")
             .arg("NUMSUB")
-            .arg(format!("wspool:n:{node}"))
+            .arg(key::node(&node))
             .query(&mut redis.conn())
             .unwrap();
         n
@@ -422,7 +425,7 @@ async fn a_dropped_pool_leaves_the_cluster() {
     until(|| listeners(&redis) == 0).await;
     until(|| {
         let alive: bool = ::redis::cmd("EXISTS")
-            .arg(format!("wspool:node:{node}"))
+            .arg(key::lease(&node))
             .query(&mut redis.conn())
             .unwrap();
         !alive
@@ -583,30 +586,24 @@ async fn malformed_messages_from_redis_are_dropped_and_counted() {
     // An envelope (field 1, 2 bytes) whose message is not a SendMsg.
     let bad_msg: &[u8] = &[0x0a, 0x02, 0xff, 0xff];
     let mut frames: Vec<(String, Vec<u8>)> = vec![
-        (format!("wspool:n:{node}"), b"".to_vec()),
-        (format!("wspool:n:{node}"), b"Dnot-a-number".to_vec()),
-        (format!("wspool:n:{node}"), b"D1:\xff\xff\xff".to_vec()),
-        (
-            format!("wspool:n:{node}"),
-            [b"D1:".as_slice(), bad_msg].concat(),
-        ),
-        (format!("wspool:n:{node}"), b"D1:1:\xff\xff\xff".to_vec()),
-        (
-            format!("wspool:n:{node}"),
-            [b"D1:1:".as_slice(), bad_msg].concat(),
-        ),
+        (key::node(&node), b"".to_vec()),
+        (key::node(&node), b"Dnot-a-number".to_vec()),
+        (key::node(&node), b"D1:\xff\xff\xff".to_vec()),
+        (key::node(&node), [b"D1:".as_slice(), bad_msg].concat()),
+        (key::node(&node), b"D1:1:\xff\xff\xff".to_vec()),
+        (key::node(&node), [b"D1:1:".as_slice(), bad_msg].concat()),
         // A number far ahead of the node's counter: not believed.
-        (format!("wspool:n:{node}"), b"D1:999999:x".to_vec()),
-        (format!("wspool:n:{node}"), b"J7:no-spaces".to_vec()),
-        (format!("wspool:n:{node}"), b"L7:bob".to_vec()),
-        (format!("wspool:n:{node}"), b"A7:z".to_vec()),
-        (format!("wspool:n:{node}"), b"A7:mNaN".to_vec()),
-        (format!("wspool:n:{node}"), b"Z1:x".to_vec()),
-        (format!("wspool:n:{node}"), b"K1:\xff".to_vec()),
-        ("wspool:c:room".into(), b"no number".to_vec()),
-        ("wspool:c:room".into(), b"999999:whatever".to_vec()),
+        (key::node(&node), b"D1:999999:x".to_vec()),
+        (key::node(&node), b"J7:no-spaces".to_vec()),
+        (key::node(&node), b"L7:bob".to_vec()),
+        (key::node(&node), b"A7:z".to_vec()),
+        (key::node(&node), b"A7:mNaN".to_vec()),
+        (key::node(&node), b"Z1:x".to_vec()),
+        (key::node(&node), b"K1:\xff".to_vec()),
+        (key::channel("room"), b"no number".to_vec()),
+        (key::channel("room"), b"999999:whatever".to_vec()),
     ];
-    frames.push(("wspool:c:room".into(), [b"2:".as_slice(), bad_msg].concat()));
+    frames.push((key::channel("room"), [b"2:".as_slice(), bad_msg].concat()));
     let mut conn = redis.conn();
     for (channel, payload) in &frames {
         let _: i64 = ::redis::cmd("PUBLISH")
@@ -731,7 +728,7 @@ async fn a_store_behind_what_a_node_saw_is_reported() {
     }
     let mut events = b.pool.events();
     let _: () = ::redis::cmd("SET")
-        .arg("wspool:seq:c:room")
+        .arg(format!("{}:seq", key::channel("room")))
         .arg(1)
         .query(&mut redis.conn())
         .unwrap();
@@ -947,7 +944,7 @@ async fn direct_messages_missed_in_flight_are_recovered_or_reported() {
     assert_eq!(bob.recv().await.msg, "first");
 
     let node = b.pool.stats().cluster.unwrap().node;
-    let hist = format!("wspool:hist:n:{node}");
+    let hist = format!("{}:hist", key::node(&node));
     let mut conn = redis.conn();
     let entries: Vec<Vec<u8>> = ::redis::cmd("LRANGE")
         .arg(&hist)
@@ -972,8 +969,8 @@ async fn direct_messages_missed_in_flight_are_recovered_or_reported() {
     ]);
     cmd(&[b"LPUSH", hist.as_bytes(), b"3:-"]); // went to a buffer
                                                // 4: gone from the history.
-    cmd(&[b"SET", format!("wspool:seq:n:{node}").as_bytes(), b"5"]);
-    let channel = format!("wspool:n:{node}");
+    cmd(&[b"SET", format!("{}:seq", key::node(&node)).as_bytes(), b"5"]);
+    let channel = key::node(&node);
     let colon = first.iter().position(|b| *b == b':').unwrap();
     let (epoch, envelope) = (&first[..colon], &first[colon + 1..]);
     let frame = [b"D".as_slice(), epoch, b":5:", envelope].concat();

@@ -24,6 +24,9 @@ enum Fixture {
     /// Redis through three sentinels (a master and a replica).
     #[cfg(feature = "redis")]
     Sentinel(common::redis::Sentinels),
+    /// A Redis Cluster: three masters, each with a replica.
+    #[cfg(feature = "redis")]
+    Cluster(common::redis::RedisCluster),
 }
 
 /// One node: a pool joined to the fixture's cluster, served on a free port.
@@ -58,14 +61,39 @@ impl Fixture {
         Fixture::Sentinel(common::redis::Sentinels::start())
     }
 
-    /// The Redis master, for checks of its state (no failover happens in
-    /// the suite).
     #[cfg(feature = "redis")]
-    fn master(&self) -> &common::redis::RedisServer {
+    fn cluster() -> Self {
+        Fixture::Cluster(common::redis::RedisCluster::start())
+    }
+
+    /// The Redis master of one instance or Sentinel, for checks of its
+    /// state (no failover happens in the suite).
+    #[cfg(feature = "redis")]
+    fn master(&self) -> Option<&common::redis::RedisServer> {
         match self {
-            Fixture::Redis(redis) => redis,
-            Fixture::Sentinel(topology) => &topology.master,
-            Fixture::Memory(_) => unreachable!("no Redis in the memory fixture"),
+            Fixture::Redis(redis) => Some(redis),
+            Fixture::Sentinel(topology) => Some(&topology.master),
+            _ => None,
+        }
+    }
+
+    /// A field of `id`'s owner hash in Redis.
+    #[cfg(feature = "redis")]
+    fn field(&self, id: &str, field: &str) -> Option<String> {
+        match (self, self.master()) {
+            (Fixture::Cluster(cluster), _) => cluster.field(id, field),
+            (_, Some(redis)) => redis_field(redis, id, field),
+            _ => unreachable!("no Redis in the memory fixture"),
+        }
+    }
+
+    /// How many messages Redis buffers for `id`.
+    #[cfg(feature = "redis")]
+    fn buffered(&self, id: &str) -> i64 {
+        match (self, self.master()) {
+            (Fixture::Cluster(cluster), _) => cluster.buffered(id),
+            (_, Some(redis)) => redis.buffered(id),
+            _ => unreachable!("no Redis in the memory fixture"),
         }
     }
 
@@ -77,10 +105,11 @@ impl Fixture {
         let builder = match self {
             Fixture::Memory(network) => builder.engine(network.engine()),
             #[cfg(feature = "redis")]
-            Fixture::Redis(_) | Fixture::Sentinel(_) => {
+            _ => {
                 let url = match self {
                     Fixture::Sentinel(topology) => topology.url(),
-                    _ => self.master().url(),
+                    Fixture::Cluster(cluster) => cluster.url(),
+                    _ => self.master().expect("redis").url(),
                 };
                 let mut config = wspool::cluster::redis::RedisConfig::new(url);
                 config.probe_interval = Duration::from_millis(200);
@@ -102,10 +131,7 @@ impl Fixture {
             // Released before the disconnect is reported.
             Fixture::Memory(network) => assert_eq!(network.held(id), Some(0)),
             #[cfg(feature = "redis")]
-            _ => {
-                let redis = self.master();
-                until(|| redis_field(redis, id, "state").as_deref() == Some("away")).await
-            }
+            _ => until(|| self.field(id, "state").as_deref() == Some("away")).await,
         }
     }
 
@@ -120,10 +146,7 @@ impl Fixture {
                 }
             }
             #[cfg(feature = "redis")]
-            _ => {
-                let redis = self.master();
-                until(|| redis.buffered(id) == n).await
-            }
+            _ => until(|| self.buffered(id) == n).await,
         }
     }
 
@@ -134,10 +157,12 @@ impl Fixture {
         match self {
             Fixture::Memory(network) => assert!(network.cut(&node.id())),
             #[cfg(feature = "redis")]
+            Fixture::Cluster(cluster) => cluster.kill_connections_of(&node.id()),
+            #[cfg(feature = "redis")]
             _ => {
                 // Its pub/sub connection: its node channel, `all`, and one
                 // per channel it has members in.
-                (self.master()).kill_pubsub_with(node.pool.channels().len() + 2)
+                (self.master().expect("redis")).kill_pubsub_with(node.pool.channels().len() + 2)
             }
         }
         wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterDown)).await;
@@ -156,7 +181,7 @@ impl Fixture {
 #[cfg(feature = "redis")]
 fn redis_field(redis: &common::redis::RedisServer, id: &str, field: &str) -> Option<String> {
     ::redis::cmd("HGET")
-        .arg(format!("wspool:id:{id}"))
+        .arg(common::redis::key::owner(id))
         .arg(field)
         .query(&mut redis.conn())
         .unwrap()
@@ -590,6 +615,15 @@ macro_rules! suite {
                 #[tokio::test]
                 async fn $test() {
                     super::$test(super::Fixture::sentinel()).await
+                }
+            )*
+        }
+        #[cfg(feature = "redis")]
+        mod redis_cluster {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::Fixture::cluster()).await
                 }
             )*
         }

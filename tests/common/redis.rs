@@ -34,7 +34,10 @@ impl RedisServer {
     }
 
     fn start_with(extra: Vec<String>) -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), extra)
+    }
+
+    fn start_on(port: u16, extra: Vec<String>) -> Self {
         let dir = std::env::temp_dir().join(format!("wspool-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut server = RedisServer {
@@ -70,7 +73,7 @@ impl RedisServer {
     /// How many messages Redis buffers for `id` (pool prefix `wspool`).
     pub fn buffered(&self, id: &str) -> i64 {
         redis::cmd("LLEN")
-            .arg(format!("wspool:buf:{id}"))
+            .arg(key::buffer(id))
             .query(&mut self.conn())
             .unwrap()
     }
@@ -130,6 +133,11 @@ impl RedisServer {
         rx.recv_timeout(Duration::from_secs(10))
             .expect("redis-server did not become ready in 10 s");
         self.child = Some(child);
+    }
+
+    /// Whether the server is running.
+    pub fn alive(&self) -> bool {
+        self.child.is_some()
     }
 
     /// A plain connection for checks (`PUBSUB NUMSUB`, keys).
@@ -288,5 +296,214 @@ impl Drop for Sentinels {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The names of the pool's keys and channels in Redis (prefix `wspool`;
+/// see CLUSTER.md).
+pub mod key {
+    /// An id's owner hash.
+    pub fn owner(id: &str) -> String {
+        format!("wspool:{{i:{id}}}")
+    }
+    /// An id's offline buffer.
+    pub fn buffer(id: &str) -> String {
+        format!("wspool:{{i:{id}}}:buf")
+    }
+    /// A node's pub/sub channel.
+    pub fn node(node: &str) -> String {
+        format!("wspool:{{n:{node}}}")
+    }
+    /// A node's lease.
+    pub fn lease(node: &str) -> String {
+        format!("wspool:{{n:{node}}}:lease")
+    }
+    /// A pool channel's pub/sub channel.
+    pub fn channel(channel: &str) -> String {
+        format!("wspool:{{c:{channel}}}")
+    }
+}
+
+/// Six cluster-mode instances made one Redis Cluster by `redis-cli
+/// --cluster create` (three masters, each with a replica;
+/// `cluster-node-timeout 2000`), ready: every node agrees on the three
+/// masters and three replicas.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let extra: Vec<String> = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+            "--repl-diskless-sync-delay",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| RedisServer::start_on(cluster_port(), extra.clone()))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli (Debian: apt-get install -y redis-server)");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let cluster = RedisCluster { nodes };
+        cluster.wait_agreed();
+        cluster
+    }
+
+    /// Waits until every live node says the cluster is ok and lists three
+    /// masters and three replicas, none failing.
+    pub fn wait_agreed(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let agreed = self.nodes.iter().filter(|n| n.alive()).all(|n| {
+                let mut conn = n.conn();
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                let nodes: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                let live: Vec<&str> = nodes.lines().filter(|l| !l.contains("fail")).collect();
+                info.contains("cluster_state:ok")
+                    && live.iter().filter(|l| l.contains("master")).count() == 3
+                    && live.iter().filter(|l| l.contains("slave")).count()
+                        == self.nodes.iter().filter(|n| n.alive()).count() - 3
+                    && !nodes.contains("handshake")
+            });
+            if agreed {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cluster did not settle in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis+cluster://` with two seeds.
+    pub fn url(&self) -> String {
+        format!(
+            "redis+cluster://127.0.0.1:{},127.0.0.1:{}",
+            self.nodes[0].port, self.nodes[1].port
+        )
+    }
+
+    /// A connection for checks: each command to the shard of its key.
+    pub fn conn(&self) -> redis::cluster::ClusterConnection {
+        let seeds: Vec<String> = (self.nodes.iter())
+            .filter(|n| n.alive())
+            .map(|n| n.url())
+            .collect();
+        redis::cluster::ClusterClient::new(seeds)
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// How many messages Redis buffers for `id`.
+    pub fn buffered(&self, id: &str) -> i64 {
+        redis::cmd("LLEN")
+            .arg(key::buffer(id))
+            .query(&mut self.conn())
+            .unwrap()
+    }
+
+    /// A field of `id`'s owner hash.
+    pub fn field(&self, id: &str, field: &str) -> Option<String> {
+        redis::cmd("HGET")
+            .arg(key::owner(id))
+            .arg(field)
+            .query(&mut self.conn())
+            .unwrap()
+    }
+
+    /// The master that owns `key`'s slot now.
+    pub fn master_of(&mut self, key: &str) -> &mut RedisServer {
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut self.conn())
+            .unwrap();
+        let i = (0..self.nodes.len())
+            .find(|i| {
+                let n = &self.nodes[*i];
+                n.alive() && {
+                    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut n.conn()).unwrap();
+                    let master =
+                        matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master");
+                    let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
+                        .arg("SLOTS")
+                        .query(&mut n.conn())
+                        .unwrap();
+                    master
+                        && slots.iter().any(|s| match (&s[0], &s[1], &s[2]) {
+                            (
+                                redis::Value::Int(a),
+                                redis::Value::Int(b),
+                                redis::Value::Array(m),
+                            ) => {
+                                (*a..=*b).contains(&(slot as i64))
+                                    && matches!(&m[1], redis::Value::Int(p) if *p == n.port as i64)
+                            }
+                            _ => false,
+                        })
+                }
+            })
+            .expect("a master owns the slot");
+        &mut self.nodes[i]
+    }
+
+    /// Kills every connection of wspool node `node` (they carry its
+    /// name), on every instance, as a network blip would.
+    pub fn kill_connections_of(&self, node: &str) {
+        let name = format!(" name=wspool-{node} ");
+        for n in self.nodes.iter().filter(|n| n.alive()) {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query(&mut n.conn())
+                .unwrap();
+            for line in list.lines().filter(|l| l.contains(&name)) {
+                let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
+                let _: redis::RedisResult<()> = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("ID")
+                    .arg(id)
+                    .query(&mut n.conn());
+            }
+        }
+    }
+}
+
+/// A free port in 15000-21999 whose cluster bus port (+10000) is free too:
+/// outside the ephemeral range, so a port a killed node leaves stays free
+/// for its restart.
+fn cluster_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 15000 + ((std::process::id() as u16).wrapping_mul(97).wrapping_add(n) % 7000);
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10000) {
+            return port;
+        }
     }
 }

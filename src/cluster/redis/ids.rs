@@ -2,7 +2,7 @@
 //! and reporting the offline windows that close.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{Arc, Weak},
     time::Duration,
 };
@@ -10,7 +10,10 @@ use std::{
 use prost::Message as _;
 use redis::Value;
 
-use super::{writer::Op, Shared};
+use super::{
+    writer::{evalsha, text, Op},
+    Shared,
+};
 use crate::{
     cluster::{arrived, envelope, Claimed, Handler, Local, Presence, Target},
     event::UndeliveredReason,
@@ -30,17 +33,13 @@ pub(super) async fn resync(shared: &Shared, handler: &dyn Handler) -> (usize, Ta
     let mut taken = Taken::new();
     for client in handler.locals() {
         let mut conn = shared.conn();
-        let info = presence(shared, &client);
         let reply: redis::RedisResult<Vec<Value>> = shared
             .scripts
             .check
             .key(shared.keys.owner(&client.id))
             .key(shared.keys.buffer(&client.id))
-            .key(shared.keys.presence(&shared.node))
             .arg(&shared.node)
             .arg(client.epoch)
-            .arg(&*client.id)
-            .arg(info)
             .invoke_async(&mut conn)
             .await;
         let Ok(reply) = reply else { continue };
@@ -51,6 +50,10 @@ pub(super) async fn resync(shared: &Shared, handler: &dyn Handler) -> (usize, Ta
                 closed += 1;
             }
             Some(Value::Int(1)) => {
+                // Adopted while the link was down, perhaps: connected again.
+                let mut zrem = redis::cmd("ZREM");
+                zrem.arg(shared.keys.expiring()).arg(&*client.id);
+                let _ = shared.many(vec![shared.present_cmd(&client), zrem]).await;
                 let buffered = envelopes(it, &mut taken);
                 bump(&shared.stats.recovered, buffered.len() as u64);
                 handler.reclaimed(&client, None, buffered);
@@ -86,38 +89,157 @@ pub(super) fn envelopes(
         .collect()
 }
 
-/// Claims `state`'s id for this node; returns the claim number and what
+/// Claims `client`'s id for this node; returns the claim number and what
 /// was buffered for it in Redis.
+///
+/// The claim itself is one script on the id's slot; then, at once: this
+/// node's presence gets the client, the id leaves the sets of members
+/// away of the channels it had, its offline deadline is dropped, and the
+/// previous owner's node is told (`K<epoch>:<id>`: it closes its
+/// connection, 4001). Under the refuse policy, a holder the script names
+/// has its lease checked first, and the script asked again.
 pub(super) async fn claim(
     shared: &Shared,
     client: &Local,
     refuse: bool,
 ) -> Result<Claimed, SendError> {
-    let info = presence(shared, client);
+    let unavailable = |e: redis::RedisError| SendError::Unavailable(e.to_string());
     let mut conn = shared.conn();
-    let reply: Vec<Value> = shared
-        .scripts
-        .claim
-        .key(shared.keys.owner(&client.id))
-        .key(shared.keys.buffer(&client.id))
-        .key(shared.keys.presence(&shared.node))
-        .arg(&shared.keys.prefix)
-        .arg(&shared.node)
-        .arg(&*client.id)
-        .arg(if refuse { "1" } else { "0" })
-        .arg(info)
-        .invoke_async(&mut conn)
-        .await
-        .map_err(|e| SendError::Unavailable(e.to_string()))?;
+    let (mut holder, mut alive) = (String::new(), false);
+    let reply = loop {
+        let reply: Vec<Value> = shared
+            .scripts
+            .claim
+            .key(shared.keys.owner(&client.id))
+            .key(shared.keys.buffer(&client.id))
+            .arg(&shared.node)
+            .arg(if refuse { "1" } else { "0" })
+            .arg(&holder)
+            .arg(if alive { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        match reply.first() {
+            Some(Value::Int(-2)) if reply.len() == 2 => {
+                let node = reply.into_iter().nth(1).and_then(text).unwrap_or_default();
+                alive = redis::cmd("EXISTS")
+                    .arg(shared.keys.lease(&node))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                holder = node;
+            }
+            _ => break reply,
+        }
+    };
     let mut it = reply.into_iter();
-    let epoch = match it.next() {
-        Some(Value::Int(e)) if e >= 0 => e as u64,
+    let epoch = match it.next().and_then(text).map(|e| e.parse::<u64>()) {
+        Some(Ok(e)) => e,
         _ => return Err(SendError::NotConnected(client.id.clone())),
     };
-    Ok(Claimed {
-        epoch,
-        buffered: envelopes(it, &mut Taken::new()),
-    })
+    let (previous, was, late) = (
+        it.next().and_then(text).unwrap_or_default(),
+        it.next().and_then(text).unwrap_or_default(),
+        matches!(it.next(), Some(Value::Int(1))),
+    );
+    let buffered = match it.next() {
+        Some(Value::Array(envs)) => envelopes(envs.into_iter(), &mut Taken::new()),
+        _ => Vec::new(),
+    };
+    let mut cmds = vec![shared.present_cmd(client)];
+    cmds.extend(shared.away_cmds("SREM", &client.id, was.split(',')));
+    if !late {
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(shared.keys.expiring()).arg(&*client.id);
+        cmds.push(zrem);
+    }
+    if !previous.is_empty() {
+        let mut told = redis::cmd(shared.publish_command());
+        told.arg(shared.keys.node_channel(&previous))
+            .arg(format!("K{epoch}:{}", client.id));
+        cmds.push(told);
+    }
+    if let Err(e) = shared.many(cmds).await {
+        tracing::debug!(error = %e, id = %client.id, "claim: follow-up commands failed");
+    }
+    Ok(Claimed { epoch, buffered })
+}
+
+/// A node is gone (nobody listens on its channel): each of its clients
+/// becomes away, so what is sent to it from now on waits in Redis; its
+/// presence and its place in its channels' sets of nodes are dropped.
+/// Returns the clients made away, with their channels.
+///
+/// In steps (the keys are on several slots): the presence hash is read;
+/// each client joins its channels' sets of members away, then is made
+/// away ([`ADOPT`](super::scripts::ADOPT)) and given an offline deadline.
+/// Several nodes may adopt the same node at once: each step is
+/// idempotent.
+pub(super) async fn adopt(shared: &Shared, node: &str) -> Vec<(String, Vec<String>)> {
+    let mut conn = shared.conn();
+    let records: HashMap<String, String> = match redis::cmd("HGETALL")
+        .arg(shared.keys.presence(node))
+        .query_async(&mut conn)
+        .await
+    {
+        Ok(records) => records,
+        Err(e) => {
+            tracing::debug!(error = %e, node, "reading a gone node's presence failed");
+            return Vec::new();
+        }
+    };
+    tracing::info!(
+        node,
+        clients = records.len(),
+        "a node is gone: its clients are away"
+    );
+    let clients: Vec<(String, Vec<String>)> = (records.into_iter())
+        .map(|(id, record)| {
+            let channels = serde_json::from_str::<Presence>(&record)
+                .map(|p| p.channels)
+                .unwrap_or_default();
+            (id, channels)
+        })
+        .collect();
+    let ttl = (shared.settings.offline_ttl.as_millis() as u64).max(1);
+    let mut first = Vec::new();
+    let mut adopt = Vec::new();
+    let mut channels: HashSet<&String> = HashSet::new();
+    for (id, chans) in &clients {
+        first.extend(shared.away_cmds("SADD", id, chans.iter().map(String::as_str)));
+        channels.extend(chans);
+        let mut cmd = evalsha(&shared.scripts.adopt, [shared.keys.owner(id)]);
+        cmd.arg(node).arg(chans.join(",")).arg(ttl);
+        adopt.push(cmd);
+    }
+    let _ = shared.many(first).await;
+    let mut made = Vec::new();
+    let mut last = Vec::new();
+    if let Ok(results) = shared.many(adopt).await {
+        for ((id, chans), r) in clients.iter().cloned().zip(results) {
+            if let Ok(Value::Int(due)) = r {
+                if due > 0 {
+                    let mut zadd = redis::cmd("ZADD");
+                    zadd.arg(shared.keys.expiring()).arg(due).arg(&id);
+                    last.push(zadd);
+                    made.push((id, chans));
+                }
+            }
+        }
+    }
+    for channel in channels {
+        let mut srem = redis::cmd("SREM");
+        srem.arg(shared.keys.nodes_of(&shared.keys.channel(channel)))
+            .arg(node);
+        last.push(srem);
+    }
+    let mut del = redis::cmd("DEL");
+    del.arg(shared.keys.presence(node));
+    let mut srem = redis::cmd("SREM");
+    srem.arg(shared.keys.nodes()).arg(node);
+    last.extend([del, srem]);
+    let _ = shared.many(last).await;
+    made
 }
 
 /// Reports the offline windows that closed without the client coming
@@ -144,21 +266,41 @@ pub(super) async fn expiry(shared: Weak<Shared>) {
 
 pub(super) async fn report_expired(shared: &Shared, handler: &dyn Handler) {
     let mut conn = shared.conn();
-    let reply: redis::RedisResult<Vec<Value>> = shared
+    let due: redis::RedisResult<Vec<String>> = shared
         .scripts
-        .expire
-        .key(format!("{}:expiring", shared.keys.prefix))
-        .arg(&shared.keys.prefix)
+        .expiring
+        .key(shared.keys.expiring())
         .arg(100)
         .invoke_async(&mut conn)
         .await;
-    let Ok(reply) = reply else { return };
-    let mut it = reply.into_iter();
-    while let (Some(Value::BulkString(id)), Some(Value::Int(n))) = (it.next(), it.next()) {
-        let id = ClientId::from(String::from_utf8_lossy(&id).as_ref());
-        let msgs = envelopes(it.by_ref().take(n.max(0) as usize), &mut Taken::new());
-        handler.undelivered(&id, msgs, UndeliveredReason::OfflineTimeout);
+    let Ok(due) = due else { return };
+    let cmds = (due.iter())
+        .map(|id| {
+            evalsha(
+                &shared.scripts.expire,
+                [shared.keys.owner(id), shared.keys.buffer(id)],
+            )
+        })
+        .collect();
+    let Ok(results) = shared.many(cmds).await else {
+        return;
+    };
+    let mut forget = Vec::new();
+    for (id, r) in due.iter().zip(results) {
+        let Ok(Value::Array(out)) = r else { continue };
+        let mut out = out.into_iter();
+        let channels = out.next().and_then(text).unwrap_or_default();
+        forget.extend(shared.away_cmds("SREM", id, channels.split(',')));
+        let msgs = match out.next() {
+            Some(Value::Array(envs)) => envelopes(envs.into_iter(), &mut Taken::new()),
+            _ => Vec::new(),
+        };
+        if !msgs.is_empty() {
+            let id = ClientId::from(id.as_str());
+            handler.undelivered(&id, msgs, UndeliveredReason::OfflineTimeout);
+        }
     }
+    let _ = shared.many(forget).await;
 }
 
 /// What other nodes see of a client here (`clients()` cluster-wide).
@@ -169,25 +311,35 @@ pub(super) fn presence(shared: &Shared, client: &Local) -> String {
 /// Gives up `client`'s claim (see `Cluster::release`) and accounts for
 /// what it still had queued: buffered, forwarded to the new owner, or
 /// reported.
+///
+/// Away, the id joins its channels' sets of members away first (a
+/// broadcast in between finds it still connected and skips it, as it
+/// would a moment earlier), then the script makes it away and buffers
+/// what was queued, then it gets its offline deadline.
 pub(super) async fn release(shared: &Shared, client: &Local, away: bool, left: Vec<Arc<Encoded>>) {
     let Some(handler) = shared.handler() else {
         return;
     };
     let settings = &shared.settings;
     let id = &client.id;
+    let mut first = vec![];
+    let mut hdel = redis::cmd("HDEL");
+    hdel.arg(shared.keys.presence(&shared.node)).arg(&**id);
+    first.push(hdel);
+    if away {
+        first.extend(shared.away_cmds("SADD", id, client.channels.iter().map(|c| c.as_str())));
+    }
+    let _ = shared.many(first).await;
     let mut inv = shared.scripts.release.prepare_invoke();
     inv.key(shared.keys.owner(id))
         .key(shared.keys.buffer(id))
-        .key(shared.keys.presence(&shared.node))
         .arg(&shared.node)
         .arg(client.epoch)
-        .arg(&**id)
         .arg(if away { "away" } else { "gone" })
         .arg((settings.offline_ttl.as_millis() as u64).max(1))
         .arg(settings.offline_max_messages)
-        .arg(&shared.keys.prefix)
-        .arg(client.channels.join(","))
-        .arg(settings.offline_max_bytes);
+        .arg(settings.offline_max_bytes)
+        .arg(client.channels.join(","));
     for m in &left {
         let env = envelope(m, &shared.node, shared.next_id(), Target::Id(id), false);
         inv.arg(env.as_ref());
@@ -209,7 +361,12 @@ pub(super) async fn release(shared: &Shared, client: &Local, away: bool, left: V
                 }
             }
         }
-        Ok([1, kept]) => {
+        Ok([1, kept, due]) => {
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(shared.keys.expiring()).arg(*due).arg(&**id);
+            if let Err(e) = zadd.query_async::<()>(&mut conn).await {
+                tracing::warn!(error = %e, %id, "setting the offline deadline failed");
+            }
             let kept = (*kept).max(0) as usize;
             let over: Vec<_> = left.into_iter().skip(kept).collect();
             handler.undelivered(id, over, UndeliveredReason::OfflineFull);
@@ -238,15 +395,7 @@ pub(super) async fn membership(
     let frame = format!("{kind}{number}:{id} {channel} {}", shared.node);
     let (done, answer) = tokio::sync::oneshot::channel();
     shared.asked.lock().insert(number, done);
-    let mut conn = shared.conn();
-    let told: Result<i64, _> = shared
-        .scripts
-        .tell
-        .key(shared.keys.owner(id))
-        .arg(&shared.keys.prefix)
-        .arg(frame)
-        .invoke_async(&mut conn)
-        .await;
+    let told = tell(shared, id, &frame).await;
     let told = match told {
         Ok(n) => n,
         Err(e) => {
@@ -292,4 +441,54 @@ pub(super) fn decode_answer(text: &str) -> Option<Option<Result<bool, JoinError>
         "i" => Some(Err(JoinError::Unavailable(rest.to_owned()))),
         _ => return None,
     })
+}
+
+/// Publishes `frame` on the channel of the node that has `id` connected;
+/// how many got it (0: no node has it connected).
+pub(super) async fn tell(shared: &Shared, id: &str, frame: &str) -> redis::RedisResult<i64> {
+    let mut conn = shared.conn();
+    let (node, state): (Option<String>, Option<String>) = redis::cmd("HMGET")
+        .arg(shared.keys.owner(id))
+        .arg("node")
+        .arg("state")
+        .query_async(&mut conn)
+        .await?;
+    match node {
+        Some(node) if state.as_deref() == Some("on") => {
+            redis::cmd(shared.publish_command())
+                .arg(shared.keys.node_channel(&node))
+                .arg(frame)
+                .query_async(&mut conn)
+                .await
+        }
+        _ => Ok(0),
+    }
+}
+
+/// The commands and helpers the id steps share.
+impl Shared {
+    /// `HSET` of `client`'s presence record in this node's presence hash.
+    pub(super) fn present_cmd(&self, client: &Local) -> redis::Cmd {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.keys.presence(&self.node))
+            .arg(&*client.id)
+            .arg(presence(self, client));
+        cmd
+    }
+
+    /// `SADD` or `SREM` of `id` in the sets of members away of `channels`.
+    pub(super) fn away_cmds<'a>(
+        &self,
+        verb: &'static str,
+        id: &str,
+        channels: impl Iterator<Item = &'a str>,
+    ) -> Vec<redis::Cmd> {
+        (channels.filter(|c| !c.is_empty()))
+            .map(|c| {
+                let mut cmd = redis::cmd(verb);
+                cmd.arg(self.keys.away(&self.keys.channel(c))).arg(id);
+                cmd
+            })
+            .collect()
+    }
 }

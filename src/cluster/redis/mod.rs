@@ -28,6 +28,7 @@
 //!   and this node's ids are checked and claimed again.
 
 mod scripts;
+mod sharded;
 
 use std::{
     collections::HashMap,
@@ -38,7 +39,7 @@ use std::{
 };
 
 use parking_lot::{Mutex, RwLock};
-use redis::{aio::ConnectionManager, Client};
+use redis::{Client, Cmd, RedisResult, Value};
 use tokio::sync::mpsc;
 
 use super::{
@@ -50,6 +51,7 @@ use crate::{
 };
 
 mod config;
+mod conn;
 mod ids;
 mod keys;
 mod subscriber;
@@ -58,12 +60,14 @@ mod writer;
 
 pub use config::RedisConfig;
 
-use ids::{claim, expiry, presence, release};
+use conn::Conn;
+
+use ids::{claim, expiry, release};
 use keys::Keys;
 use scripts::Scripts;
 use subscriber::{mark_run, subscriber, SubOp};
 use topology::Topology;
-use writer::{writer, Op, Tally};
+use writer::{is_noscript, writer, Op, Tally};
 
 /// Connects to Redis: fails fast when Redis cannot be reached at start.
 /// The engine's tasks start with `Cluster::run`.
@@ -73,8 +77,26 @@ pub(super) async fn connect(
 ) -> Result<Arc<dyn Cluster>, ConnectError> {
     let unreachable = |e: redis::RedisError| ConnectError::Unreachable(e.to_string());
     let topology = Topology::parse(&redis.url)?;
+    if !crate::names::valid_name(&redis.node_id, 128)
+        || !crate::names::valid_name(&redis.prefix, 128)
+    {
+        return Err(ConnectError::BadAddress(format!(
+            "node id {:?} or prefix {:?}: 1-128 token characters (no braces or colons: they \
+             are hash tags and separators in Redis keys)",
+            redis.node_id, redis.prefix
+        )));
+    }
     let at = topology.locate(redis.command_timeout).await?;
-    let (client, conn) = topology::open(&at, redis.command_timeout).await?;
+    let (client, conn, pushes) = match &topology {
+        Topology::Cluster(seeds) => {
+            let (conn, pushes) = topology::open_cluster(seeds, redis.command_timeout).await?;
+            (None, conn, Some(pushes))
+        }
+        _ => {
+            let (client, conn) = topology::open(&at, redis.command_timeout).await?;
+            (client, conn, None)
+        }
+    };
     let (ops, ops_rx) = mpsc::channel(redis.max_pending.max(1));
     let (subs, subs_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
@@ -109,6 +131,7 @@ pub(super) async fn connect(
     let tasks = Mutex::new(Some(Tasks {
         ops: ops_rx,
         subs: subs_rx,
+        pushes,
     }));
     Ok(Arc::new(RedisCluster { shared, tasks }))
 }
@@ -117,18 +140,19 @@ pub(super) async fn connect(
 struct Tasks {
     ops: mpsc::Receiver<Op>,
     subs: mpsc::UnboundedReceiver<SubOp>,
+    /// A Redis Cluster's pushes (its sharded subscriptions' messages).
+    pushes: Option<topology::Pushes>,
 }
 
 /// The instance in use, and the connections to it.
 struct Link {
     /// Its URL.
     at: String,
-    /// Opens the pub/sub connection.
-    client: Client,
-    /// One multiplexed connection for commands, reconnected when it
-    /// breaks: cloning it shares the socket, and commands sent on it are
-    /// pipelined in order.
-    conn: ConnectionManager,
+    /// Opens the pub/sub connection (one instance; in a Redis Cluster the
+    /// command connection carries the subscriptions).
+    client: Option<Client>,
+    /// The command connection (see [`Conn`]).
+    conn: Conn,
 }
 
 /// State shared by the backend's handle and its tasks.
@@ -197,15 +221,13 @@ impl Drop for RedisCluster {
         self.shared.stop.send_replace(true);
         let s = &self.shared;
         let mut conn = s.conn();
-        let mut pipe = redis::pipe();
-        pipe.cmd("DEL")
-            .arg(s.keys.lease(&s.node))
-            .arg(s.keys.presence(&s.node))
-            .ignore();
-        pipe.cmd("SREM").arg(s.keys.nodes()).arg(&s.node).ignore();
+        let mut del = redis::cmd("DEL");
+        del.arg(s.keys.lease(&s.node)).arg(s.keys.presence(&s.node));
+        let mut srem = redis::cmd("SREM");
+        srem.arg(s.keys.nodes()).arg(&s.node);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                let _ = pipe.query_async::<()>(&mut conn).await;
+                let _ = conn.many(vec![del, srem]).await;
             });
         }
     }
@@ -218,13 +240,34 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 
 impl Shared {
     /// The command connection to the instance in use.
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.link.read().conn.clone()
     }
 
-    /// A client for the instance in use (its pub/sub connection).
-    fn client(&self) -> Client {
+    /// A client for the instance in use (its pub/sub connection); none in
+    /// a Redis Cluster.
+    fn client(&self) -> Option<Client> {
         self.link.read().client.clone()
+    }
+
+    /// Runs independent commands (see [`Conn::many`]); scripts Redis does
+    /// not know (`NOSCRIPT`: it restarted, or a replica took over) are
+    /// loaded and those commands run again (one that failed so did
+    /// nothing).
+    async fn many(&self, cmds: Vec<Cmd>) -> RedisResult<Vec<RedisResult<Value>>> {
+        let mut conn = self.conn();
+        let mut results = conn.many(cmds.clone()).await?;
+        let again: Vec<usize> = (0..results.len())
+            .filter(|i| is_noscript(&results[*i]))
+            .collect();
+        if !again.is_empty() {
+            self.scripts.load(&mut conn).await;
+            let retry = again.iter().map(|i| cmds[*i].clone()).collect();
+            for (i, r) in again.into_iter().zip(conn.many(retry).await?) {
+                results[i] = r;
+            }
+        }
+        Ok(results)
     }
 
     /// Asks where Redis is now (Sentinel: the master may have changed) and
@@ -294,20 +337,17 @@ impl Shared {
     }
 
     async fn renew_lease(&self) -> redis::RedisResult<()> {
-        let mut conn = self.conn();
-        redis::pipe()
-            .cmd("SET")
-            .arg(self.keys.lease(&self.node))
+        let mut set = redis::cmd("SET");
+        set.arg(self.keys.lease(&self.node))
             .arg(crate::message::now_ms())
             .arg("PX")
-            .arg(self.config.lease.as_millis() as u64)
-            .ignore()
-            .cmd("SADD")
-            .arg(self.keys.nodes())
-            .arg(&self.node)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
+            .arg(self.config.lease.as_millis() as u64);
+        let mut sadd = redis::cmd("SADD");
+        sadd.arg(self.keys.nodes()).arg(&self.node);
+        for r in self.many(vec![set, sadd]).await? {
+            r?;
+        }
+        Ok(())
     }
 }
 
@@ -325,7 +365,15 @@ impl Cluster for RedisCluster {
             *shared.handler.lock() = Some(handler);
             let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
             tokio::spawn(writer(shared.clone(), tasks.ops));
-            tokio::spawn(subscriber(shared.clone(), tasks.subs, ready_tx));
+            match tasks.pushes {
+                Some(pushes) => {
+                    let link = sharded::subscriber(shared.clone(), tasks.subs, pushes, ready_tx);
+                    tokio::spawn(link);
+                }
+                None => {
+                    tokio::spawn(subscriber(shared.clone(), tasks.subs, ready_tx));
+                }
+            }
             tokio::spawn(heartbeat(Arc::downgrade(&shared)));
             tokio::spawn(expiry(Arc::downgrade(&shared)));
             if let Topology::Sentinel { sentinels, master } = &shared.topology {
@@ -379,16 +427,11 @@ impl Cluster for RedisCluster {
                 if !alive {
                     // Its lease ran out: the node is gone, and so are its
                     // clients.
-                    let _: redis::RedisResult<()> = redis::pipe()
-                        .cmd("SREM")
-                        .arg(s.keys.nodes())
-                        .arg(&node)
-                        .ignore()
-                        .cmd("DEL")
-                        .arg(s.keys.presence(&node))
-                        .ignore()
-                        .query_async(&mut conn)
-                        .await;
+                    let mut srem = redis::cmd("SREM");
+                    srem.arg(s.keys.nodes()).arg(&node);
+                    let mut del = redis::cmd("DEL");
+                    del.arg(s.keys.presence(&node));
+                    let _ = s.many(vec![srem, del]).await;
                     continue;
                 }
                 out.extend(records.iter().filter_map(|r| serde_json::from_str(r).ok()));
@@ -490,18 +533,46 @@ impl Cluster for RedisCluster {
     fn disconnect<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, SendError>> {
         Box::pin(async move {
             let s = &self.shared;
+            let unavailable = |e: redis::RedisError| SendError::Unavailable(e.to_string());
             let mut conn = s.conn();
-            let found: i64 = s
+            let (node, epoch, state): (Option<String>, Option<String>, Option<String>) =
+                redis::cmd("HMGET")
+                    .arg(s.keys.owner(id))
+                    .arg("node")
+                    .arg("epoch")
+                    .arg("state")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+            let Some(node) = node else {
+                return Ok(false);
+            };
+            // Connected: its node is told (`X0:<id>`), if it listens.
+            // Away, or its node gone: the id is forgotten.
+            let mut held = (String::new(), String::new());
+            if state.as_deref() == Some("on") {
+                let told: i64 = redis::cmd(s.publish_command())
+                    .arg(s.keys.node_channel(&node))
+                    .arg(format!("X0:{id}"))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                if told > 0 {
+                    return Ok(true);
+                }
+                held = (node, epoch.unwrap_or_default());
+            }
+            let _: i64 = s
                 .scripts
-                .kick
+                .forget
                 .key(s.keys.owner(id))
                 .key(s.keys.buffer(id))
-                .arg(&s.keys.prefix)
-                .arg(id)
+                .arg(held.0)
+                .arg(held.1)
                 .invoke_async(&mut conn)
                 .await
-                .map_err(|e| SendError::Unavailable(e.to_string()))?;
-            Ok(found == 1)
+                .map_err(unavailable)?;
+            Ok(true)
         })
     }
 
@@ -546,17 +617,10 @@ impl Cluster for RedisCluster {
 
     fn channels_changed(&self, client: &Local) {
         let s = &self.shared;
-        let info = presence(s, client);
+        let cmd = s.present_cmd(client);
         let mut conn = s.conn();
-        let (key, id) = (s.keys.presence(&s.node), client.id.to_string());
         tokio::spawn(async move {
-            let r: redis::RedisResult<()> = redis::cmd("HSET")
-                .arg(key)
-                .arg(id)
-                .arg(info)
-                .query_async(&mut conn)
-                .await;
-            if let Err(e) = r {
+            if let Err(e) = cmd.query_async::<()>(&mut conn).await {
                 tracing::debug!(error = %e, "presence update failed");
             }
         });

@@ -50,16 +50,15 @@ pub(super) async fn subscriber(
                 tracing::debug!(error = %e, "redis: no master to reconnect to yet");
             }
         }
-        match shared.client().get_async_pubsub().await {
+        let Some(client) = shared.client() else {
+            return;
+        };
+        match client.get_async_pubsub().await {
             Ok(pubsub) => {
                 let (mut sink, mut stream) = pubsub.split();
                 // Changes queued before this point are in the list below.
                 while subs.try_recv().is_ok() {}
-                let mut channels: HashSet<String> = (handler.channels().iter())
-                    .map(|c| shared.keys.channel(c))
-                    .collect();
-                channels.insert(shared.node_channel.clone());
-                channels.insert(shared.keys.all());
+                let channels = wanted(&shared, &*handler);
                 last.retain(|c, _| channels.contains(c));
                 // Numbered before subscribing: a publication between the two
                 // shows as a gap and is recovered, not skipped.
@@ -73,13 +72,7 @@ pub(super) async fn subscriber(
                 if sink.subscribe(&list).await.is_ok() {
                     announce(&shared, channels.iter(), true).await;
                     if !first {
-                        shared.up.store(true, Ordering::Release);
-                        check_run(&shared, &*handler).await;
-                        // Buffers first: what they held is not delivered
-                        // to the clients again from the histories.
-                        let (closed, taken) = resync(&shared, &*handler).await;
-                        catch_up(&shared, &*handler, &mut last, &taken).await;
-                        handler.link(Link::Up { closed });
+                        relinked(&shared, &*handler, &mut last).await;
                     }
                     first = false;
                     if let Some(r) = ready.take() {
@@ -91,7 +84,10 @@ pub(super) async fn subscriber(
                         tokio::select! {
                             _ = stopped(&mut stop) => return,
                             msg = stream.next() => match msg {
-                                Some(msg) => inbound(&shared, msg, &mut last).await,
+                                Some(msg) => {
+                                    let (channel, payload) = (msg.get_channel_name(), msg.get_payload_bytes());
+                                    inbound(&shared, channel, payload, &mut last).await
+                                }
                                 None => break,
                             },
                             op = subs.recv() => {
@@ -136,18 +132,50 @@ pub(super) async fn subscriber(
             }
             Err(e) => tracing::debug!(error = %e, "redis pub/sub connect failed"),
         }
-        if let Some(handler) = shared.handler() {
-            if shared.up.swap(false, Ordering::AcqRel) {
-                tracing::warn!("redis pub/sub link lost: reconnecting");
-                bump(&shared.stats.outages, 1);
-                handler.link(Link::Down);
-            }
-        }
+        broke(&shared);
         if let Some(r) = ready.take() {
             let _ = r.send(());
         }
         tokio::time::sleep(shared.config.reconnect_delay).await;
     }
+}
+
+/// The link is back (every subscription made again): what the node
+/// missed meanwhile is recovered, then `ClusterUp`.
+pub(super) async fn relinked(
+    shared: &Shared,
+    handler: &dyn Handler,
+    last: &mut HashMap<String, u64>,
+) {
+    shared.up.store(true, Ordering::Release);
+    check_run(shared, handler).await;
+    // Buffers first: what they held is not delivered to the clients
+    // again from the histories.
+    let (closed, taken) = resync(shared, handler).await;
+    catch_up(shared, handler, last, &taken).await;
+    handler.link(Link::Up { closed });
+}
+
+/// The link broke: `ClusterDown`, once per outage.
+pub(super) fn broke(shared: &Shared) {
+    if let Some(handler) = shared.handler() {
+        if shared.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!("redis pub/sub link lost: reconnecting");
+            bump(&shared.stats.outages, 1);
+            handler.link(Link::Down);
+        }
+    }
+}
+
+/// The pub/sub channels this node subscribes: its own, `all`, and those
+/// of the channels it has members in.
+pub(super) fn wanted(shared: &Shared, handler: &dyn Handler) -> HashSet<String> {
+    let mut channels: HashSet<String> = (handler.channels().iter())
+        .map(|c| shared.keys.channel(c))
+        .collect();
+    channels.insert(shared.node_channel.clone());
+    channels.insert(shared.keys.all());
+    channels
 }
 
 /// Records that this node has (`present`) or no longer has members in
@@ -158,30 +186,31 @@ pub(super) async fn announce<'a>(
     channels: impl IntoIterator<Item = &'a String>,
     present: bool,
 ) {
-    let mut pipe = redis::pipe();
     let named = channels
         .into_iter()
         .filter(|c| shared.keys.channel_name(c).is_some());
-    for channel in named {
-        let cmd = if present { "SADD" } else { "SREM" };
-        pipe.cmd(cmd)
-            .arg(shared.keys.nodes_of(channel))
-            .arg(&shared.node)
-            .ignore();
-    }
-    let mut conn = shared.conn();
-    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+    let cmds = named
+        .map(|channel| {
+            let mut cmd = redis::cmd(if present { "SADD" } else { "SREM" });
+            cmd.arg(shared.keys.nodes_of(channel)).arg(&shared.node);
+            cmd
+        })
+        .collect();
+    if let Err(e) = shared.many(cmds).await {
         tracing::debug!(error = %e, "recording this node's channels failed");
     }
 }
 
 /// Handles one pub/sub message.
-pub(super) async fn inbound(shared: &Shared, msg: redis::Msg, last: &mut HashMap<String, u64>) {
+pub(super) async fn inbound(
+    shared: &Shared,
+    channel: &str,
+    payload: &[u8],
+    last: &mut HashMap<String, u64>,
+) {
     let Some(handler) = shared.handler() else {
         return;
     };
-    let channel = msg.get_channel_name();
-    let payload = msg.get_payload_bytes();
     if channel == shared.node_channel {
         if let Some(direct) = payload.strip_prefix(b"D") {
             return direct_message(shared, &*handler, direct, last).await;
@@ -502,21 +531,34 @@ pub(super) async fn catch_up(
     last: &mut HashMap<String, u64>,
     taken: &Taken,
 ) {
-    let mut conn = shared.conn();
+    let channels: Vec<String> = last.keys().cloned().collect();
+    let cmds = (channels.iter())
+        .map(|channel| {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(shared.keys.sequence(channel));
+            cmd
+        })
+        .collect();
+    let Ok(counters) = shared.many(cmds).await else {
+        return;
+    };
     let mut behind = Vec::new();
-    for (channel, prev) in last.iter_mut() {
-        let now: Option<u64> = redis::cmd("GET")
-            .arg(shared.keys.sequence(channel))
-            .query_async(&mut conn)
-            .await
-            .unwrap_or(None);
+    for (channel, now) in channels.into_iter().zip(counters) {
+        // A counter that could not be read: left for the next catch-up.
+        let now: Option<u64> = match now.map(redis::from_redis_value::<Option<u64>>) {
+            Ok(Ok(now)) => now,
+            _ => continue,
+        };
+        let Some(prev) = last.get_mut(&channel) else {
+            continue;
+        };
         match now {
-            Some(now) if now > *prev && *channel == shared.node_channel => {
+            Some(now) if now > *prev && channel == shared.node_channel => {
                 recover_direct(shared, handler, *prev, now + 1, taken).await;
                 *prev = now;
             }
             Some(now) if now > *prev => {
-                recover(shared, handler, channel, *prev, now + 1, taken).await;
+                recover(shared, handler, &channel, *prev, now + 1, taken).await;
                 *prev = now;
             }
             // Behind what this node saw: a master promoted after a

@@ -6,16 +6,13 @@
 //! | `redis://HOST:PORT[/DB]` | one instance, as given |
 //! | `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME` | the master the sentinels name `MASTER_NAME`: asked of any reachable sentinel at start, again whenever the link breaks and whenever a sentinel announces `+switch-master` for it ([`watch_switches`]), and checked with `ROLE` before it is used |
 //!
-//! A Redis Cluster (`redis+cluster://`) is not served yet: the address is
-//! refused with [`ConnectError::BadAddress`] saying so.
+//! | `redis+cluster://HOST:PORT[,HOST:PORT...]` | a Redis Cluster, through these seed nodes: keys go to the shard owning their slot, pub/sub is sharded (`SSUBSCRIBE`, `SPUBLISH`; Redis 7) |
 
 use std::time::Duration;
 
-use redis::{
-    aio::{ConnectionManager, ConnectionManagerConfig},
-    Client, Value,
-};
+use redis::{aio::ConnectionManagerConfig, Client, Value};
 
+use super::conn::Conn;
 use crate::cluster::ConnectError;
 
 /// Where Redis is.
@@ -28,49 +25,64 @@ pub(super) enum Topology {
         sentinels: Vec<(String, u16)>,
         master: String,
     },
+    /// A Redis Cluster, found through these seed nodes (`redis://` URLs).
+    Cluster(Vec<String>),
 }
 
 impl Topology {
     /// Reads an address (see the [module docs](self)).
     pub(super) fn parse(url: &str) -> Result<Self, ConnectError> {
         let bad = |why: &str| ConnectError::BadAddress(format!("{url}: {why}"));
-        if url.starts_with("redis+cluster://") {
-            return Err(bad("Redis Cluster is not supported yet (issue 19)"));
+        let hosts = |hosts: &str| {
+            (hosts.split(','))
+                .map(|h| {
+                    let (host, port) = h
+                        .rsplit_once(':')
+                        .ok_or_else(|| bad("a host without :PORT"))?;
+                    let port = port
+                        .parse::<u16>()
+                        .map_err(|_| bad("a port is not a number"))?;
+                    match host.is_empty() {
+                        true => Err(bad("a :PORT without a host")),
+                        false => Ok((host.to_owned(), port)),
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let seeds = hosts(rest.strip_suffix('/').unwrap_or(rest))?;
+            let seeds = (seeds.into_iter())
+                .map(|(host, port)| format!("redis://{host}:{port}"))
+                .collect();
+            return Ok(Topology::Cluster(seeds));
         }
         let Some(rest) = url.strip_prefix("redis+sentinel://") else {
             return Ok(Topology::Single(url.to_owned()));
         };
-        let (hosts, master) = rest
+        let (list, master) = rest
             .split_once('/')
             .ok_or_else(|| bad("no master name: redis+sentinel://HOST:PORT[,...]/MASTER_NAME"))?;
         if master.is_empty() || master.contains('/') {
             return Err(bad("the master name is one path segment"));
         }
-        let sentinels = (hosts.split(','))
-            .map(|h| {
-                let (host, port) = h
-                    .rsplit_once(':')
-                    .ok_or_else(|| bad("a sentinel without :PORT"))?;
-                let port = port
-                    .parse()
-                    .map_err(|_| bad("a sentinel's port is not a number"))?;
-                match host.is_empty() {
-                    true => Err(bad("a sentinel without a host")),
-                    false => Ok((host.to_owned(), port)),
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Topology::Sentinel {
-            sentinels,
+            sentinels: hosts(list)?,
             master: master.to_owned(),
         })
     }
 
-    /// The URL of the instance to use now: the one given, or the master
-    /// the first sentinel that answers names (and that says it is one).
+    /// Whether this is a Redis Cluster (sharded pub/sub, a connection per
+    /// shard).
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Topology::Cluster(_))
+    }
+
+    /// The URL of the instance to use now (see [`locate`](Self::locate));
+    /// for a Redis Cluster, its seeds, which do not change.
     pub(super) async fn locate(&self, timeout: Duration) -> Result<String, ConnectError> {
         let (sentinels, master) = match self {
             Topology::Single(url) => return Ok(url.clone()),
+            Topology::Cluster(seeds) => return Ok(seeds.join(",")),
             Topology::Sentinel { sentinels, master } => (sentinels, master),
         };
         let mut why = String::from("no sentinel answered");
@@ -162,7 +174,7 @@ pub(super) async fn watch_switches(
 pub(super) async fn open(
     url: &str,
     timeout: Duration,
-) -> Result<(Client, ConnectionManager), ConnectError> {
+) -> Result<(Option<Client>, Conn), ConnectError> {
     let client = Client::open(url).map_err(|e| ConnectError::BadAddress(e.to_string()))?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
@@ -173,7 +185,34 @@ pub(super) async fn open(
         .get_connection_manager_with_config(config)
         .await
         .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
-    Ok((client, conn))
+    Ok((Some(client), Conn::Single(conn)))
+}
+
+/// The pushes of a Redis Cluster connection: sharded messages, subscription
+/// changes, and a shard's connection lost.
+pub(super) type Pushes = tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>;
+
+/// A connection to the Redis Cluster the `seeds` belong to (RESP3: the
+/// subscriptions' messages come as pushes, on the same connections as
+/// the commands, one per shard).
+pub(super) async fn open_cluster(
+    seeds: &[String],
+    timeout: Duration,
+) -> Result<(Conn, Pushes), ConnectError> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(tx)
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        .retries(2)
+        .build()
+        .map_err(|e| ConnectError::BadAddress(e.to_string()))?;
+    let conn = client
+        .get_async_connection()
+        .await
+        .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+    Ok((Conn::Cluster(conn), rx))
 }
 
 #[cfg(test)]
@@ -194,6 +233,13 @@ mod tests {
                 master: "mymaster".into(),
             })
         );
+        assert_eq!(
+            Topology::parse("redis+cluster://a:7000,b:7001/"),
+            Ok(Topology::Cluster(vec![
+                "redis://a:7000".into(),
+                "redis://b:7001".into()
+            ]))
+        );
         for bad in [
             "redis+sentinel://a:1",
             "redis+sentinel://a:1/",
@@ -201,7 +247,8 @@ mod tests {
             "redis+sentinel://a:x/m",
             "redis+sentinel://:1/m",
             "redis+sentinel://a:1/m/n",
-            "redis+cluster://a:1,b:2",
+            "redis+cluster://a",
+            "redis+cluster://a:1,:2",
         ] {
             assert!(
                 matches!(Topology::parse(bad), Err(ConnectError::BadAddress(_))),
