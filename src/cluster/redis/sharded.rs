@@ -7,8 +7,8 @@
 //! dropped (`sunsubscribe`: its slot moved, or its master became a
 //! replica after a failover) breaks the link: every subscription is made
 //! again (each goes to the shard that owns it now; the slot map is
-//! refreshed on the way), then the same recovery as after any broken
-//! link runs (ids checked, buffers and histories read, lost data
+//! refreshed on the way: the connection is made afresh, from the seeds),
+//! then the same recovery as after any broken link runs (ids checked, buffers and histories read, lost data
 //! detected). Each master is probed with a PING every probe interval.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -24,7 +24,7 @@ use super::{
     conn::Conn,
     stopped,
     subscriber::{announce, broke, inbound, relinked, sequence, wanted, SubOp},
-    topology::Pushes,
+    topology::{self, Pushes, Topology},
     Shared,
 };
 
@@ -160,5 +160,18 @@ pub(super) async fn subscriber(
             let _ = r.send(());
         }
         tokio::time::sleep(shared.config.reconnect_delay).await;
+        // The slot map may be stale (a master died and its replica took
+        // over; the client refreshes it on some errors, not on all): the
+        // connection is made afresh from the seeds, which asks the cluster
+        // where each slot is now.
+        if let Topology::Cluster(seeds) = &shared.topology {
+            match topology::open_cluster(seeds, shared.config.command_timeout).await {
+                Ok((conn, fresh)) => {
+                    shared.link.write().conn = conn;
+                    pushes = fresh;
+                }
+                Err(e) => tracing::debug!(error = %e, "redis cluster: no connection yet"),
+            }
+        }
     }
 }
