@@ -85,7 +85,8 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     pub header_read_timeout_secs: u64,
     /// Join the cluster whose Redis is at this URL (feature `redis`):
-    /// `redis://HOST:PORT`, or `redis+sentinel://HOST:PORT[,...]/MASTER`.
+    /// `redis://HOST:PORT`, `redis+sentinel://HOST:PORT[,...]/MASTER`, or
+    /// `redis+cluster://HOST:PORT[,...]` (a Redis Cluster's seed nodes).
     #[cfg(feature = "redis")]
     #[arg(long)]
     pub redis: Option<String>,

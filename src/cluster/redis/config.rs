@@ -9,9 +9,11 @@ use crate::cluster::{BoxFuture, Cluster, ConnectError, Engine, Settings, Start};
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// Where Redis is: `redis://HOST:PORT[/DB]` (one instance), or
+    /// Where Redis is: `redis://HOST:PORT[/DB]` (one instance),
     /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME` (the master
-    /// the sentinels name, followed across failovers). See CLUSTER.md.
+    /// the sentinels name, followed across failovers), or
+    /// `redis+cluster://HOST:PORT[,HOST:PORT...]` (a Redis Cluster, through
+    /// these seed nodes; Redis 7). See CLUSTER.md.
     pub url: String,
     /// Prepended to every key and channel (default `wspool`): several
     /// pools can share one Redis.

@@ -13,11 +13,15 @@
 //! what happens when Redis or a node fails: CLUSTER.md in the repository.
 //! In short:
 //!
-//! - **Send to an id** on another node: one script call that looks up the
-//!   id's owner and publishes to that node's channel only, or buffers the
-//!   message in Redis while the client is away (or its node died).
-//! - **Broadcast**: one `PUBLISH` per target channel; a node subscribes only
-//!   to the channels it has members in.
+//! - **Where Redis is**: one instance, the master Sentinel names (followed
+//!   across failovers), or a Redis Cluster; one key layout for all
+//!   three, hash-tagged so each script touches one slot.
+//! - **Send to an id** on another node: a script looks up the id's owner,
+//!   then another publishes to that node's channel only; or the message
+//!   is buffered in Redis while the client is away (or its node died).
+//! - **Broadcast**: one publication per target channel (sharded in a
+//!   Redis Cluster); a node subscribes only to the channels it has members
+//!   in.
 //! - **One connection per id**: a connect claims the id (a claim number
 //!   that only grows); the previous owner's node closes its connection
 //!   (4001) and routes what it had queued to the new owner.

@@ -3,8 +3,9 @@
 //! of one hash tag (see [`keys`](super::keys)), so that in a Redis Cluster
 //! it runs on one slot. What spans several tags (an id and its node, a
 //! broadcast and the buffers of its members that are away) is done in
-//! steps by the caller ([`steps`](super::steps)). Keys and messages are
-//! described in CLUSTER.md.
+//! steps by the caller (the [writer](mod@super::writer) for sends and
+//! broadcasts, [`ids`](super::ids) for claims, releases, adoptions and
+//! expiry). Keys and messages are described in CLUSTER.md.
 //!
 //! Scripts that publish are told which command to use (`ARGV`):
 //! `PUBLISH` on one instance, `SPUBLISH` in a Redis Cluster.
