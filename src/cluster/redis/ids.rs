@@ -106,7 +106,9 @@ pub(super) async fn claim(
     let unavailable = |e: redis::RedisError| SendError::Unavailable(e.to_string());
     let mut conn = shared.conn();
     let (mut holder, mut alive) = (String::new(), false);
+    let mut asked = 0;
     let reply = loop {
+        asked += 1;
         let reply: Vec<Value> = shared
             .scripts
             .claim
@@ -120,6 +122,11 @@ pub(super) async fn claim(
             .await
             .map_err(unavailable)?;
         match reply.first() {
+            // Another holder each time we look (connects racing on several
+            // nodes): refused after three looks rather than spinning.
+            Some(Value::Int(-2)) if asked >= 3 => {
+                return Err(SendError::NotConnected(client.id.clone()))
+            }
             Some(Value::Int(-2)) if reply.len() == 2 => {
                 let node = reply.into_iter().nth(1).and_then(text).unwrap_or_default();
                 alive = redis::cmd("EXISTS")
