@@ -97,7 +97,16 @@ pub(crate) struct Encoded {
     pub(crate) queued_at: Instant,
     binary: OnceLock<Bytes>,
     json: OnceLock<Utf8Bytes>,
+    /// Its name in a cluster (origin node, number there), set when it
+    /// arrives from another node: a client that took it from its offline
+    /// buffer does not get it again (see `Mailbox::prepend`). Unset on a
+    /// single node.
+    name: OnceLock<Name>,
 }
+
+/// A message's name in a cluster: the node it was sent on and its number
+/// there.
+pub(crate) type Name = Box<(Box<str>, u64)>;
 
 impl Encoded {
     pub(crate) fn new(msg: Arc<SendMsg>, origin: Option<ClientId>, ttl: Duration) -> Arc<Self> {
@@ -135,7 +144,18 @@ impl Encoded {
             queued_at: now,
             binary,
             json: OnceLock::new(),
+            name: OnceLock::new(),
         })
+    }
+
+    /// Its name in a cluster, if it came from another node.
+    pub(crate) fn name(&self) -> Option<&(Box<str>, u64)> {
+        self.name.get().map(|n| &**n)
+    }
+
+    /// Names it (when it arrives from another node); once.
+    pub(crate) fn set_name(&self, node: &str, number: u64) {
+        let _ = self.name.set(Box::new((node.into(), number)));
     }
 
     pub(crate) fn priority(&self) -> i32 {

@@ -469,7 +469,10 @@ pub(crate) fn arrived(env: &mut Envelope) -> Option<Arc<Encoded>> {
     let origin = (!env.origin.is_empty()).then(|| ClientId::from(env.origin.as_str()));
     let ttl = Duration::from_millis(left_ms);
     match Encoded::decoded(std::mem::take(&mut env.msg), origin, ttl) {
-        Ok(encoded) => Some(encoded),
+        Ok(encoded) => {
+            encoded.set_name(&env.origin_node, env.id);
+            Some(encoded)
+        }
         Err(e) => {
             let from = &env.origin_node;
             tracing::debug!(error = %e, %from, "undecodable message from another node");

@@ -12,7 +12,7 @@
 //! the same mailbox too: nothing lost, nothing twice.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashSet, VecDeque},
     sync::{
         atomic::{AtomicUsize, Ordering::Relaxed},
         Arc,
@@ -24,6 +24,18 @@ use smallvec::SmallVec;
 use tokio::{sync::Notify, time::Instant};
 
 use crate::{message::Encoded, ClientId, Delivery, Format};
+
+/// How long after a reconnect a copy of a message the client took from its
+/// offline buffer in the cluster is dropped (see [`Mailbox::prepend`]):
+/// long enough for the node's link to catch up after an outage.
+pub(crate) const TOOK_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The names of the messages a reconnected client took from its buffer in
+/// the cluster, until `until`.
+struct Took {
+    names: HashSet<(Box<str>, u64)>,
+    until: Instant,
+}
 
 /// How much one drain takes, and when it happens (for the expiry check).
 #[derive(Clone, Copy)]
@@ -85,6 +97,10 @@ struct State {
     /// that finds the mailbox empty. Under the lock the push takes anyway:
     /// no extra cache line per recipient.
     watched: bool,
+    /// After a reconnect in a cluster: what the client took from its
+    /// buffer there, so a live copy (or one recovered from a channel's
+    /// history) is not written twice. None on a single node.
+    took: Option<Box<Took>>,
 }
 
 /// A message accepted by [`Mailbox::push`].
@@ -120,6 +136,7 @@ impl Mailbox {
                 full_since: None,
                 closed: false,
                 watched: false,
+                took: None,
             }),
         }
     }
@@ -153,6 +170,18 @@ impl Mailbox {
         }
         if only_conn.is_some() && s.attached.as_ref().map(|a| a.conn_id) != only_conn {
             return Err(PushError::Closed);
+        }
+        if let (Some(name), Some(took)) = (msg.name(), &s.took) {
+            if took.until <= Instant::now() {
+                s.took = None;
+            } else if took.names.contains(name) {
+                // Taken from its buffer already: delivered.
+                let watch = false;
+                return Ok(Pushed {
+                    delivery: Delivery::Queued,
+                    watch,
+                });
+            }
         }
         let len = msg.encoded_len(s.format);
         let delivery = if s.attached.is_some() {
@@ -289,12 +318,41 @@ impl Mailbox {
     /// front of its priority's lane: messages buffered elsewhere for a
     /// client that reconnected here, older than anything queued since.
     /// Those past the queue's limits (the newest) are returned.
+    ///
+    /// A message that was buffered in the cluster can also reach this node
+    /// live (published before the claim took the buffer, its publication
+    /// behind the claim's answer) or from a channel's history (when the
+    /// node's link catches up after an outage): copies already queued are
+    /// dropped, and later ones are for [`TOOK_FOR`].
     pub(crate) fn prepend(
         &self,
         msgs: Vec<Arc<Encoded>>,
         limits: &MailLimits,
     ) -> Vec<Arc<Encoded>> {
         let mut s = self.state.lock();
+        let names: HashSet<(Box<str>, u64)> =
+            (msgs.iter()).filter_map(|m| m.name().cloned()).collect();
+        if !names.is_empty() {
+            let (mut gone, mut gone_bytes) = (0, 0);
+            for lane in &mut s.lanes {
+                lane.entries.retain(|(m, len)| {
+                    let copy = m.name().is_some_and(|n| names.contains(n));
+                    if copy {
+                        gone += 1;
+                        gone_bytes += len;
+                    }
+                    !copy
+                });
+            }
+            s.messages -= gone;
+            s.bytes -= gone_bytes;
+            if s.attached.is_none() {
+                limits.offline_bytes.fetch_sub(gone_bytes, Relaxed);
+            }
+            s.drop_empty_lanes();
+            let until = Instant::now() + TOOK_FOR;
+            s.took = Some(Box::new(Took { names, until }));
+        }
         let (mut messages, mut bytes) = (s.messages, s.bytes);
         let mut fit = Vec::with_capacity(msgs.len());
         let mut rest = Vec::new();
@@ -540,6 +598,31 @@ mod tests {
 
     /// Prepended messages come before everything queued, by priority,
     /// oldest first; what does not fit (the newest) comes back.
+    #[test]
+    /// In a cluster a message taken from the offline buffer at a claim
+    /// can also arrive live (its publication behind the claim's answer)
+    /// or from a channel's history: the copy already queued is dropped,
+    /// and a later one too; other messages are not.
+    fn a_message_taken_from_the_buffer_is_not_written_twice() {
+        let l = limits(10, 10);
+        let (mb, _) = attached(&l);
+        let named = |text: &str, n: u64| {
+            let m = msg(text, 0, HOUR);
+            m.set_name("node-a", n);
+            m
+        };
+        mb.push(&named("x", 1), &l, None).unwrap();
+        mb.push(&msg("local", 0, HOUR), &l, None).unwrap();
+        mb.push(&named("y", 2), &l, None).unwrap();
+        let rest = mb.prepend(vec![named("x", 1)], &l);
+        assert!(rest.is_empty());
+        // The live copy of x comes again (from a history): dropped.
+        mb.push(&named("x", 1), &l, None).unwrap();
+        let (mut batch, mut expired) = (Vec::new(), Vec::new());
+        mb.drain(7, &mut batch, &mut expired, take(10), &l);
+        assert_eq!(texts(&batch), ["x", "local", "y"]);
+    }
+
     #[test]
     fn prepend_goes_first() {
         let l = limits(4, 4);

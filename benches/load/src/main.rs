@@ -11,6 +11,7 @@
 //! `target/bench/results.json`. See BENCHMARKS.md.
 
 mod client;
+mod cluster_soak;
 mod proc_stats;
 mod scale;
 mod scenarios;
@@ -75,6 +76,20 @@ enum Cmd {
         /// Comma-separated scenarios (default all).
         #[arg(long, value_delimiter = ',')]
         scenarios: Option<Vec<String>>,
+    },
+    /// Three nodes over Redis (one instance, Sentinel or a Redis Cluster,
+    /// started here), clients with churn, faults on a schedule, and a
+    /// ledger of every message (see CLUSTER.md).
+    ClusterSoak {
+        /// `single`, `sentinel` or `cluster`.
+        #[arg(long, default_value = "cluster")]
+        topology: String,
+        /// Receivers (they churn).
+        #[arg(long, default_value_t = 300)]
+        receivers: usize,
+        /// How long, in seconds.
+        #[arg(long, default_value_t = 120.0)]
+        seconds: f64,
     },
     /// Hold thousands of connections for minutes with churn and steady
     /// traffic, and account for every message (see SECURITY.md).
@@ -168,6 +183,29 @@ fn main() {
                 if clean { "passed" } else { "FAILED" },
                 out.display()
             );
+            std::process::exit(if clean { 0 } else { 1 });
+        }
+        Cmd::ClusterSoak {
+            topology,
+            receivers,
+            seconds,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let plan = cluster_soak::Plan {
+                topology,
+                receivers,
+                duration: Duration::from_secs_f64(seconds),
+            };
+            let report = rt.block_on(cluster_soak::run(plan));
+            println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+            // Receivers' broadcast copies are reported, not held to
+            // exactly-once (see the module docs).
+            let clean = report["unaccounted"] == 0 && report["duplicates"] == 0;
+            eprintln!("cluster-soak {}", if clean { "passed" } else { "FAILED" });
             std::process::exit(if clean { 0 } else { 1 });
         }
         Cmd::Serve {

@@ -84,9 +84,22 @@ fn wspool_builder() -> wspool::WsPoolBuilder {
     }
 }
 
-/// A wspool node of a cluster over the Redis at `url`.
+/// A wspool node of a cluster over the Redis at `url`. `cluster-soak`
+/// names its nodes (`WSPOOL_BENCH_NODE_ID`) and sets their offline window
+/// (`WSPOOL_BENCH_OFFLINE_TTL_SECS`).
 async fn wspool_cluster_app(url: &str) -> std::io::Result<Router> {
-    let pool = wspool_builder().redis(url).connect().await;
+    let mut config = wspool::cluster::redis::RedisConfig::new(url);
+    if let Ok(id) = std::env::var("WSPOOL_BENCH_NODE_ID") {
+        config.node_id = id;
+    }
+    let mut builder = wspool_builder();
+    if let Some(secs) = std::env::var("WSPOOL_BENCH_OFFLINE_TTL_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        builder = builder.offline_ttl(std::time::Duration::from_secs(secs));
+    }
+    let pool = builder.redis_config(config).connect().await;
     let pool = pool.map_err(std::io::Error::other)?;
     // The admin API: `cluster_100k` publishes through its broadcast_all.
     let app = Router::new()

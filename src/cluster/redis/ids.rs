@@ -32,6 +32,13 @@ pub(super) async fn resync(shared: &Shared, handler: &dyn Handler) -> (usize, Ta
     let mut closed = 0;
     let mut taken = Taken::new();
     for client in handler.locals() {
+        if client.epoch == 0 {
+            // Never claimed (Redis was out of reach when it connected).
+            if let Ok(claimed) = claim(shared, &client, false).await {
+                handler.reclaimed(&client, Some(claimed.epoch), claimed.buffered);
+            }
+            continue;
+        }
         let mut conn = shared.conn();
         let reply: redis::RedisResult<Vec<Value>> = shared
             .scripts
@@ -66,6 +73,37 @@ pub(super) async fn resync(shared: &Shared, handler: &dyn Handler) -> (usize, Ta
         }
     }
     (closed, taken)
+}
+
+/// Claims, every `reconnect_delay`, the id of a client that connected
+/// while Redis (or its id's shard) could not be reached, until the claim
+/// holds or the connection ends; then what was buffered for it is
+/// delivered. While this node's link is down it waits: the recovery
+/// claims such clients when the link is back.
+pub(super) async fn reclaim(shared: &Shared, client: Local) {
+    loop {
+        tokio::time::sleep(shared.config.reconnect_delay).await;
+        let Some(handler) = shared.handler() else {
+            return;
+        };
+        if !shared.up.load(std::sync::atomic::Ordering::Acquire) {
+            continue;
+        }
+        let locals = handler.locals();
+        let here = (locals.iter()).find(|l| l.conn == client.conn && l.id == client.id);
+        // Gone, or claimed meanwhile (by the recovery after an outage).
+        if here.is_none_or(|l| l.epoch != 0) {
+            return;
+        }
+        match claim(shared, &client, false).await {
+            Ok(claimed) => {
+                handler.reclaimed(&client, Some(claimed.epoch), claimed.buffered);
+                return;
+            }
+            Err(SendError::Unavailable(_)) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// Envelopes by name (origin node, number).

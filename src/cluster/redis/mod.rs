@@ -604,13 +604,31 @@ impl Cluster for RedisCluster {
     ) -> BoxFuture<'a, Result<Claimed, SendError>> {
         Box::pin(async move {
             let s = &self.shared;
+            // Not while this node's link is down (in a Redis Cluster the
+            // id's shard may be up while another is not): what the client
+            // took from its buffer now could reach it again from a
+            // channel's history when the link is back. It is served here
+            // unclaimed, and claimed by the recovery, before the histories
+            // are read.
+            if !s.up.load(Ordering::Acquire) {
+                bump(&s.stats.unavailable, 1);
+                return Err(s.unavailable());
+            }
             // This node subscribes to the client's channels first, so a
             // broadcast made once it is registered reaches it.
             let (done, subscribed) = tokio::sync::oneshot::channel();
             if s.subs.send(SubOp::Barrier(done)).is_ok() {
                 let _ = tokio::time::timeout(s.config.command_timeout, subscribed).await;
             }
-            claim(s, client, refuse).await
+            let claimed = claim(s, client, refuse).await;
+            if matches!(claimed, Err(SendError::Unavailable(_))) {
+                // Redis (or the id's shard) cannot be reached now: the
+                // client is served here unclaimed (see `Cluster::claim`),
+                // and the claim is tried again until it holds.
+                let (shared, client) = (self.shared.clone(), client.clone());
+                tokio::spawn(async move { ids::reclaim(&shared, client).await });
+            }
+            claimed
         })
     }
 
