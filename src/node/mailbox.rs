@@ -171,10 +171,12 @@ impl Mailbox {
         if only_conn.is_some() && s.attached.as_ref().map(|a| a.conn_id) != only_conn {
             return Err(PushError::Closed);
         }
-        if let (Some(name), Some(took)) = (msg.name(), &s.took) {
+        // `took` first: a plain field under the lock held anyway, always
+        // empty on a single node (the name is an atomic load).
+        if let Some(took) = &s.took {
             if took.until <= Instant::now() {
                 s.took = None;
-            } else if took.names.contains(name) {
+            } else if msg.name().is_some_and(|name| took.names.contains(name)) {
                 // Taken from its buffer already: delivered.
                 let watch = false;
                 return Ok(Pushed {
