@@ -170,6 +170,7 @@ pub async fn run(plan: Plan) -> serde_json::Value {
         }
     }
     tokio::time::sleep_until(at(0.5).into()).await;
+    let master_killed_at = Instant::now();
     let mut topology = topology;
     match &mut topology {
         Topology::Single(..) => {}
@@ -197,6 +198,12 @@ pub async fn run(plan: Plan) -> serde_json::Value {
     }
     // Everything settles: the clients read on for a while.
     tokio::time::sleep(Duration::from_secs(8)).await;
+    // What the nodes reported (gaps, data lost): nodes 0 and 1, and node
+    // 2's replacement (what the killed one said died with it).
+    let mut reports = Vec::new();
+    for port in ports.iter() {
+        reports.push(node_reports(*port).await);
+    }
     for t in &tasks {
         t.abort();
     }
@@ -205,16 +212,38 @@ pub async fn run(plan: Plan) -> serde_json::Value {
         let _ = n.wait();
     }
     drop(topology);
-    ledger(&book, start, killed_at, &faults, &plan)
+    let mut report = ledger(
+        &book,
+        start,
+        killed_at,
+        master_killed_at,
+        &reports,
+        &faults,
+        &plan,
+    );
+    report["node_reports"] = json!(reports);
+    report
 }
 
 fn ledger(
     book: &Book,
     started: Instant,
     killed_at: Instant,
+    master_killed_at: Instant,
+    reports: &[serde_json::Value],
     faults: &[&str],
     plan: &Plan,
 ) -> serde_json::Value {
+    // A node that reported data lost (`ClusterDataLost`: a promoted
+    // replica lacked the last writes) or publications it could not
+    // recover (`ClusterGap`) accounts, by that event, for copies sent
+    // from the master's kill until it was whole again (10 s).
+    let node_reported = (reports.iter())
+        .any(|r| r["data_losses"].as_u64() > Some(0) || r["missed"].as_u64() > Some(0));
+    let by_event = |t: Instant| {
+        node_reported && t >= master_killed_at && t <= master_killed_at + Duration::from_secs(10)
+    };
+    let mut event_reported = 0u64;
     let read = book.read.lock();
     let reported = book.reported.lock();
     let near_kill = |t: Instant| {
@@ -237,6 +266,7 @@ fn ledger(
         match (n, reported.contains(id)) {
             (0, true) => {}
             (0, false) if near_kill(when) => lost += 1,
+            (0, false) if by_event(when) => event_reported += 1,
             (0, false) => {
                 unaccounted.push(format!("{id}→{reader}"));
                 *when_lost
@@ -280,6 +310,7 @@ fn ledger(
         "reported": reported.len(),
         "reported_then_delivered": both,
         "lost_with_the_killed_node": lost,
+        "reported_by_a_node_event": event_reported,
         "unaccounted": unaccounted.len(),
         "unaccounted_sample": sample,
         "unaccounted_readers": unaccounted.iter().filter_map(|u| u.split('→').nth(1)).collect::<std::collections::BTreeSet<_>>(),
@@ -476,4 +507,34 @@ async fn sender(i: usize, port: u16, receivers: usize, book: Arc<Book>, stop: Ar
     // Receipts of the last ones.
     tokio::time::sleep(Duration::from_secs(6)).await;
     reads.abort();
+}
+
+/// A node's cluster counters (`GET /api/stats`: `stats().cluster`).
+async fn node_reports(port: u16) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let asked = async {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let request = "GET /api/stats HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        tcp.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.ok()?;
+        let text = String::from_utf8_lossy(&answer);
+        let body = text.split_once("\r\n\r\n")?.1;
+        let stats: serde_json::Value = serde_json::from_str(body).ok()?;
+        let c = &stats["cluster"];
+        Some(json!({
+            "node": c["node"],
+            "missed": c["missed"],
+            "data_losses": c["dataLosses"],
+            "outages": c["outages"],
+            "recovered": c["recovered"],
+        }))
+    };
+    tokio::time::timeout(Duration::from_secs(5), asked)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(serde_json::Value::Null)
 }

@@ -88,9 +88,6 @@ pub(super) async fn subscriber(
             }
             drop(handler);
             let mut probe = tokio::time::interval(shared.config.probe_interval);
-            // Channels whose counter was past what arrived, at the last
-            // probe (see `silent`).
-            let mut ahead: HashMap<String, u64> = HashMap::new();
             loop {
                 tokio::select! {
                     _ = stopped(&mut stop) => return,
@@ -154,7 +151,6 @@ pub(super) async fn subscriber(
                             conn.route_command(redis::cmd("PING"), routing),
                         );
                         if !matches!(ping.await, Ok(Ok(_))) { break; }
-                        if silent(&shared, &last, &mut ahead).await { break; }
                     }
                 }
             }
@@ -178,46 +174,4 @@ pub(super) async fn subscriber(
             }
         }
     }
-}
-
-/// Whether a subscription has gone silent: a channel whose counter was
-/// past the last publication that arrived at the previous probe, and that
-/// one still has not arrived. (After a failover or a node's replacement a
-/// sharded subscription was seen to stop with nothing said: the soak's
-/// listeners missed every later publication of a channel.) One `GET` per
-/// subscribed channel per probe interval.
-async fn silent(
-    shared: &Shared,
-    last: &HashMap<String, u64>,
-    ahead: &mut HashMap<String, u64>,
-) -> bool {
-    let channels: Vec<&String> = last.keys().collect();
-    let cmds = (channels.iter())
-        .map(|c| {
-            let mut cmd = redis::cmd("GET");
-            cmd.arg(shared.keys.sequence(c));
-            cmd
-        })
-        .collect();
-    let Ok(counters) = shared.many(cmds).await else {
-        return false;
-    };
-    let mut now = HashMap::new();
-    for (channel, counter) in channels.into_iter().zip(counters) {
-        let Ok(Some(counter)) =
-            counter.and_then(|v| Ok(redis::from_redis_value::<Option<u64>>(v)?))
-        else {
-            continue;
-        };
-        let seen = last.get(channel).copied().unwrap_or(0);
-        if ahead.get(channel).is_some_and(|was| seen < *was) {
-            tracing::warn!(channel, "a subscription went silent: resubscribing");
-            return true;
-        }
-        if counter > seen {
-            now.insert(channel.clone(), counter);
-        }
-    }
-    *ahead = now;
-    false
 }

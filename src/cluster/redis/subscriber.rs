@@ -233,7 +233,11 @@ pub(super) async fn inbound(
         if sequence(shared, channel).await.is_ok_and(|now| now < seq) {
             return malformed(shared, channel, "number ahead of the channel's counter");
         }
-        recover(shared, &*handler, channel, prev, seq, &Taken::new()).await;
+        if !recover(shared, &*handler, channel, prev, seq, &Taken::new()).await {
+            // The history cannot be read now: this one goes on, the
+            // others are reported.
+            gap(shared, &*handler, channel, seq - prev - 1);
+        }
     }
     // Numbered as seen only once it parsed: garbage must not move the
     // count past the real publication of that number.
@@ -331,7 +335,9 @@ async fn direct_message(
         if sequence(shared, channel).await.is_ok_and(|now| now < seq) {
             return malformed(shared, channel, "number ahead of the node's counter");
         }
-        recover_direct(shared, handler, prev, seq, &Taken::new()).await;
+        if !recover_direct(shared, handler, prev, seq, &Taken::new()).await {
+            gap(shared, handler, channel, seq - prev - 1);
+        }
     }
     if deliver_direct(shared, handler, epoch, body) {
         last.insert(channel.to_owned(), seq);
@@ -370,9 +376,11 @@ async fn recover_direct(
     after: u64,
     before: u64,
     taken: &Taken,
-) {
+) -> bool {
     let channel = shared.node_channel.as_str();
-    let (found, missed) = from_history(shared, channel, after, before).await;
+    let Some((found, missed)) = from_history(shared, channel, after, before).await else {
+        return false;
+    };
     let mut recovered = 0;
     for entry in &found {
         let Some((epoch, body)) = split_number(entry) else {
@@ -387,15 +395,26 @@ async fn recover_direct(
         recovered += u64::from(deliver_direct(shared, handler, epoch, body));
     }
     bump(&shared.stats.recovered, recovered);
-    if missed > 0 {
-        bump(&shared.stats.missed, missed);
-        tracing::warn!(
-            missed,
-            "direct messages missed and no longer in the history"
-        );
-        let channel = String::new();
-        handler.link(Link::Gap { channel, missed });
+    gap(shared, handler, channel, missed);
+    true
+}
+
+/// `missed` publications of pub/sub channel `channel` (direct messages:
+/// this node's channel) were missed and cannot be recovered: counted,
+/// logged, reported (`ClusterGap`; the channel `""` for direct messages,
+/// `*` for `all`).
+fn gap(shared: &Shared, handler: &dyn Handler, channel: &str, missed: u64) {
+    if missed == 0 {
+        return;
     }
+    bump(&shared.stats.missed, missed);
+    tracing::warn!(channel, missed, "publications missed and not recovered");
+    let channel = if channel == shared.node_channel {
+        String::new()
+    } else {
+        shared.keys.channel_name(channel).unwrap_or("*").to_owned()
+    };
+    handler.link(Link::Gap { channel, missed });
 }
 
 /// Delivers one channel or `all` publication here (unless this node sent
@@ -469,40 +488,37 @@ pub(super) async fn recover(
     after: u64,
     before: u64,
     taken: &Taken,
-) {
-    let (found, missed) = from_history(shared, channel, after, before).await;
+) -> bool {
+    let Some((found, missed)) = from_history(shared, channel, after, before).await else {
+        // Not readable now: the caller says what happens to them.
+        return false;
+    };
     bump(&shared.stats.recovered, found.len() as u64);
     for body in &found {
         publication(shared, handler, channel, body, taken);
     }
-    if missed > 0 {
-        bump(&shared.stats.missed, missed);
-        tracing::warn!(
-            channel,
-            missed,
-            "publications missed and no longer in the history"
-        );
-        let channel = shared.keys.channel_name(channel).unwrap_or("*").to_owned();
-        handler.link(Link::Gap { channel, missed });
-    }
+    gap(shared, handler, channel, missed);
+    true
 }
 
 /// What the history of pub/sub channel `channel` still holds of the
 /// entries numbered `after < n < before`, in order, each once (without
-/// its number), and how many of them it no longer holds.
+/// its number), and how many of them it no longer holds; `None` when it
+/// cannot be read now (Redis out of reach; in a Redis Cluster, while the
+/// cluster is failing over).
 async fn from_history(
     shared: &Shared,
     channel: &str,
     after: u64,
     before: u64,
-) -> (Vec<Vec<u8>>, u64) {
+) -> Option<(Vec<Vec<u8>>, u64)> {
     let history: Vec<Vec<u8>> = redis::cmd("LRANGE")
         .arg(shared.keys.history(channel))
         .arg(0)
         .arg(-1)
         .query_async(&mut shared.conn())
         .await
-        .unwrap_or_default();
+        .ok()?;
     let mut found: Vec<(u64, &[u8])> = (history.iter())
         .filter_map(|h| split_number(h))
         .filter(|(n, _)| *n > after && *n < before)
@@ -510,7 +526,7 @@ async fn from_history(
     found.sort_by_key(|(n, _)| *n);
     found.dedup_by_key(|(n, _)| *n);
     let missed = (before - after - 1).saturating_sub(found.len() as u64);
-    (found.into_iter().map(|(_, e)| e.to_vec()).collect(), missed)
+    Some((found.into_iter().map(|(_, e)| e.to_vec()).collect(), missed))
 }
 
 /// The number of the last publication to pub/sub channel `channel`.
@@ -553,13 +569,18 @@ pub(super) async fn catch_up(
             continue;
         };
         match now {
+            // A history that cannot be read now leaves the number where
+            // it was: the next catch-up, or the next jump seen live,
+            // reads it.
             Some(now) if now > *prev && channel == shared.node_channel => {
-                recover_direct(shared, handler, *prev, now + 1, taken).await;
-                *prev = now;
+                if recover_direct(shared, handler, *prev, now + 1, taken).await {
+                    *prev = now;
+                }
             }
             Some(now) if now > *prev => {
-                recover(shared, handler, &channel, *prev, now + 1, taken).await;
-                *prev = now;
+                if recover(shared, handler, &channel, *prev, now + 1, taken).await {
+                    *prev = now;
+                }
             }
             // Behind what this node saw: a master promoted after a
             // failover lacks the last writes of the one it replaced
