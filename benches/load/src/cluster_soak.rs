@@ -204,6 +204,9 @@ pub async fn run(plan: Plan) -> serde_json::Value {
     for port in ports.iter() {
         reports.push(node_reports(*port).await);
     }
+    // Where Redis says each receiver is now: who is at fault when one
+    // misses messages.
+    let owners = owners(&topology, plan.receivers);
     for t in &tasks {
         t.abort();
     }
@@ -222,6 +225,14 @@ pub async fn run(plan: Plan) -> serde_json::Value {
         &plan,
     );
     report["node_reports"] = json!(reports);
+    let stuck: serde_json::Map<String, serde_json::Value> = (report["unaccounted_readers"]
+        .as_array()
+        .into_iter()
+        .flatten())
+    .filter_map(|r| r.as_str())
+    .filter_map(|r| Some((r.to_owned(), owners.get(r)?.clone())))
+    .collect();
+    report["unaccounted_owners"] = json!(stuck);
     report
 }
 
@@ -529,6 +540,7 @@ async fn node_reports(port: u16) -> serde_json::Value {
             "missed": c["missed"],
             "data_losses": c["dataLosses"],
             "outages": c["outages"],
+            "up": c["up"],
             "recovered": c["recovered"],
         }))
     };
@@ -537,4 +549,34 @@ async fn node_reports(port: u16) -> serde_json::Value {
         .ok()
         .flatten()
         .unwrap_or(serde_json::Value::Null)
+}
+
+/// Each receiver's owner hash in Redis (node, claim, state).
+fn owners(topology: &Topology, receivers: usize) -> HashMap<String, serde_json::Value> {
+    let read = |conn: &mut dyn redis::ConnectionLike| {
+        (0..receivers)
+            .map(|k| {
+                let id = format!("r{k}");
+                let hash: HashMap<String, String> = redis::cmd("HGETALL")
+                    .arg(fixture::key::owner(&id))
+                    .query(conn)
+                    .unwrap_or_default();
+                (id, json!(hash))
+            })
+            .collect()
+    };
+    match topology {
+        Topology::Single(redis, _) => read(&mut redis.conn()),
+        Topology::Sentinel(s) => {
+            // The master now (the first one was killed).
+            let master = (s.master_port())
+                .and_then(|port| redis::Client::open(format!("redis://127.0.0.1:{port}")).ok())
+                .and_then(|client| client.get_connection().ok());
+            match master {
+                Some(mut conn) => read(&mut conn),
+                None => HashMap::new(),
+            }
+        }
+        Topology::Cluster(c) => read(&mut c.conn()),
+    }
 }

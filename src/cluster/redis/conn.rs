@@ -16,8 +16,11 @@ pub(super) enum Conn {
     /// One instance: one multiplexed connection, reconnected when it
     /// breaks; commands sent on it are pipelined in order.
     Single(ConnectionManager),
-    /// A Redis Cluster: a multiplexed connection per shard.
-    Cluster(ClusterConnection),
+    /// A Redis Cluster: a multiplexed connection per shard; each command
+    /// bounded by the duration (the command timeout): the client's own
+    /// timeouts did not bound all (a node's recovery after a master was
+    /// killed waited forever on one, and the node stayed down).
+    Cluster(ClusterConnection, std::time::Duration),
 }
 
 impl Conn {
@@ -38,9 +41,9 @@ impl Conn {
                 }
                 pipe.query_async(conn).await
             }
-            Conn::Cluster(conn) => {
+            Conn::Cluster(..) => {
                 let sent = cmds.iter().map(|cmd| {
-                    let mut conn = conn.clone();
+                    let mut conn = self.clone();
                     async move { cmd.query_async::<Value>(&mut conn).await }
                 });
                 let results = join_all(sent).await;
@@ -75,7 +78,10 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c, limit) => {
+                let limit = *limit;
+                Box::pin(bounded(limit, c.req_packed_command(cmd)))
+            }
         }
     }
 
@@ -87,14 +93,34 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c, limit) => {
+                let limit = *limit;
+                Box::pin(bounded(
+                    limit,
+                    c.req_packed_commands(pipeline, offset, count),
+                ))
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
+            Conn::Cluster(c, _) => c.get_db(),
         }
+    }
+}
+
+/// `request`, or a timeout error after `limit`.
+async fn bounded<T>(
+    limit: std::time::Duration,
+    request: impl std::future::Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(r) => r,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "no answer within the command timeout",
+        ))),
     }
 }

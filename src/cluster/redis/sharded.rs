@@ -44,7 +44,7 @@ pub(super) async fn subscriber(
         let Some(handler) = shared.handler() else {
             return;
         };
-        let Conn::Cluster(mut conn) = shared.conn() else {
+        let Conn::Cluster(mut conn, _) = shared.conn() else {
             return;
         };
         // Changes queued before this point are in the list below.
@@ -64,8 +64,8 @@ pub(super) async fn subscriber(
         }
         let subscribed = numbered
             && join_all(channels.iter().map(|c| {
-                let mut conn = conn.clone();
-                async move { conn.ssubscribe(c).await }
+                let (mut conn, shared) = (conn.clone(), &shared);
+                async move { bounded(shared, conn.ssubscribe(c)).await }
             }))
             .await
             .iter()
@@ -122,7 +122,7 @@ pub(super) async fn subscriber(
                                 let seq = sequence(&shared, &channel).await.unwrap_or(0);
                                 last.insert(channel.clone(), seq);
                                 channels.insert(channel.clone());
-                                let r = conn.ssubscribe(&channel).await;
+                                let r = bounded(&shared, conn.ssubscribe(&channel)).await;
                                 announce(&shared, [&channel], true).await;
                                 r
                             }
@@ -131,7 +131,7 @@ pub(super) async fn subscriber(
                                 last.remove(&channel);
                                 channels.remove(&channel);
                                 announce(&shared, [&channel], false).await;
-                                conn.sunsubscribe(&channel).await
+                                bounded(&shared, conn.sunsubscribe(&channel)).await
                             }
                             Some(SubOp::Barrier(done)) => {
                                 let _ = done.send(());
@@ -173,5 +173,22 @@ pub(super) async fn subscriber(
                 Err(e) => tracing::debug!(error = %e, "redis cluster: no connection yet"),
             }
         }
+    }
+}
+
+/// A subscription command, bounded by the command timeout: it waits for
+/// the server's confirmations, and one that never comes (its shard died
+/// meanwhile) held the link down for good (two nodes of three stayed down
+/// to the end of a soak after a master was killed).
+async fn bounded(
+    shared: &Shared,
+    subscribed: impl std::future::Future<Output = redis::RedisResult<()>>,
+) -> redis::RedisResult<()> {
+    match tokio::time::timeout(shared.config.command_timeout, subscribed).await {
+        Ok(r) => r,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "no confirmation in time",
+        ))),
     }
 }

@@ -195,24 +195,32 @@ pub(super) type Pushes = tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>;
 /// A connection to the Redis Cluster the `seeds` belong to (RESP3: the
 /// subscriptions' messages come as pushes, on the same connections as
 /// the commands, one per shard).
+///
+/// The seeds are tried one at a time, each alone: a client given several
+/// fails to connect while one of them is down, and a dead master is a
+/// seed as often as not (the soak lost a node for good that way).
 pub(super) async fn open_cluster(
     seeds: &[String],
     timeout: Duration,
 ) -> Result<(Conn, Pushes), ConnectError> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let client = redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
-        .use_protocol(redis::ProtocolVersion::RESP3)
-        .push_sender(tx)
-        .connection_timeout(timeout)
-        .response_timeout(timeout)
-        .retries(2)
-        .build()
-        .map_err(|e| ConnectError::BadAddress(e.to_string()))?;
-    let conn = client
-        .get_async_connection()
-        .await
-        .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
-    Ok((Conn::Cluster(conn), rx))
+    let mut why = String::from("no seed given");
+    for seed in seeds {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = redis::cluster::ClusterClientBuilder::new(vec![seed.clone()])
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(tx)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(2)
+            .build()
+            .map_err(|e| ConnectError::BadAddress(e.to_string()))?;
+        match tokio::time::timeout(timeout, client.get_async_connection()).await {
+            Ok(Ok(conn)) => return Ok((Conn::Cluster(conn, timeout), rx)),
+            Ok(Err(e)) => why = format!("{seed}: {e}"),
+            Err(_) => why = format!("{seed}: no answer in time"),
+        }
+    }
+    Err(ConnectError::Unreachable(why))
 }
 
 #[cfg(test)]
