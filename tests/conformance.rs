@@ -113,6 +113,12 @@ impl Fixture {
                 };
                 let mut config = wspool::cluster::redis::RedisConfig::new(url);
                 config.probe_interval = Duration::from_millis(200);
+                if matches!(self, Fixture::Cluster(_)) {
+                    // Twelve six-instance clusters at once on two cores:
+                    // a command can take longer than the default 2 s
+                    // there, and every command is bounded by this.
+                    config.command_timeout = Duration::from_secs(6);
+                }
                 // A link that breaks stays down long enough for a test to
                 // send meanwhile.
                 config.reconnect_delay = Duration::from_secs(1);
