@@ -478,39 +478,22 @@ async fn sender(i: usize, port: u16, receivers: usize, book: Arc<Book>, stop: Ar
         tick.tick().await;
         n += 1;
         let (to, channel) = (fastrand::usize(..receivers), fastrand::usize(..CHANNELS));
-        let id = format!("d{i}-{n}");
-        let msg = SendMsg {
-            to_client_id: format!("r{to}"),
-            msg_id: id.clone(),
-            msg: "x".repeat(64),
+        let to = format!("r{to}");
+        let direct = SendMsg {
+            to_client_id: to.clone(),
             ..Default::default()
         };
-        book.direct
-            .lock()
-            .insert(id, (format!("r{to}"), Instant::now()));
-        if sink
-            .send(Message::binary(msg.encode_to_vec()))
-            .await
-            .is_err()
-        {
+        if !relay(&mut sink, &book.direct, format!("d{i}-{n}"), to, direct).await {
             break;
         }
         if n.is_multiple_of(10) {
-            let id = format!("b{i}-{n}");
-            let msg = SendMsg {
-                channel: vec![format!("ch{channel}")],
-                msg_id: id.clone(),
-                msg: "y".repeat(64),
+            let channel = format!("ch{channel}");
+            let broadcast = SendMsg {
+                channel: vec![channel.clone()],
                 ..Default::default()
             };
-            book.broadcasts
-                .lock()
-                .insert(id, (format!("ch{channel}"), Instant::now()));
-            if sink
-                .send(Message::binary(msg.encode_to_vec()))
-                .await
-                .is_err()
-            {
+            let id = format!("b{i}-{n}");
+            if !relay(&mut sink, &book.broadcasts, id, channel, broadcast).await {
                 break;
             }
         }
@@ -579,4 +562,21 @@ fn owners(topology: &Topology, receivers: usize) -> HashMap<String, serde_json::
         }
         Topology::Cluster(c) => read(&mut c.conn()),
     }
+}
+
+/// Relays `msg` as `id` (to `target`: a receiver or a channel), recorded in
+/// `sent` first; whether the socket took it.
+async fn relay(
+    sink: &mut futures_util::stream::SplitSink<Ws, Message>,
+    sent: &Mutex<HashMap<String, (String, Instant)>>,
+    id: String,
+    target: String,
+    mut msg: SendMsg,
+) -> bool {
+    msg.msg_id = id.clone();
+    msg.msg = "x".repeat(64);
+    sent.lock().insert(id, (target, Instant::now()));
+    sink.send(Message::binary(msg.encode_to_vec()))
+        .await
+        .is_ok()
 }

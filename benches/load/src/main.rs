@@ -147,6 +147,15 @@ enum Cmd {
     },
 }
 
+/// The soaks' runtime: two workers (the machine's two cores).
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 fn main() {
     let cli = Cli::parse();
     match cli.cmd {
@@ -155,11 +164,7 @@ fn main() {
             minutes,
             offline_ttl_secs,
         } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let rt = two_workers();
             let plan = soak::Plan {
                 connections,
                 duration: Duration::from_secs_f64(minutes * 60.0),
@@ -190,11 +195,7 @@ fn main() {
             receivers,
             seconds,
         } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let rt = two_workers();
             let plan = cluster_soak::Plan {
                 topology,
                 receivers,

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use super::{
     conn::Conn,
     stopped,
-    subscriber::{announce, broke, inbound, relinked, sequence, wanted, SubOp},
+    subscriber::{announce, inbound, linked, sequence, unlinked, wanted, SubOp},
     topology::{self, Pushes, Topology},
     Shared,
 };
@@ -78,14 +78,10 @@ pub(super) async fn subscriber(
             let mut name = redis::cmd("CLIENT");
             name.arg("SETNAME").arg(format!("wspool-{}", shared.node));
             let _ = name.query_async::<Value>(&mut conn).await;
-            announce(&shared, channels.iter(), true).await;
-            if !first {
-                relinked(&shared, &*handler, &mut last).await;
-            }
-            first = false;
-            if let Some(r) = ready.take() {
-                let _ = r.send(());
-            }
+            linked(
+                &shared, &*handler, &channels, &mut first, &mut ready, &mut last,
+            )
+            .await;
             drop(handler);
             let mut probe = tokio::time::interval(shared.config.probe_interval);
             loop {
@@ -155,11 +151,7 @@ pub(super) async fn subscriber(
                 }
             }
         }
-        broke(&shared);
-        if let Some(r) = ready.take() {
-            let _ = r.send(());
-        }
-        tokio::time::sleep(shared.config.reconnect_delay).await;
+        unlinked(&shared, &mut ready).await;
         // The slot map may be stale (a master died and its replica took
         // over; the client refreshes it on some errors, not on all): the
         // connection is made afresh from the seeds, which asks the cluster

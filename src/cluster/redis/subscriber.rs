@@ -70,14 +70,10 @@ pub(super) async fn subscriber(
                 }
                 let list: Vec<&String> = channels.iter().collect();
                 if sink.subscribe(&list).await.is_ok() {
-                    announce(&shared, channels.iter(), true).await;
-                    if !first {
-                        relinked(&shared, &*handler, &mut last).await;
-                    }
-                    first = false;
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(());
-                    }
+                    linked(
+                        &shared, &*handler, &channels, &mut first, &mut ready, &mut last,
+                    )
+                    .await;
                     drop(handler);
                     let mut probe = tokio::time::interval(shared.config.probe_interval);
                     loop {
@@ -132,11 +128,7 @@ pub(super) async fn subscriber(
             }
             Err(e) => tracing::debug!(error = %e, "redis pub/sub connect failed"),
         }
-        broke(&shared);
-        if let Some(r) = ready.take() {
-            let _ = r.send(());
-        }
-        tokio::time::sleep(shared.config.reconnect_delay).await;
+        unlinked(&shared, &mut ready).await;
     }
 }
 
@@ -156,8 +148,42 @@ pub(super) async fn relinked(
     handler.link(Link::Up { closed });
 }
 
+/// Every subscription of the link is made: recorded in Redis; after the
+/// first time, what was missed meanwhile is recovered (`ClusterUp`); the
+/// pool is told the link is ready (once).
+pub(super) async fn linked(
+    shared: &Shared,
+    handler: &dyn Handler,
+    channels: &HashSet<String>,
+    first: &mut bool,
+    ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
+    last: &mut HashMap<String, u64>,
+) {
+    announce(shared, channels.iter(), true).await;
+    if !std::mem::replace(first, false) {
+        relinked(shared, handler, last).await;
+    }
+    if let Some(r) = ready.take() {
+        let _ = r.send(());
+    }
+}
+
+/// The link could not be made, or broke: `ClusterDown` (once per
+/// outage), the pool released if it waits for a first link, and a pause
+/// before trying again.
+pub(super) async fn unlinked(
+    shared: &Shared,
+    ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
+) {
+    broke(shared);
+    if let Some(r) = ready.take() {
+        let _ = r.send(());
+    }
+    tokio::time::sleep(shared.config.reconnect_delay).await;
+}
+
 /// The link broke: `ClusterDown`, once per outage.
-pub(super) fn broke(shared: &Shared) {
+fn broke(shared: &Shared) {
     if let Some(handler) = shared.handler() {
         if shared.up.swap(false, Ordering::AcqRel) {
             tracing::warn!("redis pub/sub link lost: reconnecting");
