@@ -593,7 +593,7 @@ async fn malformed_messages_from_redis_are_dropped_and_counted() {
         (key::node(&node), b"D1:1:\xff\xff\xff".to_vec()),
         (key::node(&node), [b"D1:1:".as_slice(), bad_msg].concat()),
         // A number far ahead of the node's counter: not believed.
-        (key::node(&node), b"D1:999999:x".to_vec()),
+        (key::node(&node), b"D1:999999.9999999999999999999:".to_vec()),
         (key::node(&node), b"J7:no-spaces".to_vec()),
         (key::node(&node), b"L7:bob".to_vec()),
         (key::node(&node), b"A7:z".to_vec()),
@@ -601,9 +601,17 @@ async fn malformed_messages_from_redis_are_dropped_and_counted() {
         (key::node(&node), b"Z1:x".to_vec()),
         (key::node(&node), b"K1:\xff".to_vec()),
         (key::channel("room"), b"no number".to_vec()),
-        (key::channel("room"), b"999999:whatever".to_vec()),
+        (
+            key::channel("room"),
+            b"999999.9999999999999999999:".to_vec(),
+        ),
+        // Not numbered and stamped.
+        (key::channel("room"), b"2:".to_vec()),
     ];
-    frames.push((key::channel("room"), [b"2:".as_slice(), bad_msg].concat()));
+    frames.push((
+        key::channel("room"),
+        [b"2.9999999999999999999:".as_slice(), bad_msg].concat(),
+    ));
     let mut conn = redis.conn();
     for (channel, payload) in &frames {
         let _: i64 = ::redis::cmd("PUBLISH")
@@ -742,6 +750,86 @@ async fn a_store_behind_what_a_node_saw_is_reported() {
         "after",
         "numbered 2 again, and delivered"
     );
+}
+
+/// Rewinds channel `room`'s numbering to its first publication, as a
+/// master promoted after a failover that lacks the old master's last
+/// writes would have it (the counter and the history replicate together).
+fn rewind_to_first(redis: &RedisServer) {
+    let mut conn = redis.conn();
+    let _: () = ::redis::cmd("SET")
+        .arg(format!("{}:seq", key::channel("room")))
+        .arg(1)
+        .query(&mut conn)
+        .unwrap();
+    let _: () = ::redis::cmd("LTRIM")
+        .arg(format!("{}:hist", key::channel("room")))
+        .arg(-1)
+        .arg(-1)
+        .query(&mut conn)
+        .unwrap();
+}
+
+/// A store that lost writes gives their numbers again: publications made
+/// on it are new even where their numbers were seen (a promoted replica
+/// numbers on from what it had; nodes saw the old master's later ones).
+/// Live, they are delivered, and the loss is reported (`ClusterDataLost`).
+#[tokio::test]
+async fn numbers_given_again_by_a_store_that_lost_writes_are_delivered() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut bob = b.connect("bob_room").await;
+    for text in ["m1", "m2", "m3"] {
+        a.pool.broadcast(text_msg("", &["room"], text)).unwrap();
+        assert_eq!(bob.recv().await.msg, text);
+    }
+    let mut events = b.pool.events();
+    rewind_to_first(&redis);
+    for text in ["n2", "n3", "n4"] {
+        a.pool.broadcast(text_msg("", &["room"], text)).unwrap();
+        assert_eq!(bob.recv().await.msg, text, "numbered 2, 3, 4 again");
+    }
+    wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterDataLost)).await;
+    let stats = b.pool.stats().cluster.unwrap();
+    assert_eq!((stats.data_losses, stats.missed), (1, 0));
+}
+
+/// The same, found after an outage: while B's link was down the store
+/// lost writes and gave their numbers again, up to the number B had seen
+/// last. B's recovery tells the new publications from the ones it saw
+/// (by when each was made, not by its number): its subscription gets
+/// them from the history, and the loss is reported.
+#[tokio::test]
+async fn numbers_given_again_while_a_node_was_away_are_recovered() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    // B stays away long enough for A's traffic to happen meanwhile.
+    let mut slow = RedisConfig::new(redis.url());
+    slow.reconnect_delay = Duration::from_secs(2);
+    let b = node_over(slow, WsPool::builder()).await;
+    // Bob's arrival has B subscribed to the room in Redis.
+    let _bob = b.connect("bob_room").await;
+    let mut feed = b.pool.subscribe(["room"]);
+    for text in ["m1", "m2", "m3"] {
+        a.pool.broadcast(text_msg("", &["room"], text)).unwrap();
+        assert_eq!(next(&mut feed).await, text);
+    }
+    let mut events = b.pool.events();
+    rewind_to_first(&redis);
+    redis.kill_pubsub_with(3); // B: n:B, all, c:room
+    wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterDown)).await;
+    for text in ["n2", "n3"] {
+        a.pool.broadcast(text_msg("", &["room"], text)).unwrap();
+    }
+    wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterDataLost)).await;
+    wait_event(&mut events, |e| matches!(e, PoolEvent::ClusterUp { .. })).await;
+    for expected in ["n2", "n3"] {
+        assert_eq!(next(&mut feed).await, expected);
+    }
+    a.pool.broadcast(text_msg("", &["room"], "live")).unwrap();
+    assert_eq!(next(&mut feed).await, "live", "nothing twice before it");
+    let stats = b.pool.stats().cluster.unwrap();
+    assert_eq!((stats.data_losses, stats.missed), (1, 0));
 }
 
 /// Runs a ledger: a client on A relays `N` direct messages (10 ms apart)
@@ -961,8 +1049,17 @@ async fn direct_messages_missed_in_flight_are_recovered_or_reported() {
         .arg(0)
         .query(&mut conn)
         .unwrap();
-    // "1:<epoch>:<envelope>": the envelope of "first", under its claim.
-    let first = entries[0].strip_prefix(b"1:").expect("number 1").to_vec();
+    // "1.<stamp>:<epoch>:<envelope>": the envelope of "first", under its
+    // claim; later entries are stamped later.
+    let colon = entries[0].iter().position(|b| *b == b':').unwrap();
+    let (mark, first) = (&entries[0][..colon], entries[0][colon + 1..].to_vec());
+    let stamp: u64 = std::str::from_utf8(mark)
+        .unwrap()
+        .strip_prefix("1.")
+        .expect("number 1")
+        .parse()
+        .unwrap();
+    let marked = |seq: u64| format!("{seq}.{}:", stamp + seq).into_bytes();
     let mut events = b.pool.events();
     let mut cmd = |args: &[&[u8]]| {
         let mut c = ::redis::cmd(std::str::from_utf8(args[0]).unwrap());
@@ -974,15 +1071,19 @@ async fn direct_messages_missed_in_flight_are_recovered_or_reported() {
     cmd(&[
         b"LPUSH",
         hist.as_bytes(),
-        &[b"2:".as_slice(), &first].concat(),
+        &[marked(2), first.clone()].concat(),
     ]);
-    cmd(&[b"LPUSH", hist.as_bytes(), b"3:-"]); // went to a buffer
-                                               // 4: gone from the history.
+    cmd(&[
+        b"LPUSH",
+        hist.as_bytes(),
+        &[marked(3), b"-".to_vec()].concat(),
+    ]); // went to a buffer
+        // 4: gone from the history.
     cmd(&[b"SET", format!("{}:seq", key::node(&node)).as_bytes(), b"5"]);
     let channel = key::node(&node);
     let colon = first.iter().position(|b| *b == b':').unwrap();
     let (epoch, envelope) = (&first[..colon], &first[colon + 1..]);
-    let frame = [b"D".as_slice(), epoch, b":5:", envelope].concat();
+    let frame = [b"D".as_slice(), epoch, b":", &marked(5), envelope].concat();
     cmd(&[b"PUBLISH", channel.as_bytes(), &frame]);
 
     assert_eq!(bob.recv().await.msg, "first", "2, from the history");

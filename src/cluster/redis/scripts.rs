@@ -47,6 +47,26 @@ end
     };
 }
 
+/// Lua function that stamps a publication (see [`Mark`](super::subscriber::Mark)):
+/// the store's clock in microseconds, or one above the stamp of the last
+/// entry of history `hist` if that is later, so stamps only grow on one
+/// store and a store that lost writes (a promoted replica) stamps its
+/// publications above the ones it lost (its clock is past them), even
+/// where it numbers them the same.
+macro_rules! stamping {
+    () => {
+        r#"
+local function stamp(hist)
+  local head = redis.call('LINDEX', hist, 0)
+  local prev = head and string.match(head, '^%d+%.(%d+):')
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  return string.format('%.0f', math.max(prev and tonumber(prev) + 1 or 0, now))
+end
+"#
+    };
+}
+
 /// Where a direct message goes. KEYS: the id's owner hash, its buffer.
 /// ARGV: the envelope, buffer limits in messages and bytes.
 /// Returns {0} no such id (or its offline window closed), {1, node,
@@ -69,39 +89,45 @@ return {2}
 /// node channel, the claim number, the envelope, history length, history
 /// ttl (ms). Returns how many subscribers got it (0: the node is gone).
 ///
-/// It goes out framed `D<epoch>:<seq>:<envelope>`: `seq` numbers the
-/// direct messages to that node, and each is kept in its history
-/// (`<seq>:<epoch>:<envelope>`), so a node whose link broke with a message
-/// in flight finds it there. One nobody got is kept as `<seq>:-` (the
-/// caller buffers it: nothing to recover, no gap).
-pub(super) const DIRECT: &str = r#"
+/// It goes out framed `D<epoch>:<seq>.<stamp>:<envelope>`: `seq` numbers
+/// the direct messages to that node, and each is kept in its history
+/// (`<seq>.<stamp>:<epoch>:<envelope>`), so a node whose link broke with
+/// a message in flight finds it there. One nobody got is kept as
+/// `<seq>.<stamp>:-` (the caller buffers it: nothing to recover, no gap).
+pub(super) const DIRECT: &str = concat!(
+    stamping!(),
+    r#"
 local seq = redis.call('INCR', KEYS[1])
-local n = redis.call(ARGV[1], ARGV[2], 'D' .. ARGV[3] .. ':' .. seq .. ':' .. ARGV[4])
+local mark = seq .. '.' .. stamp(KEYS[2])
+local n = redis.call(ARGV[1], ARGV[2], 'D' .. ARGV[3] .. ':' .. mark .. ':' .. ARGV[4])
 if n > 0 then
-  redis.call('LPUSH', KEYS[2], seq .. ':' .. ARGV[3] .. ':' .. ARGV[4])
+  redis.call('LPUSH', KEYS[2], mark .. ':' .. ARGV[3] .. ':' .. ARGV[4])
 else
-  redis.call('LPUSH', KEYS[2], seq .. ':-')
+  redis.call('LPUSH', KEYS[2], mark .. ':-')
 end
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[5]) - 1)
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 return n
-"#;
+"#
+);
 
 /// Publishes a broadcast on one target. KEYS: its sequence counter, its
 /// history list, its set of members that are away, its set of nodes with
 /// members. ARGV: publish command, the pub/sub channel, the envelope,
 /// history length, history ttl (ms), the calling node.
 ///
-/// The target numbers its publications (`INCR`) and keeps the last ones
-/// (`LPUSH`, `LTRIM`): what goes out is `<seq>:<envelope>`, so a node that
-/// sees a number jump knows it missed some and fetches them from the
-/// history. Returns {nodes reached, {nodes that may be gone}, {members
+/// The target numbers and stamps its publications (`INCR`, `stamp`) and
+/// keeps the last ones (`LPUSH`, `LTRIM`): what goes out is
+/// `<seq>.<stamp>:<envelope>`, so a node that sees a number jump knows it
+/// missed some and fetches them from the history. Returns {nodes reached, {nodes that may be gone}, {members
 /// away}}: when fewer nodes got it than have members, the others (never
 /// the caller: it reached its own members itself) are checked by the
 /// caller; the members that are away get it in their buffers.
-pub(super) const PUBLISH: &str = r#"
+pub(super) const PUBLISH: &str = concat!(
+    stamping!(),
+    r#"
 local seq = redis.call('INCR', KEYS[1])
-local framed = seq .. ':' .. ARGV[3]
+local framed = seq .. '.' .. stamp(KEYS[2]) .. ':' .. ARGV[3]
 redis.call('LPUSH', KEYS[2], framed)
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
@@ -113,6 +139,14 @@ if got < redis.call('SCARD', KEYS[4]) then
   end
 end
 return {got, suspects, redis.call('SMEMBERS', KEYS[3])}
+"#
+);
+
+/// Where a pub/sub channel's numbering stands. KEYS: its counter, its
+/// history. Returns {counter ('' when there is none), the newest history
+/// entry ('' when there is none)}, read together.
+pub(super) const MARK: &str = r#"
+return {redis.call('GET', KEYS[1]) or '', redis.call('LINDEX', KEYS[2], 0) or ''}
 "#;
 
 /// Buffers a broadcast for a member that is away. KEYS: its owner hash,
@@ -297,6 +331,7 @@ pub(super) struct Scripts {
     pub(super) expiring: Script,
     pub(super) expire: Script,
     pub(super) listeners: Script,
+    pub(super) mark: Script,
 }
 
 impl Scripts {
@@ -314,6 +349,7 @@ impl Scripts {
             expiring: Script::new(EXPIRING),
             expire: Script::new(EXPIRE),
             listeners: Script::new(LISTENERS),
+            mark: Script::new(MARK),
         }
     }
 
@@ -329,6 +365,7 @@ impl Scripts {
             &self.adopt,
             &self.expire,
             &self.listeners,
+            &self.mark,
         ];
         for script in batched {
             let _ = script.prepare_invoke().load_async(conn).await;

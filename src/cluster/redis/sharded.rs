@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use super::{
     conn::Conn,
     stopped,
-    subscriber::{announce, inbound, linked, sequence, unlinked, wanted, SubOp},
+    subscriber::{announce, inbound, linked, mark, unlinked, wanted, Mark, SubOp},
     topology::{self, Pushes, Topology},
     Shared,
 };
@@ -38,8 +38,8 @@ pub(super) async fn subscriber(
     let mut ready = Some(ready);
     let mut first = true;
     let mut stop = shared.stop.subscribe();
-    // The last publication number seen per subscribed pub/sub channel.
-    let mut last: HashMap<String, u64> = HashMap::new();
+    // The last publication seen per subscribed pub/sub channel.
+    let mut last: HashMap<String, Mark> = HashMap::new();
     loop {
         let Some(handler) = shared.handler() else {
             return;
@@ -54,9 +54,9 @@ pub(super) async fn subscriber(
         let mut numbered = true;
         for channel in &channels {
             if !last.contains_key(channel) {
-                match sequence(&shared, channel).await {
-                    Ok(seq) => {
-                        last.insert(channel.clone(), seq);
+                match mark(&shared, channel).await {
+                    Ok(now) => {
+                        last.insert(channel.clone(), now);
                     }
                     Err(_) => numbered = false,
                 }
@@ -115,8 +115,8 @@ pub(super) async fn subscriber(
                         let r = match op {
                             Some(SubOp::Subscribe(c)) => {
                                 let channel = shared.keys.channel(&c);
-                                let seq = sequence(&shared, &channel).await.unwrap_or(0);
-                                last.insert(channel.clone(), seq);
+                                let now = mark(&shared, &channel).await.unwrap_or_default();
+                                last.insert(channel.clone(), now);
                                 channels.insert(channel.clone());
                                 let r = bounded(&shared, conn.ssubscribe(&channel)).await;
                                 announce(&shared, [&channel], true).await;

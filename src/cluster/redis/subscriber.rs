@@ -16,7 +16,7 @@ use super::{
     config::random_id,
     ids::{decode_answer, encode_answer, resync, Taken},
     stopped,
-    writer::{tally, Op},
+    writer::{evalsha, tally, Op},
     Shared,
 };
 use crate::{
@@ -38,8 +38,8 @@ pub(super) async fn subscriber(
     let mut ready = Some(ready);
     let mut first = true;
     let mut stop = shared.stop.subscribe();
-    // The last publication number seen per subscribed pub/sub channel.
-    let mut last: HashMap<String, u64> = HashMap::new();
+    // The last publication seen per subscribed pub/sub channel.
+    let mut last: HashMap<String, Mark> = HashMap::new();
     loop {
         let Some(handler) = shared.handler() else {
             return;
@@ -64,8 +64,8 @@ pub(super) async fn subscriber(
                 // shows as a gap and is recovered, not skipped.
                 for channel in &channels {
                     if !last.contains_key(channel) {
-                        let seq = sequence(&shared, channel).await.unwrap_or(0);
-                        last.insert(channel.clone(), seq);
+                        let now = mark(&shared, channel).await.unwrap_or_default();
+                        last.insert(channel.clone(), now);
                     }
                 }
                 let list: Vec<&String> = channels.iter().collect();
@@ -90,8 +90,8 @@ pub(super) async fn subscriber(
                                 let r = match op {
                                     Some(SubOp::Subscribe(c)) => {
                                         let channel = shared.keys.channel(&c);
-                                        let seq = sequence(&shared, &channel).await.unwrap_or(0);
-                                        last.insert(channel.clone(), seq);
+                                        let now = mark(&shared, &channel).await.unwrap_or_default();
+                                        last.insert(channel.clone(), now);
                                         let r = sink.subscribe(&channel).await;
                                         announce(&shared, [&channel], true).await;
                                         r
@@ -137,7 +137,7 @@ pub(super) async fn subscriber(
 pub(super) async fn relinked(
     shared: &Shared,
     handler: &dyn Handler,
-    last: &mut HashMap<String, u64>,
+    last: &mut HashMap<String, Mark>,
 ) {
     shared.up.store(true, Ordering::Release);
     check_run(shared, handler).await;
@@ -157,7 +157,7 @@ pub(super) async fn linked(
     channels: &HashSet<String>,
     first: &mut bool,
     ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
-    last: &mut HashMap<String, u64>,
+    last: &mut HashMap<String, Mark>,
 ) {
     announce(shared, channels.iter(), true).await;
     if !std::mem::replace(first, false) {
@@ -232,7 +232,7 @@ pub(super) async fn inbound(
     shared: &Shared,
     channel: &str,
     payload: &[u8],
-    last: &mut HashMap<String, u64>,
+    last: &mut HashMap<String, Mark>,
 ) {
     let Some(handler) = shared.handler() else {
         return;
@@ -244,37 +244,119 @@ pub(super) async fn inbound(
         node_message(shared, &*handler, payload);
         return;
     }
-    let Some((seq, body)) = split_number(payload) else {
+    let Some((now, body)) = split_mark(payload) else {
         return malformed(shared, channel, "no publication number");
     };
     // Subscribed channels have an entry (set when subscribing).
-    let prev = last.get(channel).copied();
-    if prev.is_some_and(|prev| seq <= prev) {
-        return; // seen already (recovered from the history)
-    }
-    if let Some(prev) = prev.filter(|prev| seq > prev + 1) {
-        // A jump: believe it only if the channel's counter got there (a
-        // forged number would otherwise report a gap and make every real
-        // publication after it look seen already).
-        if sequence(shared, channel).await.is_ok_and(|now| now < seq) {
-            return malformed(shared, channel, "number ahead of the channel's counter");
+    if let Some(prev) = last.get(channel).copied() {
+        if now.stamp <= prev.stamp {
+            return; // seen already (recovered from the history)
         }
-        if !recover(shared, &*handler, channel, prev, seq, &Taken::new()).await {
-            // The history cannot be read now: this one goes on, the
-            // others are reported.
-            gap(shared, &*handler, channel, seq - prev - 1);
-        }
-    }
-    // Numbered as seen only once it parsed: garbage must not move the
-    // count past the real publication of that number.
-    if publication(shared, &*handler, channel, body, &Taken::new()) {
-        match last.get_mut(channel) {
-            Some(n) => *n = seq,
-            None => {
-                last.insert(channel.to_owned(), seq);
+        if !follows(prev, now) {
+            if !believable(shared, channel, now, body).await {
+                return;
+            }
+            if now.seq != prev.seq + 1 {
+                let recovered = recover(shared, &*handler, channel, prev, now, &Taken::new()).await;
+                after_recovery(shared, &*handler, channel, prev, now, recovered);
             }
         }
     }
+    // Marked as seen only once it parsed: garbage must not move the
+    // count past the real publication of that number.
+    if publication(shared, &*handler, channel, body, &Taken::new()) {
+        last.insert(channel.to_owned(), now);
+    }
+}
+
+/// Where a pub/sub channel's numbering stands: the number and the stamp
+/// of a publication. Numbers count a channel's publications (a jump says
+/// some were missed, and how many); stamps tell publications apart when
+/// numbers cannot: a store that lost its last writes (a replica promoted
+/// before it had them; a restart from an old file) gives their numbers
+/// again, to other publications, but stamps them later (see the
+/// `PUBLISH` script: the store's clock, in microseconds). That rests on
+/// the clocks of a master and its replicas agreeing to within a failover
+/// (seconds), as claim numbers do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Mark {
+    pub(super) seq: u64,
+    pub(super) stamp: u64,
+}
+
+/// `<number>.<stamp>:<rest>`.
+pub(super) fn split_mark(payload: &[u8]) -> Option<(Mark, &[u8])> {
+    let colon = payload.iter().position(|b| *b == b':')?;
+    let text = std::str::from_utf8(&payload[..colon]).ok()?;
+    let (seq, stamp) = text.split_once('.')?;
+    let mark = Mark {
+        seq: seq.parse().ok()?,
+        stamp: stamp.parse().ok()?,
+    };
+    Some((mark, &payload[colon + 1..]))
+}
+
+/// A stamp further than this past the last one seen (µs) is checked
+/// against the store before it is believed.
+const LEAP: u64 = 3_600 * 1_000_000;
+
+/// Whether publication `now` follows `prev` as publications do: the next
+/// number, stamped a little later (a channel quiet for over an hour is
+/// checked once).
+fn follows(prev: Mark, now: Mark) -> bool {
+    now.seq == prev.seq + 1 && now.stamp <= prev.stamp.saturating_add(LEAP)
+}
+
+/// Whether a publication `now` that does not [follow](follows) the last
+/// one seen is to be acted on: garbage (an envelope that does not decode,
+/// a number ahead of the channel's counter, a stamp ahead of its history)
+/// would otherwise report a false gap or loss, or hide the real
+/// publications after it as seen.
+async fn believable(shared: &Shared, channel: &str, now: Mark, envelope: &[u8]) -> bool {
+    if Envelope::decode(envelope).is_err() {
+        malformed(shared, channel, "undecodable envelope");
+        return false;
+    }
+    let Ok(store) = mark(shared, channel).await else {
+        return true; // unknown: not held back
+    };
+    if store.seq < now.seq || (store.stamp != 0 && store.stamp < now.stamp) {
+        malformed(shared, channel, "number or stamp ahead of the channel's");
+        return false;
+    }
+    true
+}
+
+/// After a live publication `now` that did not follow `prev` was
+/// recovered up to (`recovered`: whether the store lost writes; `None`
+/// when the history could not be read): a loss is reported. Unread, a
+/// number at or below the last seen is one given again (its stamp is
+/// later); above it, those between are reported as a gap.
+fn after_recovery(
+    shared: &Shared,
+    handler: &dyn Handler,
+    channel: &str,
+    prev: Mark,
+    now: Mark,
+    recovered: Option<bool>,
+) {
+    match recovered {
+        Some(false) => {}
+        Some(true) => lost_writes(shared, handler, &[channel]),
+        None if now.seq <= prev.seq => lost_writes(shared, handler, &[channel]),
+        None => gap(shared, handler, channel, now.seq - prev.seq - 1),
+    }
+}
+
+/// The store lacks publications this node saw on these channels, or gave
+/// their numbers again: it lost writes (`ClusterDataLost`).
+fn lost_writes(shared: &Shared, handler: &dyn Handler, channels: &[&str]) {
+    tracing::warn!(
+        ?channels,
+        "redis lacks publications this node saw: it lost writes"
+    );
+    bump(&shared.stats.data_losses, 1);
+    handler.link(Link::DataLost);
 }
 
 /// Counts and logs a message from Redis that does not parse: another
@@ -344,29 +426,30 @@ async fn direct_message(
     shared: &Shared,
     handler: &dyn Handler,
     payload: &[u8],
-    last: &mut HashMap<String, u64>,
+    last: &mut HashMap<String, Mark>,
 ) {
     let channel = shared.node_channel.as_str();
     let Some((epoch, rest)) = split_number(payload) else {
         return malformed(shared, channel, "no claim number");
     };
-    let Some((seq, body)) = split_number(rest) else {
+    let Some((now, body)) = split_mark(rest) else {
         return malformed(shared, channel, "no message number");
     };
-    let prev = last.get(channel).copied().unwrap_or(0);
-    if seq <= prev {
+    let prev = last.get(channel).copied().unwrap_or_default();
+    if now.stamp <= prev.stamp {
         return; // recovered from the history already
     }
-    if seq > prev + 1 {
-        if sequence(shared, channel).await.is_ok_and(|now| now < seq) {
-            return malformed(shared, channel, "number ahead of the node's counter");
+    if !follows(prev, now) {
+        if !believable(shared, channel, now, body).await {
+            return;
         }
-        if !recover_direct(shared, handler, prev, seq, &Taken::new()).await {
-            gap(shared, handler, channel, seq - prev - 1);
+        if now.seq != prev.seq + 1 {
+            let recovered = recover_direct(shared, handler, prev, now, &Taken::new()).await;
+            after_recovery(shared, handler, channel, prev, now, recovered);
         }
     }
     if deliver_direct(shared, handler, epoch, body) {
-        last.insert(channel.to_owned(), seq);
+        last.insert(channel.to_owned(), now);
     }
 }
 
@@ -392,23 +475,23 @@ fn deliver_direct(shared: &Shared, handler: &dyn Handler, epoch: u64, body: &[u8
     true
 }
 
-/// Direct messages `after < n < before` to this node were missed: deliver
-/// those in its history (`<seq>:<epoch>:<envelope>`; `<seq>:-` went to a
-/// buffer, nothing to do), in order, unless `taken` (delivered from a
-/// buffer already); report the rest as a gap of channel `""`.
+/// Direct messages to this node after `after` and before `before` were
+/// missed: deliver those in its history (`<seq>.<stamp>:<epoch>:<envelope>`;
+/// `<seq>.<stamp>:-` went to a buffer, nothing to do), in order, unless
+/// `taken` (delivered from a buffer already); report the rest as a gap of
+/// channel `""`. Returns whether the store lost writes, `None` when its
+/// history cannot be read now.
 async fn recover_direct(
     shared: &Shared,
     handler: &dyn Handler,
-    after: u64,
-    before: u64,
+    after: Mark,
+    before: Mark,
     taken: &Taken,
-) -> bool {
+) -> Option<bool> {
     let channel = shared.node_channel.as_str();
-    let Some((found, missed)) = from_history(shared, channel, after, before).await else {
-        return false;
-    };
+    let missed = from_history(shared, channel, after, before).await?;
     let mut recovered = 0;
-    for entry in &found {
+    for entry in &missed.found {
         let Some((epoch, body)) = split_number(entry) else {
             continue; // `-`: buffered, not published
         };
@@ -421,8 +504,8 @@ async fn recover_direct(
         recovered += u64::from(deliver_direct(shared, handler, epoch, body));
     }
     bump(&shared.stats.recovered, recovered);
-    gap(shared, handler, channel, missed);
-    true
+    gap(shared, handler, channel, missed.missed);
+    Some(missed.lost_writes)
 }
 
 /// `missed` publications of pub/sub channel `channel` (direct messages:
@@ -505,39 +588,48 @@ pub(super) fn publication(
     true
 }
 
-/// Publications `after < n < before` on `channel` were missed: deliver
-/// those still in its history, in order; report the rest.
+/// Publications on `channel` after `after` and before `before` were
+/// missed: deliver those still in its history, in order; report the
+/// rest. Returns whether the store lost writes, `None` when its history
+/// cannot be read now (the caller says what happens to them).
 pub(super) async fn recover(
     shared: &Shared,
     handler: &dyn Handler,
     channel: &str,
-    after: u64,
-    before: u64,
+    after: Mark,
+    before: Mark,
     taken: &Taken,
-) -> bool {
-    let Some((found, missed)) = from_history(shared, channel, after, before).await else {
-        // Not readable now: the caller says what happens to them.
-        return false;
-    };
-    bump(&shared.stats.recovered, found.len() as u64);
-    for body in &found {
+) -> Option<bool> {
+    let missed = from_history(shared, channel, after, before).await?;
+    bump(&shared.stats.recovered, missed.found.len() as u64);
+    for body in &missed.found {
         publication(shared, handler, channel, body, taken);
     }
-    gap(shared, handler, channel, missed);
-    true
+    gap(shared, handler, channel, missed.missed);
+    Some(missed.lost_writes)
 }
 
-/// What the history of pub/sub channel `channel` still holds of the
-/// entries numbered `after < n < before`, in order, each once (without
-/// its number), and how many of them it no longer holds; `None` when it
+/// What a history holds of the publications between two marks.
+struct Missed {
+    /// Those it holds, in order, each once (without their marks).
+    found: Vec<Vec<u8>>,
+    /// How many it no longer holds.
+    missed: u64,
+    /// The store lost writes: it lacks publications the node saw, or
+    /// gave their numbers again.
+    lost_writes: bool,
+}
+
+/// What the history of pub/sub channel `channel` holds of the
+/// publications stamped after `after` and before `before`; `None` when it
 /// cannot be read now (Redis out of reach; in a Redis Cluster, while the
 /// cluster is failing over).
-async fn from_history(
-    shared: &Shared,
-    channel: &str,
-    after: u64,
-    before: u64,
-) -> Option<(Vec<Vec<u8>>, u64)> {
+///
+/// Counted from where the store and this node last agree: the newest
+/// entry stamped no later than `after` (`after` itself, unless the store
+/// lost writes), or `after` when the history no longer reaches back
+/// there.
+async fn from_history(shared: &Shared, channel: &str, after: Mark, before: Mark) -> Option<Missed> {
     let history: Vec<Vec<u8>> = redis::cmd("LRANGE")
         .arg(shared.keys.history(channel))
         .arg(0)
@@ -545,24 +637,59 @@ async fn from_history(
         .query_async(&mut shared.conn())
         .await
         .ok()?;
-    let mut found: Vec<(u64, &[u8])> = (history.iter())
-        .filter_map(|h| split_number(h))
-        .filter(|(n, _)| *n > after && *n < before)
+    let entries: Vec<(Mark, &[u8])> = history.iter().filter_map(|h| split_mark(h)).collect();
+    let agreed = (entries.iter())
+        .filter(|(m, _)| m.stamp <= after.stamp)
+        .max_by_key(|(m, _)| m.stamp)
+        .map(|(m, _)| m.seq);
+    let mut found: Vec<(Mark, &[u8])> = (entries.into_iter())
+        .filter(|(m, _)| m.stamp > after.stamp && m.stamp < before.stamp)
         .collect();
-    found.sort_by_key(|(n, _)| *n);
-    found.dedup_by_key(|(n, _)| *n);
-    let missed = (before - after - 1).saturating_sub(found.len() as u64);
-    Some((found.into_iter().map(|(_, e)| e.to_vec()).collect(), missed))
+    found.sort_by_key(|(m, _)| m.stamp);
+    found.dedup_by_key(|(m, _)| m.stamp);
+    let lost_writes = before.seq <= after.seq || agreed.is_some_and(|seq| seq < after.seq);
+    let from = agreed.or((!lost_writes).then_some(after.seq));
+    let missed = from.map_or(0, |from| {
+        (before.seq.saturating_sub(from + 1)).saturating_sub(found.len() as u64)
+    });
+    let found = found.into_iter().map(|(_, e)| e.to_vec()).collect();
+    Some(Missed {
+        found,
+        missed,
+        lost_writes,
+    })
 }
 
-/// The number of the last publication to pub/sub channel `channel`.
-pub(super) async fn sequence(shared: &Shared, channel: &str) -> redis::RedisResult<u64> {
-    let mut conn = shared.conn();
-    let seq: Option<u64> = redis::cmd("GET")
-        .arg(shared.keys.sequence(channel))
-        .query_async(&mut conn)
-        .await?;
-    Ok(seq.unwrap_or(0))
+/// Where the numbering of pub/sub channel `channel` stands: its counter
+/// and the stamp of its newest history entry (0 when the history does
+/// not have that number: it expired).
+pub(super) async fn mark(shared: &Shared, channel: &str) -> redis::RedisResult<Mark> {
+    let cmd = mark_cmd(shared, channel);
+    let reply = shared
+        .many(vec![cmd])
+        .await?
+        .pop()
+        .unwrap_or(Ok(Value::Nil))?;
+    Ok(read_mark(reply).flatten().unwrap_or_default())
+}
+
+fn mark_cmd(shared: &Shared, channel: &str) -> redis::Cmd {
+    let keys = [shared.keys.sequence(channel), shared.keys.history(channel)];
+    evalsha(&shared.scripts.mark, keys)
+}
+
+/// A `MARK` reply: `None` when it does not parse, `Some(None)` when the
+/// channel has no counter (nothing published yet, or Redis lost it).
+fn read_mark(reply: Value) -> Option<Option<Mark>> {
+    let (counter, head): (Vec<u8>, Vec<u8>) = redis::from_redis_value(reply).ok()?;
+    if counter.is_empty() {
+        return Some(None);
+    }
+    let seq = std::str::from_utf8(&counter).ok()?.parse().ok()?;
+    let stamp = split_mark(&head)
+        .filter(|(m, _)| m.seq == seq)
+        .map_or(0, |(m, _)| m.stamp);
+    Some(Some(Mark { seq, stamp }))
 }
 
 /// After a reconnect: what was published to the subscribed channels while
@@ -570,65 +697,58 @@ pub(super) async fn sequence(shared: &Shared, channel: &str) -> redis::RedisResu
 pub(super) async fn catch_up(
     shared: &Shared,
     handler: &dyn Handler,
-    last: &mut HashMap<String, u64>,
+    last: &mut HashMap<String, Mark>,
     taken: &Taken,
 ) {
     let channels: Vec<String> = last.keys().cloned().collect();
-    let cmds = (channels.iter())
-        .map(|channel| {
-            let mut cmd = redis::cmd("GET");
-            cmd.arg(shared.keys.sequence(channel));
-            cmd
-        })
-        .collect();
-    let Ok(counters) = shared.many(cmds).await else {
+    let cmds = channels.iter().map(|c| mark_cmd(shared, c)).collect();
+    let Ok(marks) = shared.many(cmds).await else {
         return;
     };
-    let mut behind = Vec::new();
-    for (channel, now) in channels.into_iter().zip(counters) {
-        // A counter that could not be read: left for the next catch-up.
-        let now: Option<u64> = match now.map(redis::from_redis_value::<Option<u64>>) {
-            Ok(Ok(now)) => now,
-            _ => continue,
-        };
-        let Some(prev) = last.get_mut(&channel) else {
+    let mut lost = Vec::new();
+    for (channel, now) in channels.iter().zip(marks) {
+        // A mark that could not be read: left for the next catch-up.
+        let Some(now) = now.ok().and_then(read_mark) else {
             continue;
         };
-        match now {
-            // A history that cannot be read now leaves the number where
-            // it was: the next catch-up, or the next jump seen live,
-            // reads it.
-            Some(now) if now > *prev && channel == shared.node_channel => {
-                if recover_direct(shared, handler, *prev, now + 1, taken).await {
-                    *prev = now;
-                }
-            }
-            Some(now) if now > *prev => {
-                if recover(shared, handler, &channel, *prev, now + 1, taken).await {
-                    *prev = now;
-                }
-            }
-            // Behind what this node saw: a master promoted after a
-            // failover lacks the last writes of the one it replaced
-            // (replication is asynchronous). Numbering follows the store,
-            // or later publications would pass for ones seen already.
-            Some(now) if now < *prev => {
-                behind.push((channel.clone(), *prev - now));
-                *prev = now;
-            }
-            Some(_) => {}
+        let Some(prev) = last.get_mut(channel) else {
+            continue;
+        };
+        let Some(now) = now else {
             // The counter is gone: Redis lost its data (reported by
             // `check_run`); numbering starts again.
-            None => *prev = 0,
+            *prev = Mark::default();
+            continue;
+        };
+        if now == *prev {
+            continue;
+        }
+        // Everything stamped after what this node saw. A store behind
+        // what it saw (a master promoted after a failover lacks the last
+        // writes of the one it replaced: replication is asynchronous), or
+        // one that gave those numbers again, lost writes; numbering
+        // follows the store from here, and what it stamped later is
+        // recovered, not taken for what was seen.
+        let upto = Mark {
+            seq: now.seq + 1,
+            stamp: u64::MAX,
+        };
+        let recovered = if *channel == shared.node_channel {
+            recover_direct(shared, handler, *prev, upto, taken).await
+        } else {
+            recover(shared, handler, channel, *prev, upto, taken).await
+        };
+        // A history that cannot be read now leaves the mark where it
+        // was: the next catch-up, or the next jump seen live, reads it.
+        if let Some(lost_writes) = recovered {
+            if lost_writes {
+                lost.push(channel.as_str());
+            }
+            *prev = now;
         }
     }
-    if !behind.is_empty() {
-        tracing::warn!(
-            ?behind,
-            "redis lacks publications this node saw: it lost writes"
-        );
-        bump(&shared.stats.data_losses, 1);
-        handler.link(Link::DataLost);
+    if !lost.is_empty() {
+        lost_writes(shared, handler, &lost);
     }
 }
 
