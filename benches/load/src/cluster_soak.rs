@@ -68,6 +68,8 @@ pub struct Plan {
     pub topology: String,
     pub receivers: usize,
     pub duration: Duration,
+    /// Where each node's log goes (`<id>.log`), if anywhere.
+    pub logs: Option<std::path::PathBuf>,
 }
 
 /// The Redis the nodes share, kept alive for the run.
@@ -89,10 +91,13 @@ struct Book {
     /// Broadcasts sent: id → (channel, when).
     broadcasts: Mutex<HashMap<String, (String, Instant)>>,
     reconnects: AtomicU64,
+    /// Broadcasts a node reported lost to the other nodes (an
+    /// `Undelivered` event to no one), read from the nodes at the end.
+    lost_events: Mutex<HashSet<String>>,
 }
 
 pub async fn run(plan: Plan) -> serde_json::Value {
-    let topology = match plan.topology.as_str() {
+    let mut topology = match plan.topology.as_str() {
         "sentinel" => Topology::Sentinel(fixture::Sentinels::start()),
         "cluster" => Topology::Cluster(fixture::RedisCluster::start()),
         _ => {
@@ -109,9 +114,24 @@ pub async fn run(plan: Plan) -> serde_json::Value {
         Topology::Cluster(c) => c.url(),
     };
     let urls: Vec<String> = (0..NODES).map(url).collect();
+    // Redis Cluster: the master (port) owning each channel's, receiver's
+    // and node's keys, to tell what was on the shard that is killed.
+    let mut shards: HashMap<String, u16> = HashMap::new();
+    if let Topology::Cluster(c) = &mut topology {
+        let names =
+            (0..CHANNELS).map(|k| (format!("ch{k}"), fixture::key::channel(&format!("ch{k}"))));
+        let names = names.chain(
+            (0..plan.receivers).map(|k| (format!("r{k}"), fixture::key::owner(&format!("r{k}")))),
+        );
+        let names = names
+            .chain((0..NODES).map(|k| (format!("n{k}"), fixture::key::node(&format!("n{k}")))));
+        for (name, key) in names.collect::<Vec<_>>() {
+            shards.insert(name, c.master_of(&key).port);
+        }
+    }
     let ports: Vec<u16> = (0..NODES).map(|_| crate::free_port()).collect();
     let mut nodes: Vec<Child> = (0..NODES)
-        .map(|i| start_node(ports[i], &urls[i], &format!("n{i}")))
+        .map(|i| start_node(ports[i], &urls[i], &format!("n{i}"), &plan.logs))
         .collect();
 
     let book = Arc::new(Book::default());
@@ -171,7 +191,6 @@ pub async fn run(plan: Plan) -> serde_json::Value {
     }
     tokio::time::sleep_until(at(0.5).into()).await;
     let master_killed_at = Instant::now();
-    let mut topology = topology;
     match &mut topology {
         Topology::Single(..) => {}
         Topology::Sentinel(s) => {
@@ -188,7 +207,7 @@ pub async fn run(plan: Plan) -> serde_json::Value {
     let _ = nodes[2].kill();
     let _ = nodes[2].wait();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    nodes[2] = start_node(ports[2], &urls[2], "n2b");
+    nodes[2] = start_node(ports[2], &urls[2], "n2b", &plan.logs);
     faults.push("node 2 SIGKILLed; 2 s later a new node on its port");
 
     tokio::time::sleep_until(at(1.0).into()).await;
@@ -201,8 +220,17 @@ pub async fn run(plan: Plan) -> serde_json::Value {
     // What the nodes reported (gaps, data lost): nodes 0 and 1, and node
     // 2's replacement (what the killed one said died with it).
     let mut reports = Vec::new();
+    // Broadcasts the senders' nodes (0 and 1, never killed) reported lost
+    // to the other nodes: an `Undelivered` event each.
     for port in ports.iter() {
         reports.push(node_reports(*port).await);
+        let lost = get_json(*port, "/bench/lost").await;
+        let ids = lost
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str());
+        book.lost_events.lock().extend(ids.map(str::to_owned));
     }
     // Where Redis says each receiver is now: who is at fault when one
     // misses messages.
@@ -233,6 +261,31 @@ pub async fn run(plan: Plan) -> serde_json::Value {
     .filter_map(|r| Some((r.to_owned(), owners.get(r)?.clone())))
     .collect();
     report["unaccounted_owners"] = json!(stuck);
+    // Each unaccounted or duplicate copy with where its keys live: `*`
+    // marks the killed master's shard (Redis Cluster).
+    let killed = shards.get("ch0").copied();
+    let place = |name: &str| match shards.get(name) {
+        Some(port) if Some(*port) == killed => format!("{name}*"),
+        Some(_) => name.to_owned(),
+        None => String::new(),
+    };
+    let broadcasts = book.broadcasts.lock();
+    for field in ["unaccounted_sample", "duplicates_sample"] {
+        let annotated: Vec<String> = (report[field].as_array().into_iter().flatten())
+            .filter_map(|v| v.as_str())
+            .map(|copy| {
+                let (id, reader) = copy.split_once('→').unwrap_or((copy, ""));
+                let what = match broadcasts.get(id) {
+                    Some((channel, _)) => place(channel),
+                    None => place(reader),
+                };
+                let node = reader.strip_prefix('l').map(|n| place(&format!("n{n}")));
+                format!("{copy} [{what} {}]", node.unwrap_or_default())
+            })
+            .collect();
+        report[field] = json!(annotated);
+    }
+    drop(broadcasts);
     report
 }
 
@@ -254,9 +307,10 @@ fn ledger(
     let by_event = |t: Instant| {
         node_reported && t >= master_killed_at && t <= master_killed_at + Duration::from_secs(10)
     };
-    let mut event_reported = 0u64;
+    let (mut event_reported, mut lost_reported) = (0u64, 0u64);
     let read = book.read.lock();
     let reported = book.reported.lock();
+    let lost_events = book.lost_events.lock();
     let near_kill = |t: Instant| {
         let d = if t > killed_at {
             t - killed_at
@@ -276,6 +330,7 @@ fn ledger(
             .unwrap_or(0);
         match (n, reported.contains(id)) {
             (0, true) => {}
+            (0, false) if lost_events.contains(id) => lost_reported += 1,
             (0, false) if near_kill(when) => lost += 1,
             (0, false) if by_event(when) => event_reported += 1,
             (0, false) => {
@@ -308,7 +363,7 @@ fn ledger(
     let receiver_twice = (read.iter())
         .filter(|((id, reader), n)| id.starts_with('b') && reader.starts_with('r') && **n > 1)
         .count() as u64;
-    let sample: Vec<&String> = unaccounted.iter().take(10).collect();
+    let sample: Vec<&String> = unaccounted.iter().take(50).collect();
     json!({
         "topology": plan.topology,
         "receivers": plan.receivers,
@@ -322,12 +377,13 @@ fn ledger(
         "reported_then_delivered": both,
         "lost_with_the_killed_node": lost,
         "reported_by_a_node_event": event_reported,
+        "reported_lost_by_an_event": lost_reported,
         "unaccounted": unaccounted.len(),
         "unaccounted_sample": sample,
         "unaccounted_readers": unaccounted.iter().filter_map(|u| u.split('→').nth(1)).collect::<std::collections::BTreeSet<_>>(),
         "duplicates": twice.len(),
         "receiver_broadcast_duplicates": receiver_twice,
-        "duplicates_sample": twice.iter().take(10).collect::<Vec<_>>(),
+        "duplicates_sample": twice.iter().take(50).collect::<Vec<_>>(),
         "receiver_duplicates_sample": (read.iter())
             .filter(|((id, reader), n)| id.starts_with('b') && reader.starts_with('r') && **n > 1)
             .take(10)
@@ -339,18 +395,23 @@ fn ledger(
     })
 }
 
-fn start_node(port: u16, url: &str, id: &str) -> Child {
+fn start_node(port: u16, url: &str, id: &str, logs: &Option<std::path::PathBuf>) -> Child {
     // Another build's nodes (an A/B of the engine), or this one's.
     let exe = std::env::var_os("WSPOOL_BENCH_NODE_EXE")
         .map(Into::into)
         .unwrap_or_else(|| std::env::current_exe().expect("exe"));
-    let child = Command::new(exe)
-        .args(["serve", "wspool", &port.to_string(), "--redis", url])
+    let mut cmd = Command::new(exe);
+    cmd.args(["serve", "wspool", &port.to_string(), "--redis", url])
         .env("WSPOOL_BENCH_NODE_ID", id)
         .env("WSPOOL_BENCH_OFFLINE_TTL_SECS", "60")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start a node");
+        .stdout(Stdio::null());
+    if let Some(dir) = logs {
+        std::fs::create_dir_all(dir).expect("the log directory");
+        let file = std::fs::File::create(dir.join(format!("{id}.log"))).expect("a log file");
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "wspool=info".into());
+        cmd.env("RUST_LOG", filter).stderr(file);
+    }
+    let child = cmd.spawn().expect("start a node");
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "node {id} did not start");
@@ -505,27 +566,33 @@ async fn sender(i: usize, port: u16, receivers: usize, book: Arc<Book>, stop: Ar
 
 /// A node's cluster counters (`GET /api/stats`: `stats().cluster`).
 async fn node_reports(port: u16) -> serde_json::Value {
+    let stats = get_json(port, "/api/stats").await;
+    let c = &stats["cluster"];
+    json!({
+        "node": c["node"],
+        "missed": c["missed"],
+        "data_losses": c["dataLosses"],
+        "outages": c["outages"],
+        "up": c["up"],
+        "recovered": c["recovered"],
+    })
+}
+
+/// `GET path` on the node at `port`, as JSON (`null` when it does not
+/// answer in 5 s).
+async fn get_json(port: u16, path: &str) -> serde_json::Value {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let asked = async {
         let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .ok()?;
-        let request = "GET /api/stats HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
         tcp.write_all(request.as_bytes()).await.ok()?;
         let mut answer = Vec::new();
         tcp.read_to_end(&mut answer).await.ok()?;
         let text = String::from_utf8_lossy(&answer);
         let body = text.split_once("\r\n\r\n")?.1;
-        let stats: serde_json::Value = serde_json::from_str(body).ok()?;
-        let c = &stats["cluster"];
-        Some(json!({
-            "node": c["node"],
-            "missed": c["missed"],
-            "data_losses": c["dataLosses"],
-            "outages": c["outages"],
-            "up": c["up"],
-            "recovered": c["recovered"],
-        }))
+        serde_json::from_str(body).ok()
     };
     tokio::time::timeout(Duration::from_secs(5), asked)
         .await

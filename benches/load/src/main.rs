@@ -90,6 +90,10 @@ enum Cmd {
         /// How long, in seconds.
         #[arg(long, default_value_t = 120.0)]
         seconds: f64,
+        /// Write each node's log (`RUST_LOG`, default `wspool=info`) to
+        /// DIR/<node id>.log.
+        #[arg(long)]
+        logs: Option<std::path::PathBuf>,
     },
     /// Hold thousands of connections for minutes with churn and steady
     /// traffic, and account for every message (see SECURITY.md).
@@ -194,12 +198,14 @@ fn main() {
             topology,
             receivers,
             seconds,
+            logs,
         } => {
             let rt = two_workers();
             let plan = cluster_soak::Plan {
                 topology,
                 receivers,
                 duration: Duration::from_secs_f64(seconds),
+                logs,
             };
             let report = rt.block_on(cluster_soak::run(plan));
             println!("{}", serde_json::to_string_pretty(&report).expect("json"));
@@ -214,6 +220,14 @@ fn main() {
             port,
             redis,
         } => {
+            // Logs to stderr when asked (cluster-soak's `--logs`).
+            if let Ok(filter) = std::env::var("RUST_LOG") {
+                tracing_subscriber::fmt()
+                    .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                    .with_ansi(false)
+                    .with_writer(std::io::stderr)
+                    .init();
+            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()

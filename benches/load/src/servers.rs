@@ -101,10 +101,29 @@ async fn wspool_cluster_app(url: &str) -> std::io::Result<Router> {
     }
     let pool = builder.redis_config(config).connect().await;
     let pool = pool.map_err(std::io::Error::other)?;
+    // cluster-soak's ledger: the broadcasts this node reported lost to the
+    // other nodes (`PoolEvent::Undelivered` to no one), by message id.
+    let lost: Arc<parking_lot::Mutex<Vec<String>>> = Arc::default();
+    let mut events = pool.events();
+    let record = lost.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let wspool::PoolEvent::Undelivered { to, msg, .. } = event {
+                if to.is_empty() {
+                    record.lock().push(msg.msg_id.clone());
+                }
+            }
+        }
+    });
+    let lost = move || {
+        let lost = lost.clone();
+        async move { axum::Json(lost.lock().clone()) }
+    };
     // The admin API: `cluster_100k` publishes through its broadcast_all.
     let app = Router::new()
         .merge(wspool::route())
-        .merge(wspool::admin::router());
+        .merge(wspool::admin::router())
+        .route("/bench/lost", axum::routing::get(lost));
     Ok(app.layer(pool.layer()))
 }
 

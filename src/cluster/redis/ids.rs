@@ -11,6 +11,7 @@ use prost::Message as _;
 use redis::Value;
 
 use super::{
+    conn::is_link,
     writer::{evalsha, text, Op},
     Shared,
 };
@@ -27,15 +28,26 @@ use crate::{
 /// lost to another claim are closed (4001); those Redis forgot are claimed
 /// again; what was buffered for held ones while the link was down is
 /// delivered. Returns how many were closed, and the envelopes delivered.
-pub(super) async fn resync(shared: &Shared, handler: &dyn Handler) -> (usize, Taken) {
+///
+/// Stops at the first command that cannot reach Redis (`Err`): the
+/// recovery starts over on a fresh connection rather than wait out the
+/// timeout of every id on one that broke again (a connection made while a
+/// Redis Cluster master was dying kept its dead shard, and a recovery of
+/// a hundred ids took minutes).
+pub(super) async fn resync(
+    shared: &Shared,
+    handler: &dyn Handler,
+) -> Result<(usize, Taken), redis::RedisError> {
     let _ = shared.renew_lease().await;
     let mut closed = 0;
     let mut taken = Taken::new();
     for client in handler.locals() {
         if client.epoch == 0 {
             // Never claimed (Redis was out of reach when it connected).
-            if let Ok(claimed) = claim(shared, &client, false).await {
-                handler.reclaimed(&client, Some(claimed.epoch), claimed.buffered);
+            match claim(shared, &client, false).await {
+                Ok(claimed) => handler.reclaimed(&client, Some(claimed.epoch), claimed.buffered),
+                Err(SendError::Unavailable(why)) => return Err(unreachable(why)),
+                Err(_) => {}
             }
             continue;
         }
@@ -49,7 +61,11 @@ pub(super) async fn resync(shared: &Shared, handler: &dyn Handler) -> (usize, Ta
             .arg(client.epoch)
             .invoke_async(&mut conn)
             .await;
-        let Ok(reply) = reply else { continue };
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) if is_link(&e) => return Err(e),
+            Err(_) => continue,
+        };
         let mut it = reply.into_iter();
         match it.next() {
             Some(Value::Int(0)) => {
@@ -65,14 +81,19 @@ pub(super) async fn resync(shared: &Shared, handler: &dyn Handler) -> (usize, Ta
                 bump(&shared.stats.recovered, buffered.len() as u64);
                 handler.reclaimed(&client, None, buffered);
             }
-            _ => {
-                if let Ok(claimed) = claim(shared, &client, false).await {
-                    handler.reclaimed(&client, Some(claimed.epoch), claimed.buffered);
-                }
-            }
+            _ => match claim(shared, &client, false).await {
+                Ok(claimed) => handler.reclaimed(&client, Some(claimed.epoch), claimed.buffered),
+                Err(SendError::Unavailable(why)) => return Err(unreachable(why)),
+                Err(_) => {}
+            },
         }
     }
-    (closed, taken)
+    Ok((closed, taken))
+}
+
+/// A claim that could not reach Redis, as a link error.
+fn unreachable(why: String) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "claim failed", why))
 }
 
 /// Claims, every `reconnect_delay`, the id of a client that connected

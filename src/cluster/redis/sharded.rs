@@ -15,6 +15,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures_util::future::join_all;
 use redis::{
+    cluster_async::ClusterConnection,
     cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo},
     PushKind, Value,
 };
@@ -50,6 +51,7 @@ pub(super) async fn subscriber(
         // Changes queued before this point are in the list below.
         while subs.try_recv().is_ok() {}
         let mut channels = wanted(&shared, &*handler);
+        tracing::debug!(channels = channels.len(), "redis cluster: linking");
         last.retain(|c, _| channels.contains(c));
         let mut numbered = true;
         for channel in &channels {
@@ -58,11 +60,19 @@ pub(super) async fn subscriber(
                     Ok(now) => {
                         last.insert(channel.clone(), now);
                     }
-                    Err(_) => numbered = false,
+                    Err(e) => {
+                        tracing::debug!(channel, error = %e, "redis cluster: a channel's mark could not be read");
+                        numbered = false;
+                    }
                 }
             }
         }
-        let subscribed = numbered
+        // Every master answers first: a connection made while a master
+        // was dying still names it in its slot map, and the client did not
+        // always notice the replica taking over (every command to that
+        // shard timed out, and the recovery with them, for minutes).
+        let subscribed = masters_answer(&mut conn, shared.config.command_timeout).await
+            && numbered
             && join_all(channels.iter().map(|c| {
                 let (mut conn, shared) = (conn.clone(), &shared);
                 async move { bounded(shared, conn.ssubscribe(c)).await }
@@ -77,81 +87,85 @@ pub(super) async fn subscriber(
             // connection is); best effort.
             let mut name = redis::cmd("CLIENT");
             name.arg("SETNAME").arg(format!("wspool-{}", shared.node));
-            let _ = name.query_async::<Value>(&mut conn).await;
-            linked(
+            let _ = bounded(&shared, name.query_async::<Value>(&mut conn)).await;
+            tracing::debug!("redis cluster: subscribed");
+            let up = linked(
                 &shared, &*handler, &channels, &mut first, &mut ready, &mut last,
             )
             .await;
             drop(handler);
             let mut probe = tokio::time::interval(shared.config.probe_interval);
-            loop {
-                tokio::select! {
-                    _ = stopped(&mut stop) => return,
-                    push = pushes.recv() => {
-                        let Some(push) = push else { return };
-                        match push.kind {
-                            PushKind::SMessage => {
-                                if let [channel, payload, ..] = push.data.as_slice() {
-                                    if let (Value::BulkString(channel), Value::BulkString(payload)) = (channel, payload) {
-                                        let channel = String::from_utf8_lossy(channel);
-                                        inbound(&shared, &channel, payload, &mut last).await;
+            if up {
+                loop {
+                    tokio::select! {
+                        _ = stopped(&mut stop) => return,
+                        push = pushes.recv() => {
+                            // No more pushes (the connection's sender is gone):
+                            // broken, as a disconnection is.
+                            let Some(push) = push else {
+                                tracing::debug!("redis cluster: the connection's pushes ended");
+                                break;
+                            };
+                            match push.kind {
+                                PushKind::SMessage => {
+                                    if let [channel, payload, ..] = push.data.as_slice() {
+                                        if let (Value::BulkString(channel), Value::BulkString(payload)) = (channel, payload) {
+                                            let channel = String::from_utf8_lossy(channel);
+                                            inbound(&shared, &channel, payload, &mut last).await;
+                                        }
                                     }
                                 }
+                                PushKind::Disconnection => break,
+                                // Dropped by the server (not asked for): its
+                                // slot moved, or its shard failed over.
+                                PushKind::SUnsubscribe => {
+                                    let dropped = match push.data.first() {
+                                        Some(Value::BulkString(c)) => channels.contains(&*String::from_utf8_lossy(c)),
+                                        _ => false,
+                                    };
+                                    if dropped { break; }
+                                }
+                                _ => {}
                             }
-                            PushKind::Disconnection => break,
-                            // Dropped by the server (not asked for): its
-                            // slot moved, or its shard failed over.
-                            PushKind::SUnsubscribe => {
-                                let dropped = match push.data.first() {
-                                    Some(Value::BulkString(c)) => channels.contains(&*String::from_utf8_lossy(c)),
-                                    _ => false,
-                                };
-                                if dropped { break; }
-                            }
-                            _ => {}
                         }
-                    }
-                    op = subs.recv() => {
-                        let r = match op {
-                            Some(SubOp::Subscribe(c)) => {
-                                let channel = shared.keys.channel(&c);
-                                let now = mark(&shared, &channel).await.unwrap_or_default();
-                                last.insert(channel.clone(), now);
-                                channels.insert(channel.clone());
-                                let r = bounded(&shared, conn.ssubscribe(&channel)).await;
-                                announce(&shared, [&channel], true).await;
-                                r
-                            }
-                            Some(SubOp::Unsubscribe(c)) => {
-                                let channel = shared.keys.channel(&c);
-                                last.remove(&channel);
-                                channels.remove(&channel);
-                                announce(&shared, [&channel], false).await;
-                                bounded(&shared, conn.sunsubscribe(&channel)).await
-                            }
-                            Some(SubOp::Barrier(done)) => {
-                                let _ = done.send(());
-                                Ok(())
-                            }
-                            None => return,
-                        };
-                        if r.is_err() { break; }
-                    }
-                    _ = probe.tick() => {
-                        let routing = RoutingInfo::MultiNode((
-                            MultipleNodeRoutingInfo::AllMasters,
-                            Some(ResponsePolicy::AllSucceeded),
-                        ));
-                        let ping = tokio::time::timeout(
-                            shared.config.probe_interval.max(Duration::from_millis(100)),
-                            conn.route_command(redis::cmd("PING"), routing),
-                        );
-                        if !matches!(ping.await, Ok(Ok(_))) { break; }
+                        op = subs.recv() => {
+                            let r = match op {
+                                Some(SubOp::Subscribe(c)) => {
+                                    let channel = shared.keys.channel(&c);
+                                    let now = mark(&shared, &channel).await.unwrap_or_default();
+                                    last.insert(channel.clone(), now);
+                                    channels.insert(channel.clone());
+                                    let r = bounded(&shared, conn.ssubscribe(&channel)).await;
+                                    announce(&shared, [&channel], true).await;
+                                    r
+                                }
+                                Some(SubOp::Unsubscribe(c)) => {
+                                    let channel = shared.keys.channel(&c);
+                                    last.remove(&channel);
+                                    channels.remove(&channel);
+                                    announce(&shared, [&channel], false).await;
+                                    bounded(&shared, conn.sunsubscribe(&channel)).await
+                                }
+                                Some(SubOp::Barrier(done)) => {
+                                    let _ = done.send(());
+                                    Ok(())
+                                }
+                                None => return,
+                            };
+                            if r.is_err() { break; }
+                        }
+                        _ = probe.tick() => {
+                            let limit = shared.config.probe_interval.max(Duration::from_millis(100));
+                        if !masters_answer(&mut conn, limit).await { break; }
+                        }
                     }
                 }
             }
+        } else {
+            tracing::debug!("redis cluster: subscribing failed; trying again");
         }
         unlinked(&shared, &mut ready).await;
+        tracing::debug!("redis cluster: reopening the connection");
         // The slot map may be stale (a master died and its replica took
         // over; the client refreshes it on some errors, not on all): the
         // connection is made afresh from the seeds, which asks the cluster
@@ -168,15 +182,27 @@ pub(super) async fn subscriber(
     }
 }
 
-/// A subscription command, bounded by the command timeout: it waits for
-/// the server's confirmations, and one that never comes (its shard died
-/// meanwhile) held the link down for good (two nodes of three stayed down
-/// to the end of a soak after a master was killed).
-async fn bounded(
+/// Whether every master in the connection's slot map answers a `PING`
+/// within `limit`.
+async fn masters_answer(conn: &mut ClusterConnection, limit: Duration) -> bool {
+    let routing = RoutingInfo::MultiNode((
+        MultipleNodeRoutingInfo::AllMasters,
+        Some(ResponsePolicy::AllSucceeded),
+    ));
+    let ping = tokio::time::timeout(limit, conn.route_command(redis::cmd("PING"), routing));
+    matches!(ping.await, Ok(Ok(_)))
+}
+
+/// A command on the raw cluster connection (a subscription, which waits
+/// for the server's confirmations; the connection's name), bounded by the
+/// command timeout: one that never comes back (its shard died meanwhile)
+/// held the link down for good (two nodes of three stayed down to the
+/// end of a soak after a master was killed).
+async fn bounded<T>(
     shared: &Shared,
-    subscribed: impl std::future::Future<Output = redis::RedisResult<()>>,
-) -> redis::RedisResult<()> {
-    match tokio::time::timeout(shared.config.command_timeout, subscribed).await {
+    request: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    match tokio::time::timeout(shared.config.command_timeout, request).await {
         Ok(r) => r,
         Err(_) => Err(redis::RedisError::from((
             redis::ErrorKind::Io,

@@ -69,11 +69,12 @@ pub(super) async fn subscriber(
                     }
                 }
                 let list: Vec<&String> = channels.iter().collect();
-                if sink.subscribe(&list).await.is_ok() {
-                    linked(
+                if sink.subscribe(&list).await.is_ok()
+                    && linked(
                         &shared, &*handler, &channels, &mut first, &mut ready, &mut last,
                     )
-                    .await;
+                    .await
+                {
                     drop(handler);
                     let mut probe = tokio::time::interval(shared.config.probe_interval);
                     loop {
@@ -133,24 +134,39 @@ pub(super) async fn subscriber(
 }
 
 /// The link is back (every subscription made again): what the node
-/// missed meanwhile is recovered, then `ClusterUp`.
+/// missed meanwhile is recovered, then `ClusterUp`. Returns whether it
+/// was: a recovery that cannot reach Redis stops, the link is taken as
+/// still down (no second `ClusterDown`), and made again.
 pub(super) async fn relinked(
     shared: &Shared,
     handler: &dyn Handler,
     last: &mut HashMap<String, Mark>,
-) {
+) -> bool {
+    let started = std::time::Instant::now();
     shared.up.store(true, Ordering::Release);
     check_run(shared, handler).await;
+    tracing::debug!("redis: recovery: ids");
     // Buffers first: what they held is not delivered to the clients
     // again from the histories.
-    let (closed, taken) = resync(shared, handler).await;
+    let (closed, taken) = match resync(shared, handler).await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::debug!(error = %e, "redis: the recovery cannot reach redis: starting over");
+            shared.up.store(false, Ordering::Release);
+            return false;
+        }
+    };
+    tracing::debug!("redis: recovery: histories");
     catch_up(shared, handler, last, &taken).await;
     handler.link(Link::Up { closed });
+    tracing::info!(recovery = ?started.elapsed(), closed, "redis pub/sub link back");
+    true
 }
 
 /// Every subscription of the link is made: recorded in Redis; after the
 /// first time, what was missed meanwhile is recovered (`ClusterUp`); the
-/// pool is told the link is ready (once).
+/// pool is told the link is ready (once). Returns whether the link is up
+/// (false: the recovery could not reach Redis; see [`relinked`]).
 pub(super) async fn linked(
     shared: &Shared,
     handler: &dyn Handler,
@@ -158,14 +174,15 @@ pub(super) async fn linked(
     first: &mut bool,
     ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
     last: &mut HashMap<String, Mark>,
-) {
+) -> bool {
     announce(shared, channels.iter(), true).await;
-    if !std::mem::replace(first, false) {
-        relinked(shared, handler, last).await;
+    if !std::mem::replace(first, false) && !relinked(shared, handler, last).await {
+        return false;
     }
     if let Some(r) = ready.take() {
         let _ = r.send(());
     }
+    true
 }
 
 /// The link could not be made, or broke: `ClusterDown` (once per
@@ -621,9 +638,10 @@ struct Missed {
 }
 
 /// What the history of pub/sub channel `channel` holds of the
-/// publications stamped after `after` and before `before`; `None` when it
-/// cannot be read now (Redis out of reach; in a Redis Cluster, while the
-/// cluster is failing over).
+/// publications stamped after `after` and before `before` (a `before`
+/// stamped 0, unknown: numbered before it); `None` when it cannot be read
+/// now (Redis out of reach; in a Redis Cluster, while the cluster is
+/// failing over).
 ///
 /// Counted from where the store and this node last agree: the newest
 /// entry stamped no later than `after` (`after` itself, unless the store
@@ -643,7 +661,11 @@ async fn from_history(shared: &Shared, channel: &str, after: Mark, before: Mark)
         .max_by_key(|(m, _)| m.stamp)
         .map(|(m, _)| m.seq);
     let mut found: Vec<(Mark, &[u8])> = (entries.into_iter())
-        .filter(|(m, _)| m.stamp > after.stamp && m.stamp < before.stamp)
+        .filter(|(m, _)| m.stamp > after.stamp)
+        .filter(|(m, _)| match before.stamp {
+            0 => m.seq < before.seq,
+            stamp => m.stamp < stamp,
+        })
         .collect();
     found.sort_by_key(|(m, _)| m.stamp);
     found.dedup_by_key(|(m, _)| m.stamp);
@@ -729,9 +751,11 @@ pub(super) async fn catch_up(
         // one that gave those numbers again, lost writes; numbering
         // follows the store from here, and what it stamped later is
         // recovered, not taken for what was seen.
+        // Up to `now`, not past it: what is published after `now` was
+        // read comes live too.
         let upto = Mark {
             seq: now.seq + 1,
-            stamp: u64::MAX,
+            stamp: if now.stamp == 0 { 0 } else { now.stamp + 1 },
         };
         let recovered = if *channel == shared.node_channel {
             recover_direct(shared, handler, *prev, upto, taken).await
