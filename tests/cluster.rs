@@ -832,6 +832,46 @@ async fn numbers_given_again_while_a_node_was_away_are_recovered() {
     assert_eq!((stats.data_losses, stats.missed), (1, 0));
 }
 
+/// A client connected here that another node marked away (this node's
+/// link was down a moment: it looked gone, and its clients were adopted)
+/// gets this node's own broadcasts once: from this node, not again from
+/// a buffer when the link is back. Acted out by marking it away in Redis
+/// as the adoption does.
+#[tokio::test]
+async fn a_local_member_marked_away_elsewhere_is_not_buffered_for() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut alice = a.connect("alice_room").await;
+    let mut bob = b.connect("bob").await;
+    let mut conn = redis.conn();
+    let far = 4_000_000_000_000u64; // ms: not expiring in this test
+    let _: () = ::redis::cmd("HSET")
+        .arg(key::owner("alice"))
+        .arg(&[
+            "state",
+            "away",
+            "channels",
+            "room",
+            "until",
+            &far.to_string(),
+        ])
+        .query(&mut conn)
+        .unwrap();
+    let _: () = ::redis::cmd("SADD")
+        .arg(format!("{}:away", key::channel("room")))
+        .arg("alice")
+        .query(&mut conn)
+        .unwrap();
+
+    a.pool.broadcast(text_msg("", &["room"], "mine")).unwrap();
+    assert_eq!(alice.recv().await.msg, "mine");
+    // A's writer takes its work in order: once this reached B, the
+    // broadcast's buffering round is done.
+    a.pool.send(text_msg("bob", &[], "after")).unwrap();
+    assert_eq!(bob.recv().await.msg, "after");
+    assert_eq!(redis.buffered("alice"), 0, "not buffered for alice");
+}
+
 /// Runs a ledger: a client on A relays `N` direct messages (10 ms apart)
 /// to a client on B and a broadcast every third to a channel with members
 /// on both, while `faults` runs; then checks that every message was

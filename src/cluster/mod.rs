@@ -370,6 +370,9 @@ pub(crate) trait Handler: Send + Sync + 'static {
     /// The clients connected here.
     fn locals(&self) -> Vec<Local>;
 
+    /// Whether `id` is connected here.
+    fn is_local(&self, id: &str) -> bool;
+
     /// The channels with a member here.
     fn channels(&self) -> Vec<String>;
 }

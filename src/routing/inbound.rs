@@ -112,6 +112,10 @@ impl Handler for Hub {
         self.node.online().iter().map(|s| self.local(s)).collect()
     }
 
+    fn is_local(&self, id: &str) -> bool {
+        self.node.is_connected(id)
+    }
+
     fn channels(&self) -> Vec<String> {
         self.node.channel_names()
     }

@@ -191,7 +191,11 @@ async fn flush(shared: &Shared, handler: &dyn Handler, batch: &[Op]) {
                 asked.push((i, None));
             }
             Op::Publish { env, .. } => {
-                for id in casts[&i].away.keys() {
+                // One connected here got it from this node: marked away
+                // by another node while this node's link was down (it
+                // looked gone), it must not get it again from a buffer.
+                let away = casts[&i].away.keys().filter(|id| !handler.is_local(id));
+                for id in away {
                     cmds.push(shared.buffer_cmd(id, env));
                     asked.push((i, Some(id)));
                 }
