@@ -370,7 +370,9 @@ pub(crate) trait Handler: Send + Sync + 'static {
     /// The clients connected here.
     fn locals(&self) -> Vec<Local>;
 
-    /// Whether `id` is connected here.
+    /// Whether `id` is connected here (the Redis engine asks before
+    /// buffering a broadcast for a member another node marked away).
+    #[cfg(feature = "redis")]
     fn is_local(&self, id: &str) -> bool;
 
     /// The channels with a member here.

@@ -112,6 +112,7 @@ impl Handler for Hub {
         self.node.online().iter().map(|s| self.local(s)).collect()
     }
 
+    #[cfg(feature = "redis")]
     fn is_local(&self, id: &str) -> bool {
         self.node.is_connected(id)
     }

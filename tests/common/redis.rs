@@ -50,6 +50,11 @@ impl RedisServer {
         server
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills one node's pub/sub connection (found by its subscription
     /// count, `subs`), as a network blip would.
     pub fn kill_pubsub_with(&self, subs: usize) {

@@ -23,7 +23,10 @@
 //!
 //! The ledger: every direct message must be read exactly once by its
 //! receiver or reported to its sender; every broadcast exactly once by
-//! each listener or reported. What the SIGKILLed node had taken and not
+//! each listener or reported (a receipt to the sender, or, for a
+//! broadcast that never reached the other nodes, the `Undelivered` event
+//! its node reported: each node lists those at `GET /bench/lost`). What
+//! the SIGKILLed node had taken and not
 //! yet written dies with it (CLUSTER.md, "A node that dies"): a message
 //! neither read nor reported that was sent within 2 s of that kill is
 //! counted apart (`lost_with_the_killed_node`), any other is
@@ -33,9 +36,7 @@
 //! a few thousand is read twice around a clean close (CLUSTER.md,
 //! "cluster-soak": an open finding, there before this tool).
 
-#[path = "../../../tests/common/redis.rs"]
-#[allow(dead_code)]
-mod fixture;
+use crate::fixture;
 #[path = "../../../tests/common/proxy.rs"]
 #[allow(dead_code)]
 mod proxy;

@@ -12,6 +12,11 @@
 
 mod client;
 mod cluster_soak;
+/// The tests' Redis fixtures (one instance, Sentinel, a Redis Cluster):
+/// `cluster-soak` and `cluster_fanout_sharded` start theirs with them.
+#[path = "../../../tests/common/redis.rs"]
+#[allow(dead_code)]
+mod fixture;
 mod proc_stats;
 mod scale;
 mod scenarios;
@@ -48,6 +53,10 @@ const SCENARIOS: [&str; 7] = [
     "cluster_fanout",
     "cluster_100k",
 ];
+
+/// `cluster_fanout` over a six-instance Redis Cluster (three masters):
+/// wspool only, and not in the default list (`--scenarios` names it).
+const SHARDED: &str = "cluster_fanout_sharded";
 
 /// The servers with a cluster mode over Redis: the only ones
 /// `cluster_fanout` runs.
@@ -410,6 +419,9 @@ fn run_one(scenario: &str, server: &str, quick: bool) -> Result<BTreeMap<String,
     if scenario == "cluster_100k" {
         return scale::run(quick);
     }
+    if scenario == SHARDED {
+        return sharded(server, quick);
+    }
     if scenario != "cluster_fanout" {
         let port = free_port();
         let mut child = start_server(server, port, None);
@@ -430,6 +442,41 @@ fn run_one(scenario: &str, server: &str, quick: bool) -> Result<BTreeMap<String,
         redis.url.clone(),
     ];
     let result = run_load(scenario, server, p1, a.id(), quick, &extra);
+    for child in [&mut a, &mut b] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    result
+}
+
+/// `cluster_fanout` with the two nodes over a fresh Redis Cluster (three
+/// masters, three replicas), its six instances pinned to core 1 as the
+/// one instance of `cluster_fanout` is.
+fn sharded(server: &str, quick: bool) -> Result<BTreeMap<String, f64>, String> {
+    let cluster = fixture::RedisCluster::start();
+    for node in &cluster.nodes {
+        if let Some(pid) = node.pid() {
+            let pinned = Command::new("taskset")
+                .args(["-a", "-p", "-c", "1", &pid.to_string()])
+                .stdout(Stdio::null())
+                .status();
+            if !pinned.is_ok_and(|s| s.success()) {
+                return Err(format!("could not pin redis-server {pid}"));
+            }
+        }
+    }
+    let url = cluster.url();
+    let (p1, p2) = (free_port(), free_port());
+    let mut a = start_server(server, p1, Some(&url));
+    let mut b = start_server(server, p2, Some(&url));
+    let extra = [
+        "--node2".to_owned(),
+        p2.to_string(),
+        b.id().to_string(),
+        "--redis".to_owned(),
+        url.clone(),
+    ];
+    let result = run_load("cluster_fanout", server, p1, a.id(), quick, &extra);
     for child in [&mut a, &mut b] {
         let _ = child.kill();
         let _ = child.wait();
@@ -553,6 +600,9 @@ fn run_all(quick: bool, rounds: usize, servers: &[String], scenarios: &[String])
         for scenario in scenarios {
             let mut this_round = BTreeMap::new();
             for server in servers {
+                if scenario == SHARDED && server != "wspool" {
+                    continue;
+                }
                 if scenario == "cluster_fanout" && !CLUSTERED.contains(&server.as_str()) {
                     continue;
                 }

@@ -54,17 +54,74 @@ impl Ctx {
 
 /// Commands Redis has processed so far (commands inside scripts
 /// included) and the CPU seconds it has used (`INFO`), when there is one.
-async fn redis_usage(ctx: &Ctx) -> Option<(f64, f64)> {
-    let client = redis::Client::open(ctx.redis.as_deref()?).ok()?;
-    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-    let info: String = redis::cmd("INFO").query_async(&mut conn).await.ok()?;
-    let field = |name: &str| -> Option<f64> {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|v| v.trim().parse().ok())
+async fn redis_usage(ctx: &Ctx) -> Option<Usage> {
+    let url = ctx.redis.as_deref()?;
+    // A Redis Cluster (`redis+cluster://seed,...`): every master, asked
+    // through the first seed.
+    let addresses = match url.strip_prefix("redis+cluster://") {
+        Some(seeds) => {
+            let seed = seeds.split(',').next()?.trim_end_matches('/');
+            let client = redis::Client::open(format!("redis://{seed}")).ok()?;
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            let nodes: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            let masters = nodes
+                .lines()
+                .filter(|l| l.contains("master") && !l.contains("fail"));
+            let mut addresses: Vec<String> = masters
+                .filter_map(|l| Some(l.split(' ').nth(1)?.split('@').next()?.to_owned()))
+                .collect();
+            addresses.sort();
+            addresses
+        }
+        None => vec![url.trim_start_matches("redis://").to_owned()],
     };
-    let cpu = field("used_cpu_user")? + field("used_cpu_sys")?;
-    Some((field("total_commands_processed")?, cpu))
+    let mut usage = Usage::default();
+    for address in addresses {
+        let client = redis::Client::open(format!("redis://{address}")).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("all")
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        let field = |name: &str| -> Option<f64> {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        // `cmdstat_evalsha:calls=N,usec=U,...`: the scripts' own time.
+        let scripts = |key: &str| -> f64 {
+            let line = info
+                .lines()
+                .find_map(|l| l.strip_prefix("cmdstat_evalsha:"));
+            let value = line.and_then(|l| {
+                l.split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            });
+            value.and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        };
+        usage.commands += field("total_commands_processed")?;
+        usage
+            .cpu
+            .push(field("used_cpu_user")? + field("used_cpu_sys")?);
+        usage.script_calls += scripts("calls");
+        usage.script_usec += scripts("usec");
+    }
+    Some(usage)
+}
+
+/// What Redis did so far, summed over its masters (a Redis Cluster),
+/// with each master's CPU seconds.
+#[derive(Default)]
+struct Usage {
+    commands: f64,
+    cpu: Vec<f64>,
+    script_calls: f64,
+    script_usec: f64,
 }
 
 /// Sequence numbers from here on mark warm-up traffic, which is not
@@ -254,8 +311,28 @@ pub async fn fanout(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
     let received = rec.received.load(Relaxed);
     let mut m = Metrics::new();
     if let (Some(before), Some(after)) = (redis0, redis_usage(ctx).await) {
-        m.insert("redis_cmds_per_s".into(), (after.0 - before.0) / elapsed);
-        m.insert("redis_cpu_share".into(), (after.1 - before.1) / elapsed);
+        m.insert(
+            "redis_cmds_per_s".into(),
+            (after.commands - before.commands) / elapsed,
+        );
+        let shares: Vec<f64> = (after.cpu.iter().zip(&before.cpu))
+            .map(|(a, b)| (a - b) / elapsed)
+            .collect();
+        m.insert("redis_cpu_share".into(), shares.iter().sum());
+        if shares.len() > 1 {
+            // Each master's share, busiest first.
+            let mut shares = shares;
+            shares.sort_by(|a, b| b.total_cmp(a));
+            for (i, share) in shares.iter().enumerate() {
+                m.insert(format!("redis_cpu_share_master{i}"), *share);
+            }
+        }
+        let calls = after.script_calls - before.script_calls;
+        if calls > 0.0 {
+            m.insert("redis_scripts_per_s".into(), calls / elapsed);
+            let usec = after.script_usec - before.script_usec;
+            m.insert("redis_usec_per_script".into(), usec / calls);
+        }
     }
     m.insert("deliveries_per_s".into(), received as f64 / elapsed);
     m.insert("published".into(), seq as f64);
