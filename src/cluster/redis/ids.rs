@@ -241,7 +241,11 @@ pub(super) async fn claim(
 /// away ([`ADOPT`](super::scripts::ADOPT)) and given an offline deadline.
 /// Several nodes may adopt the same node at once: each step is
 /// idempotent.
-pub(super) async fn adopt(shared: &Shared, node: &str) -> Vec<(String, Vec<String>)> {
+///
+/// `seen` is when the node was found gone (Redis's clock, ms): a client
+/// its node checked or claimed since is left alone (the node's link was
+/// down a moment and is back; see [`ADOPT`](super::scripts::ADOPT)).
+pub(super) async fn adopt(shared: &Shared, node: &str, seen: u64) -> Vec<(String, Vec<String>)> {
     let mut conn = shared.conn();
     let records: HashMap<String, String> = match redis::cmd("HGETALL")
         .arg(shared.keys.presence(node))
@@ -275,7 +279,7 @@ pub(super) async fn adopt(shared: &Shared, node: &str) -> Vec<(String, Vec<Strin
         first.extend(shared.away_cmds("SADD", id, chans.iter().map(String::as_str)));
         channels.extend(chans);
         let mut cmd = evalsha(&shared.scripts.adopt, [shared.keys.owner(id)]);
-        cmd.arg(node).arg(chans.join(",")).arg(ttl);
+        cmd.arg(node).arg(chans.join(",")).arg(ttl).arg(seen);
         adopt.push(cmd);
     }
     let _ = shared.many(first).await;

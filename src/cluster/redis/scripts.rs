@@ -87,7 +87,9 @@ return {2}
 /// Publishes a direct message on its owner's node channel. KEYS: the
 /// node's direct-message counter and history. ARGV: publish command, the
 /// node channel, the claim number, the envelope, history length, history
-/// ttl (ms). Returns how many subscribers got it (0: the node is gone).
+/// ttl (ms). Returns how many subscribers got it, or, when none did (the
+/// node looks gone), {0, the time in ms}: when it was seen so (see
+/// [`ADOPT`]).
 ///
 /// It goes out framed `D<epoch>:<seq>.<stamp>:<envelope>`: `seq` numbers
 /// the direct messages to that node, and each is kept in its history
@@ -107,7 +109,9 @@ else
 end
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[5]) - 1)
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
-return n
+if n > 0 then return n end
+local t = redis.call('TIME')
+return {0, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
 "#
 );
 
@@ -167,13 +171,19 @@ return 1
 );
 
 /// Makes a client of a node that is gone away. KEYS: its owner hash.
-/// ARGV: the node, its channels (comma-separated), offline ttl (ms).
-/// Returns its deadline, or 0 when the node no longer has it connected.
+/// ARGV: the node, its channels (comma-separated), offline ttl (ms), when
+/// the node was seen gone (ms: nobody listened on its channel).
+/// Returns its deadline, or 0 when the node no longer has it connected,
+/// or checked or claimed it since it was seen gone (`checked`, written by
+/// [`CLAIM`] and [`CHECK`]): its link was down a moment and is back, and
+/// an adoption decided before that must not make a connected client
+/// away.
 pub(super) const ADOPT: &str = concat!(
     helpers!(),
     r#"
-local cur = redis.call('HMGET', KEYS[1], 'node', 'state')
+local cur = redis.call('HMGET', KEYS[1], 'node', 'state', 'checked')
 if cur[1] ~= ARGV[1] or cur[2] ~= 'on' then return 0 end
+if tonumber(cur[3] or '0') > tonumber(ARGV[4]) then return 0 end
 return away(KEYS[1], ARGV[2], ARGV[3])
 "#
 );
@@ -207,7 +217,7 @@ local epoch = math.max(tonumber(cur[2] or '0') + 1, tonumber(t[1]) * 1000000 + t
 epoch = string.format('%.0f', epoch)
 local late = past(KEYS[1])
 redis.call('HDEL', KEYS[1], 'channels', 'until', 'bufbytes')
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'epoch', epoch, 'state', 'on')
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'epoch', epoch, 'state', 'on', 'checked', now_ms())
 redis.call('PERSIST', KEYS[1])
 local out = {}
 if not late then
@@ -251,19 +261,22 @@ return {1, kept, due}
 /// Returns {0} lost to another claim, {2} missing (Redis lost it: the
 /// caller claims it again), or {1, envelopes...} held: what was buffered
 /// while the link was down (its node looked gone) is taken, and the id is
-/// `on` again.
-pub(super) const CHECK: &str = r#"
+/// `on` again, checked now.
+pub(super) const CHECK: &str = concat!(
+    helpers!(),
+    r#"
 local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch')
 if not cur[1] then return {2} end
 if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return {0} end
-redis.call('HSET', KEYS[1], 'state', 'on')
+redis.call('HSET', KEYS[1], 'state', 'on', 'checked', now_ms())
 redis.call('HDEL', KEYS[1], 'channels', 'until', 'bufbytes')
 redis.call('PERSIST', KEYS[1])
 local out = redis.call('LRANGE', KEYS[2], 0, -1)
 redis.call('DEL', KEYS[2])
 table.insert(out, 1, 1)
 return out
-"#;
+"#
+);
 
 /// Forgets an id (`disconnect` of one that is away, or whose node is
 /// gone). KEYS: the owner hash, the buffer. ARGV: the node and epoch it
@@ -313,10 +326,14 @@ return {chans, msgs}
 /// Asks how many subscribers a node channel has. KEYS: a key of that
 /// node's tag (its lease), so that in a Redis Cluster it runs on the
 /// shard that owns the channel. ARGV: `NUMSUB` or `SHARDNUMSUB`, the
-/// channel.
-pub(super) const LISTENERS: &str = r#"
-return redis.call('PUBSUB', ARGV[1], ARGV[2])[2]
-"#;
+/// channel. Returns {subscribers, the time in ms} (when it was seen so:
+/// see [`ADOPT`]).
+pub(super) const LISTENERS: &str = concat!(
+    helpers!(),
+    r#"
+return {redis.call('PUBSUB', ARGV[1], ARGV[2])[2], now_ms()}
+"#
+);
 
 pub(super) struct Scripts {
     pub(super) route: Script,
@@ -370,5 +387,117 @@ impl Scripts {
         for script in batched {
             let _ = script.prepare_invoke().load_async(conn).await;
         }
+    }
+}
+
+/// The scripts' decisions, run on a real `redis-server` (on the `PATH`).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `redis-server` on a free port, without persistence; killed when
+    /// dropped.
+    struct Server(std::process::Child, u16);
+
+    impl Server {
+        fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server on the PATH");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(std::time::Instant::now() < deadline, "redis-server started");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Server(child, port)
+        }
+
+        fn conn(&self) -> redis::Connection {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.1)).unwrap();
+            client.get_connection().unwrap()
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// An adoption decided before the node checked (or claimed) the id
+    /// leaves it alone: the node's link was down a moment and is back. One
+    /// decided after makes it away.
+    #[test]
+    fn an_adoption_older_than_the_last_check_does_nothing() {
+        let server = Server::start();
+        let mut conn = server.conn();
+        let claim: Vec<redis::Value> = Script::new(CLAIM)
+            .key("o:alice")
+            .key("b:alice")
+            .arg("n1")
+            .arg(0)
+            .arg("")
+            .arg(0)
+            .invoke(&mut conn)
+            .unwrap();
+        let epoch: String = redis::from_redis_value(claim[0].clone()).unwrap();
+        let checked = |conn: &mut redis::Connection| -> u64 {
+            redis::cmd("HGET")
+                .arg("o:alice")
+                .arg("checked")
+                .query(conn)
+                .unwrap()
+        };
+        let adopt = |conn: &mut redis::Connection, seen: u64| -> u64 {
+            Script::new(ADOPT)
+                .key("o:alice")
+                .arg("n1")
+                .arg("room")
+                .arg(60_000)
+                .arg(seen)
+                .invoke(conn)
+                .unwrap()
+        };
+        let claimed = checked(&mut conn);
+        assert_eq!(
+            adopt(&mut conn, claimed - 1),
+            0,
+            "seen gone before the claim"
+        );
+
+        // The node checks it again after an outage.
+        let check: Vec<redis::Value> = Script::new(CHECK)
+            .key("o:alice")
+            .key("b:alice")
+            .arg("n1")
+            .arg(&epoch)
+            .invoke(&mut conn)
+            .unwrap();
+        assert_eq!(check[0], redis::Value::Int(1), "still held");
+        let at = checked(&mut conn);
+        assert!(at >= claimed);
+        assert_eq!(adopt(&mut conn, at - 1), 0, "seen gone before the check");
+        let state: String = redis::cmd("HGET")
+            .arg("o:alice")
+            .arg("state")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(state, "on");
+
+        assert!(adopt(&mut conn, at + 1) > 0, "seen gone after it: adopted");
+        let state: String = redis::cmd("HGET")
+            .arg("o:alice")
+            .arg("state")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(state, "away");
     }
 }

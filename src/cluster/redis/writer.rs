@@ -134,19 +134,25 @@ async fn flush(shared: &Shared, handler: &dyn Handler, batch: &[Op]) {
         Ok(results) => results.into_iter(),
         Err(e) => Vec::from_iter(std::iter::repeat_n(Err(e), direct.len())).into_iter(),
     };
-    let mut gone: HashSet<String> = HashSet::new();
+    // The nodes found gone, and when (Redis's clock, ms).
+    let mut gone: HashMap<String, u64> = HashMap::new();
+    let mut seen_gone = |node: &str, at: u64| {
+        let when = gone.entry(node.to_owned()).or_insert(at);
+        *when = (*when).min(at);
+    };
     let mut again = Vec::new();
     for (i, node, _) in &direct {
         let Op::Send { to, encoded, .. } = &batch[*i] else {
             continue;
         };
         match results.next() {
-            Some(Ok(Value::Int(0))) => {
+            Some(Ok(reply)) => {
                 // Nobody listens on the owner's channel: its node is gone.
-                gone.insert(node.clone());
-                again.push(*i);
+                if let Some(at) = nobody_listened(&reply) {
+                    seen_gone(node, at);
+                    again.push(*i);
+                }
             }
-            Some(Ok(_)) => {}
             Some(Err(e)) => {
                 handler.undeliverable(encoded, to, SendError::Unavailable(e.to_string()))
             }
@@ -154,14 +160,16 @@ async fn flush(shared: &Shared, handler: &dyn Handler, batch: &[Op]) {
         }
     }
     for node in suspects {
-        if matches!(results.next(), Some(Ok(Value::Int(0)))) {
-            gone.insert(node);
+        if let Some(Ok(reply)) = results.next() {
+            if let Some(at) = nobody_listened(&reply) {
+                seen_gone(&node, at);
+            }
         }
     }
 
     // Round 3: the gone nodes' clients become away, then buffers.
-    for node in &gone {
-        for (id, channels) in adopt(shared, node).await {
+    for (node, at) in &gone {
+        for (id, channels) in adopt(shared, node, *at).await {
             for (i, cast) in casts.iter_mut() {
                 let Op::Publish {
                     channels: targets, ..
@@ -283,6 +291,18 @@ fn link_failed(shared: &Shared, handler: &dyn Handler, batch: &[Op], e: &redis::
             Op::Publish { encoded, .. } => handler.undeliverable(encoded, "", shared.unavailable()),
             Op::Reply { .. } => {}
         }
+    }
+}
+
+/// When a node channel was found without listeners, from a `DIRECT` or
+/// `LISTENERS` reply (`{0, ms}`); `None` when it had some.
+fn nobody_listened(reply: &Value) -> Option<u64> {
+    match reply {
+        Value::Array(v) => match v.as_slice() {
+            [Value::Int(0), Value::Int(at)] => Some((*at).max(0) as u64),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
