@@ -266,17 +266,8 @@ pub(super) async fn inbound(
     };
     // Subscribed channels have an entry (set when subscribing).
     if let Some(prev) = last.get(channel).copied() {
-        if now.stamp <= prev.stamp {
-            return; // seen already (recovered from the history)
-        }
-        if !follows(prev, now) {
-            if !believable(shared, channel, now, body).await {
-                return;
-            }
-            if now.seq != prev.seq + 1 {
-                let recovered = recover(shared, &*handler, channel, prev, now, &Taken::new()).await;
-                after_recovery(shared, &*handler, channel, prev, now, recovered);
-            }
+        if !settle(shared, &*handler, channel, prev, now, body).await {
+            return;
         }
     }
     // Marked as seen only once it parsed: garbage must not move the
@@ -284,6 +275,34 @@ pub(super) async fn inbound(
     if publication(shared, &*handler, channel, body, &Taken::new()) {
         last.insert(channel.to_owned(), now);
     }
+}
+
+/// Before a live publication `now` (its envelope `envelope`) is
+/// delivered, with `prev` the last one seen on `channel`: whether it is
+/// to be delivered (not seen already, not garbage); those it shows were
+/// missed are recovered first, and a store that lost writes is reported.
+async fn settle(
+    shared: &Shared,
+    handler: &dyn Handler,
+    channel: &str,
+    prev: Mark,
+    now: Mark,
+    envelope: &[u8],
+) -> bool {
+    if now.stamp <= prev.stamp {
+        return false; // seen already (recovered from the history)
+    }
+    if follows(prev, now) {
+        return true;
+    }
+    if !believable(shared, channel, now, envelope).await {
+        return false;
+    }
+    if now.seq != prev.seq + 1 {
+        let recovered = recover(shared, handler, channel, prev, now, &Taken::new()).await;
+        after_recovery(shared, handler, channel, prev, now, recovered);
+    }
+    true
 }
 
 /// Where a pub/sub channel's numbering stands: the number and the stamp
@@ -453,17 +472,8 @@ async fn direct_message(
         return malformed(shared, channel, "no message number");
     };
     let prev = last.get(channel).copied().unwrap_or_default();
-    if now.stamp <= prev.stamp {
-        return; // recovered from the history already
-    }
-    if !follows(prev, now) {
-        if !believable(shared, channel, now, body).await {
-            return;
-        }
-        if now.seq != prev.seq + 1 {
-            let recovered = recover_direct(shared, handler, prev, now, &Taken::new()).await;
-            after_recovery(shared, handler, channel, prev, now, recovered);
-        }
+    if !settle(shared, handler, channel, prev, now, body).await {
+        return;
     }
     if deliver_direct(shared, handler, epoch, body) {
         last.insert(channel.to_owned(), now);
@@ -608,7 +618,8 @@ pub(super) fn publication(
 /// Publications on `channel` after `after` and before `before` were
 /// missed: deliver those still in its history, in order; report the
 /// rest. Returns whether the store lost writes, `None` when its history
-/// cannot be read now (the caller says what happens to them).
+/// cannot be read now (the caller says what happens to them). This
+/// node's own channel: [`recover_direct`].
 pub(super) async fn recover(
     shared: &Shared,
     handler: &dyn Handler,
@@ -617,6 +628,9 @@ pub(super) async fn recover(
     before: Mark,
     taken: &Taken,
 ) -> Option<bool> {
+    if channel == shared.node_channel {
+        return recover_direct(shared, handler, after, before, taken).await;
+    }
     let missed = from_history(shared, channel, after, before).await?;
     bump(&shared.stats.recovered, missed.found.len() as u64);
     for body in &missed.found {
@@ -757,11 +771,7 @@ pub(super) async fn catch_up(
             seq: now.seq + 1,
             stamp: if now.stamp == 0 { 0 } else { now.stamp + 1 },
         };
-        let recovered = if *channel == shared.node_channel {
-            recover_direct(shared, handler, *prev, upto, taken).await
-        } else {
-            recover(shared, handler, channel, *prev, upto, taken).await
-        };
+        let recovered = recover(shared, handler, channel, *prev, upto, taken).await;
         // A history that cannot be read now leaves the mark where it
         // was: the next catch-up, or the next jump seen live, reads it.
         if let Some(lost_writes) = recovered {
