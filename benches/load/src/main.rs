@@ -43,7 +43,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const SERVERS: [&str; 5] = ["wspool", "socketioxide", "node-ws", "naive-axum", "limit"];
+const SERVERS: [&str; 6] = [
+    "wspool",
+    "socketioxide",
+    "node-ws",
+    "bun",
+    "naive-axum",
+    "limit",
+];
 const SCENARIOS: [&str; 7] = [
     "fanout_1k",
     "fanout_10k",
@@ -347,6 +354,11 @@ fn start_server(server: &str, port: u16, redis: Option<&str>) -> Child {
         cmd.arg("node")
             .arg(dir.join("server.js"))
             .arg(port.to_string());
+    } else if server == "bun" {
+        let dir = workspace_root().join("benches/load/bun");
+        cmd.arg(dir.join("node_modules/@oven/bun-linux-x64/bin/bun"))
+            .arg(dir.join("server.js"))
+            .arg(port.to_string());
     } else {
         cmd.arg(exe).arg("serve").arg(server).arg(port.to_string());
     }
@@ -580,15 +592,19 @@ fn medians(lists: &BTreeMap<String, Vec<f64>>) -> BTreeMap<String, f64> {
 
 fn run_all(quick: bool, rounds: usize, servers: &[String], scenarios: &[String]) {
     let root = workspace_root();
-    if servers.iter().any(|s| s == "node-ws")
-        && !root.join("benches/load/node/node_modules").exists()
-    {
-        let ok = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(root.join("benches/load/node"))
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "npm ci failed in benches/load/node");
+    // The JavaScript peers, from the npm registry (Bun's binary too).
+    for (server, dir) in [
+        ("node-ws", "benches/load/node"),
+        ("bun", "benches/load/bun"),
+    ] {
+        if servers.iter().any(|s| s == server) && !root.join(dir).join("node_modules").exists() {
+            let ok = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(root.join(dir))
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "npm ci failed in {dir}");
+        }
     }
     let mut raw = Vec::new();
     // results[scenario][server][metric] = values over rounds
