@@ -30,19 +30,20 @@ pub fn now_ns() -> u64 {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
-    /// wspool's own: protobuf `SendMsg`, subprotocol `id_room`.
+    /// wspool's own: protobuf `SendMsg`, subprotocol `id_room` (wspool,
+    /// and the limit, which writes wspool's very bytes).
     Wspool,
     /// socket.io v4 over a raw WebSocket.
     SocketIo,
-    /// `R<room> <payload>` / `D<id> <payload>` text frames (node-ws,
-    /// naive-axum, limit).
+    /// `R<room> <payload>` / `D<id> <payload>` text frames (node-ws, Bun,
+    /// naive-axum).
     Simple,
 }
 
 impl Proto {
     pub fn of(server: &str) -> Proto {
         match server {
-            "wspool" => Proto::Wspool,
+            "wspool" | "limit" => Proto::Wspool,
             "socketioxide" => Proto::SocketIo,
             _ => Proto::Simple,
         }

@@ -286,6 +286,11 @@ async fn naive_socket(socket: WebSocket, who: Who, state: Arc<Naive>) {
 // ----- limit: a minimal handshake, then pre-encoded frames straight to TCP -----
 //
 // The ceiling: no framework between a published frame and the sockets.
+// It speaks wspool's protocol (the id and rooms from the subprotocol,
+// binary `SendMsg` frames), and what it writes is byte for byte what
+// wspool writes: each inbound `SendMsg` decoded, stamped with its sender
+// and the time, encoded once, framed once. So the ratio to it measures the
+// server, not the envelope.
 // The publisher encodes a frame once and appends its bytes to each
 // recipient's pending buffer; each connection's writer task takes the whole
 // buffer and writes it with one syscall. Coalescing is what any fast server
@@ -345,17 +350,10 @@ async fn limit(listener: TcpListener) -> std::io::Result<()> {
     }
 }
 
-fn query_param<'a>(path: &'a str, key: &str) -> Option<&'a str> {
-    let query = path.split_once('?')?.1;
-    query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-}
-
-/// An unmasked server text frame.
+/// An unmasked server binary frame.
 pub fn server_frame(payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(payload.len() + 10);
-    f.push(0x81);
+    f.push(0x82);
     match payload.len() {
         n if n < 126 => f.push(n as u8),
         n if n < 65536 => {
@@ -377,8 +375,7 @@ async fn limit_conn(stream: tokio::net::TcpStream, state: Arc<Limit>) -> std::io
     let mut read = BufReader::new(read);
     let mut line = String::new();
     read.read_line(&mut line).await?;
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    let mut key = None;
+    let (mut key, mut token) = (None, String::new());
     loop {
         line.clear();
         read.read_line(&mut line).await?;
@@ -388,20 +385,22 @@ async fn limit_conn(stream: tokio::net::TcpStream, state: Arc<Limit>) -> std::io
         if let Some((name, value)) = line.split_once(':') {
             if name.eq_ignore_ascii_case("sec-websocket-key") {
                 key = Some(value.trim().to_owned());
+            } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+                token = value.trim().to_owned();
             }
         }
     }
     let accept = tungstenite::handshake::derive_accept_key(key.unwrap_or_default().as_bytes());
     let head = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {token}\r\n\r\n"
     );
-    let mut hello = head.into_bytes();
-    hello.extend_from_slice(&server_frame(b"ready"));
     let outbox = Arc::new(Outbox::default());
-    outbox.push(&hello);
+    outbox.push(head.as_bytes());
     let writer = tokio::spawn(limit_writer(write, outbox.clone()));
-    let id = query_param(&path, "id").unwrap_or_default().to_owned();
-    if let Some(room) = query_param(&path, "room") {
+    // `id_room1_room2`, as wspool reads it.
+    let mut parts = token.split('_');
+    let id = parts.next().unwrap_or_default().to_owned();
+    for room in parts {
         state
             .rooms
             .lock()
@@ -442,21 +441,27 @@ async fn limit_conn(stream: tokio::net::TcpStream, state: Arc<Limit>) -> std::io
         if opcode == 0x8 {
             break;
         }
-        if opcode != 0x1 {
+        if opcode != 0x2 {
             continue;
         }
-        let Some(sp) = payload.iter().position(|&b| b == b' ') else {
+        let Ok(mut msg) = <wspool::SendMsg as prost::Message>::decode(&payload[..]) else {
             continue;
         };
-        let frame = server_frame(&payload[sp + 1..]);
-        let target = String::from_utf8_lossy(&payload[1..sp]).into_owned();
-        if payload[0] == b'R' {
-            if let Some(room) = state.rooms.lock().unwrap().get(&target) {
-                for outbox in room {
+        // Stamped as wspool stamps a relay (PROTOCOL.md 3.1).
+        msg.from_client_id = id.clone();
+        if msg.timestamp == 0 {
+            msg.timestamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+        }
+        let frame = server_frame(&prost::Message::encode_to_vec(&msg));
+        if let Some(room) = msg.channel.first() {
+            if let Some(members) = state.rooms.lock().unwrap().get(room) {
+                for outbox in members {
                     outbox.push(&frame);
                 }
             }
-        } else if let Some(outbox) = state.users.lock().unwrap().get(&target) {
+        } else if let Some(outbox) = state.users.lock().unwrap().get(&msg.to_client_id) {
             outbox.push(&frame);
         }
     }
