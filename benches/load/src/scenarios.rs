@@ -52,8 +52,8 @@ impl Ctx {
     }
 }
 
-/// Commands Redis has processed so far (commands inside scripts
-/// included) and the CPU seconds it has used (`INFO`), when there is one.
+/// What the cluster's Redis has done so far (`INFO`, summed over the
+/// masters of a Redis Cluster), when there is one.
 async fn redis_usage(ctx: &Ctx) -> Option<Usage> {
     let url = ctx.redis.as_deref()?;
     // A Redis Cluster (`redis+cluster://seed,...`): every master, asked
@@ -61,13 +61,7 @@ async fn redis_usage(ctx: &Ctx) -> Option<Usage> {
     let addresses = match url.strip_prefix("redis+cluster://") {
         Some(seeds) => {
             let seed = seeds.split(',').next()?.trim_end_matches('/');
-            let client = redis::Client::open(format!("redis://{seed}")).ok()?;
-            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-            let nodes: String = redis::cmd("CLUSTER")
-                .arg("NODES")
-                .query_async(&mut conn)
-                .await
-                .ok()?;
+            let nodes = text(seed, redis::cmd("CLUSTER").arg("NODES")).await?;
             let masters = nodes
                 .lines()
                 .filter(|l| l.contains("master") && !l.contains("fail"));
@@ -81,13 +75,7 @@ async fn redis_usage(ctx: &Ctx) -> Option<Usage> {
     };
     let mut usage = Usage::default();
     for address in addresses {
-        let client = redis::Client::open(format!("redis://{address}")).ok()?;
-        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-        let info: String = redis::cmd("INFO")
-            .arg("all")
-            .query_async(&mut conn)
-            .await
-            .ok()?;
+        let info = text(&address, redis::cmd("INFO").arg("all")).await?;
         let field = |name: &str| -> Option<f64> {
             info.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
@@ -112,6 +100,13 @@ async fn redis_usage(ctx: &Ctx) -> Option<Usage> {
         usage.script_usec += scripts("usec");
     }
     Some(usage)
+}
+
+/// `cmd`'s text answer from the Redis at `address` (`host:port`).
+async fn text(address: &str, cmd: &redis::Cmd) -> Option<String> {
+    let client = redis::Client::open(format!("redis://{address}")).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    cmd.query_async(&mut conn).await.ok()
 }
 
 /// What Redis did so far, summed over its masters (a Redis Cluster),

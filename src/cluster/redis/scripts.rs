@@ -183,7 +183,7 @@ pub(super) const ADOPT: &str = concat!(
     r#"
 local cur = redis.call('HMGET', KEYS[1], 'node', 'state', 'checked')
 if cur[1] ~= ARGV[1] or cur[2] ~= 'on' then return 0 end
-if tonumber(cur[3] or '0') > tonumber(ARGV[4]) then return 0 end
+if (tonumber(cur[3] or '0') or 0) > tonumber(ARGV[4]) then return 0 end
 return away(KEYS[1], ARGV[2], ARGV[3])
 "#
 );
@@ -466,6 +466,13 @@ mod tests {
                 .invoke(conn)
                 .unwrap()
         };
+        let state = |conn: &mut redis::Connection| -> String {
+            redis::cmd("HGET")
+                .arg("o:alice")
+                .arg("state")
+                .query(conn)
+                .unwrap()
+        };
         let claimed = checked(&mut conn);
         assert_eq!(
             adopt(&mut conn, claimed - 1),
@@ -485,19 +492,18 @@ mod tests {
         let at = checked(&mut conn);
         assert!(at >= claimed);
         assert_eq!(adopt(&mut conn, at - 1), 0, "seen gone before the check");
-        let state: String = redis::cmd("HGET")
-            .arg("o:alice")
-            .arg("state")
-            .query(&mut conn)
-            .unwrap();
-        assert_eq!(state, "on");
+        assert_eq!(state(&mut conn), "on");
 
         assert!(adopt(&mut conn, at + 1) > 0, "seen gone after it: adopted");
-        let state: String = redis::cmd("HGET")
+        assert_eq!(state(&mut conn), "away");
+
+        // A `checked` that is not a number (something else wrote it) does
+        // not fence: the adoption goes ahead rather than fail.
+        let _: () = redis::cmd("HSET")
             .arg("o:alice")
-            .arg("state")
+            .arg(&["state", "on", "checked", "garbage"])
             .query(&mut conn)
             .unwrap();
-        assert_eq!(state, "away");
+        assert!(adopt(&mut conn, at + 1) > 0, "not fenced by garbage");
     }
 }

@@ -24,7 +24,9 @@ use tokio::sync::mpsc;
 use super::{
     conn::Conn,
     stopped,
-    subscriber::{announce, inbound, linked, mark, unlinked, wanted, Mark, SubOp},
+    subscriber::{
+        announce, inbound, joining, leaving, linked, mark, unlinked, wanted, Mark, SubOp,
+    },
     topology::{self, Pushes, Topology},
     Shared,
 };
@@ -131,19 +133,15 @@ pub(super) async fn subscriber(
                         op = subs.recv() => {
                             let r = match op {
                                 Some(SubOp::Subscribe(c)) => {
-                                    let channel = shared.keys.channel(&c);
-                                    let now = mark(&shared, &channel).await.unwrap_or_default();
-                                    last.insert(channel.clone(), now);
+                                    let channel = joining(&shared, &mut last, &c).await;
                                     channels.insert(channel.clone());
                                     let r = bounded(&shared, conn.ssubscribe(&channel)).await;
                                     announce(&shared, [&channel], true).await;
                                     r
                                 }
                                 Some(SubOp::Unsubscribe(c)) => {
-                                    let channel = shared.keys.channel(&c);
-                                    last.remove(&channel);
+                                    let channel = leaving(&shared, &mut last, &c).await;
                                     channels.remove(&channel);
-                                    announce(&shared, [&channel], false).await;
                                     bounded(&shared, conn.sunsubscribe(&channel)).await
                                 }
                                 Some(SubOp::Barrier(done)) => {

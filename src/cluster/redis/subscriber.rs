@@ -90,17 +90,13 @@ pub(super) async fn subscriber(
                             op = subs.recv() => {
                                 let r = match op {
                                     Some(SubOp::Subscribe(c)) => {
-                                        let channel = shared.keys.channel(&c);
-                                        let now = mark(&shared, &channel).await.unwrap_or_default();
-                                        last.insert(channel.clone(), now);
+                                        let channel = joining(&shared, &mut last, &c).await;
                                         let r = sink.subscribe(&channel).await;
                                         announce(&shared, [&channel], true).await;
                                         r
                                     }
                                     Some(SubOp::Unsubscribe(c)) => {
-                                        let channel = shared.keys.channel(&c);
-                                        last.remove(&channel);
-                                        announce(&shared, [&channel], false).await;
+                                        let channel = leaving(&shared, &mut last, &c).await;
                                         sink.unsubscribe(channel).await
                                     }
                                     Some(SubOp::Barrier(done)) => {
@@ -210,6 +206,25 @@ fn broke(shared: &Shared) {
     }
 }
 
+/// Pool channel `c` gets its first member here: numbered where it stands
+/// before it is subscribed (a publication between the two shows as a gap
+/// and is recovered, not skipped). Returns its pub/sub channel.
+pub(super) async fn joining(shared: &Shared, last: &mut HashMap<String, Mark>, c: &str) -> String {
+    let channel = shared.keys.channel(c);
+    let now = mark(shared, &channel).await.unwrap_or_default();
+    last.insert(channel.clone(), now);
+    channel
+}
+
+/// Pool channel `c` lost its last member here: forgotten, and this node
+/// no longer recorded among its nodes. Returns its pub/sub channel.
+pub(super) async fn leaving(shared: &Shared, last: &mut HashMap<String, Mark>, c: &str) -> String {
+    let channel = shared.keys.channel(c);
+    last.remove(&channel);
+    announce(shared, [&channel], false).await;
+    channel
+}
+
 /// The pub/sub channels this node subscribes: its own, `all`, and those
 /// of the channels it has members in.
 pub(super) fn wanted(shared: &Shared, handler: &dyn Handler) -> HashSet<String> {
@@ -298,7 +313,7 @@ async fn settle(
     if !believable(shared, channel, now, envelope).await {
         return false;
     }
-    if now.seq != prev.seq + 1 {
+    if !next(prev, now) {
         let recovered = recover(shared, handler, channel, prev, now, &Taken::new()).await;
         after_recovery(shared, handler, channel, prev, now, recovered);
     }
@@ -340,7 +355,13 @@ const LEAP: u64 = 3_600 * 1_000_000;
 /// number, stamped a little later (a channel quiet for over an hour is
 /// checked once).
 fn follows(prev: Mark, now: Mark) -> bool {
-    now.seq == prev.seq + 1 && now.stamp <= prev.stamp.saturating_add(LEAP)
+    next(prev, now) && now.stamp <= prev.stamp.saturating_add(LEAP)
+}
+
+/// Whether `now` is numbered right after `prev` (numbers come from Redis
+/// and other nodes: no arithmetic on them may overflow).
+fn next(prev: Mark, now: Mark) -> bool {
+    prev.seq.checked_add(1) == Some(now.seq)
 }
 
 /// Whether a publication `now` that does not [follow](follows) the last
@@ -686,7 +707,7 @@ async fn from_history(shared: &Shared, channel: &str, after: Mark, before: Mark)
     let lost_writes = before.seq <= after.seq || agreed.is_some_and(|seq| seq < after.seq);
     let from = agreed.or((!lost_writes).then_some(after.seq));
     let missed = from.map_or(0, |from| {
-        (before.seq.saturating_sub(from + 1)).saturating_sub(found.len() as u64)
+        (before.seq.saturating_sub(from.saturating_add(1))).saturating_sub(found.len() as u64)
     });
     let found = found.into_iter().map(|(_, e)| e.to_vec()).collect();
     Some(Missed {
@@ -706,7 +727,9 @@ pub(super) async fn mark(shared: &Shared, channel: &str) -> redis::RedisResult<M
         .await?
         .pop()
         .unwrap_or(Ok(Value::Nil))?;
-    Ok(read_mark(reply).flatten().unwrap_or_default())
+    let read = read_mark(reply)
+        .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Parse, "an unreadable mark")))?;
+    Ok(read.unwrap_or_default())
 }
 
 fn mark_cmd(shared: &Shared, channel: &str) -> redis::Cmd {
@@ -768,8 +791,12 @@ pub(super) async fn catch_up(
         // Up to `now`, not past it: what is published after `now` was
         // read comes live too.
         let upto = Mark {
-            seq: now.seq + 1,
-            stamp: if now.stamp == 0 { 0 } else { now.stamp + 1 },
+            seq: now.seq.saturating_add(1),
+            stamp: if now.stamp == 0 {
+                0
+            } else {
+                now.stamp.saturating_add(1)
+            },
         };
         let recovered = recover(shared, handler, channel, *prev, upto, taken).await;
         // A history that cannot be read now leaves the mark where it
@@ -822,4 +849,37 @@ pub(super) enum SubOp {
     Unsubscribe(String),
     /// Answered once every operation before it is done.
     Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames from Redis (another node, or anything that publishes
+    /// there): a mark parses only as two numbers that fit, and no number
+    /// makes the arithmetic on it overflow.
+    #[test]
+    fn marks_from_redis_are_read_strictly() {
+        let mark = |seq, stamp| Mark { seq, stamp };
+        assert_eq!(split_mark(b"7.123:env"), Some((mark(7, 123), &b"env"[..])));
+        for bad in [
+            &b"7:env"[..],
+            b"7.:env",
+            b".5:env",
+            b"7.5",
+            b"-1.5:env",
+            b"7.99999999999999999999:env",
+            b"\xff.5:env",
+        ] {
+            assert_eq!(split_mark(bad), None, "{bad:?}");
+        }
+        let top = mark(u64::MAX, u64::MAX);
+        assert!(!next(top, mark(0, 0)), "no wrap past the largest number");
+        assert!(!follows(top, mark(0, 0)));
+        assert!(follows(mark(1, 10), mark(2, 11)));
+        assert!(
+            !follows(mark(1, 10), mark(2, 10 + LEAP + 1)),
+            "a leap is checked"
+        );
+    }
 }
