@@ -25,6 +25,9 @@ use crate::{
 const BATCH_FRAMES: usize = 64;
 /// Most payload bytes written before one flush.
 const BATCH_BYTES: usize = 256 * 1024;
+/// Batch slots kept once the queue is drained: what a burst grew beyond
+/// this is given back, so an idle connection does not keep it.
+const BATCH_KEEP: usize = 8;
 
 /// Why a write did not complete.
 pub(super) enum WriteStop {
@@ -120,6 +123,10 @@ impl Connection {
                 return Err(stop);
             }
             batch.clear();
+            if frames < BATCH_FRAMES as u64 && batch.capacity() > BATCH_KEEP {
+                // The queue is drained (or nearly): the burst is over.
+                batch.shrink_to(BATCH_KEEP);
+            }
             let counters = hub.counters();
             bump(&counters.messages_out, frames);
             bump(&counters.bytes_out, bytes as u64);

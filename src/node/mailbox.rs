@@ -37,6 +37,9 @@ struct Took {
     until: Instant,
 }
 
+/// The most queue entries kept allocated while there is nothing to send.
+const KEEP: usize = 8;
+
 /// How much one drain takes, and when it happens (for the expiry check).
 #[derive(Clone, Copy)]
 pub(crate) struct Take {
@@ -254,6 +257,8 @@ impl Mailbox {
             if let Some(a) = &s.attached {
                 a.wake.notify_one();
             }
+        } else {
+            s.release();
         }
         taken
     }
@@ -492,6 +497,18 @@ impl State {
         self.drop_empty_lanes();
     }
 
+    /// Once the queue is empty: gives back what a burst grew beyond
+    /// [`KEEP`] entries, so an idle client does not keep room for its
+    /// largest burst (BENCHMARKS.md, `burst_idle_15k`). Steady traffic in
+    /// batches of up to `KEEP` never reallocates.
+    fn release(&mut self) {
+        for lane in &mut self.lanes {
+            if lane.entries.capacity() > KEEP {
+                lane.entries.shrink_to(KEEP);
+            }
+        }
+    }
+
     /// Keeps at most one empty lane (its allocation is reused).
     fn drop_empty_lanes(&mut self) {
         if self.lanes.len() > 1 {
@@ -547,6 +564,29 @@ mod tests {
             max_bytes: usize::MAX,
             now: Instant::now(),
         }
+    }
+
+    /// A burst's room is given back once the queue is drained, and not
+    /// before: an idle client keeps at most `KEEP` entries.
+    #[test]
+    fn a_drained_burst_gives_its_room_back() {
+        let l = limits(1000, 1000);
+        let (mb, _wake) = attached(&l);
+        let capacity = |mb: &Mailbox| -> usize {
+            let s = mb.state.lock();
+            s.lanes.iter().map(|l| l.entries.capacity()).sum()
+        };
+        for i in 0..200 {
+            mb.push(&msg(&i.to_string(), 0, HOUR), &l, None).unwrap();
+        }
+        assert!(capacity(&mb) >= 200);
+        let (mut batch, mut expired) = (Vec::new(), Vec::new());
+        mb.drain(7, &mut batch, &mut expired, take(150), &l);
+        assert!(capacity(&mb) >= 50, "released while messages remain");
+        batch.clear();
+        mb.drain(7, &mut batch, &mut expired, take(150), &l);
+        assert_eq!(batch.len(), 50);
+        assert!(capacity(&mb) <= KEEP, "kept {}", capacity(&mb));
     }
 
     /// Higher priority first, FIFO within a priority.

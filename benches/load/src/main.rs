@@ -51,11 +51,12 @@ const SERVERS: [&str; 6] = [
     "naive-axum",
     "limit",
 ];
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "fanout_1k",
     "fanout_10k",
     "direct_10k",
     "idle_15k",
+    "burst_idle_15k",
     "connect_10k",
     "cluster_fanout",
     "cluster_100k",
@@ -296,6 +297,7 @@ fn main() {
                     "fanout_10k" => scenarios::fanout(&ctx, 10_000).await,
                     "direct_10k" => scenarios::direct(&ctx, 10_000, 20_000).await,
                     "idle_15k" => scenarios::idle(&ctx, 15_000).await,
+                    "burst_idle_15k" => scenarios::burst_idle(&ctx, 15_000, 64).await,
                     "connect_10k" => scenarios::connect_storm(&ctx, 10_000).await,
                     "cluster_fanout" => scenarios::fanout(&ctx, 2_000).await,
                     "inbound_64k" => scenarios::inbound(&ctx, 100, 64 * 1024).await,
@@ -578,6 +580,7 @@ fn headline(scenario: &str) -> &'static str {
         s if s.contains("fanout") => "deliveries_per_s",
         "direct_10k" => "p99_ms",
         "idle_15k" => "rss_kib_per_conn",
+        "burst_idle_15k" => "rss_kib_per_conn_after_burst",
         _ => "handshakes_per_s",
     }
 }

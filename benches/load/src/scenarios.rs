@@ -434,6 +434,50 @@ pub async fn idle(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
     Ok(m)
 }
 
+/// `n` idle connections that each receive a burst of `burst` broadcasts
+/// (sent back to back, so queues and write buffers grow), then sit idle:
+/// server memory per connection before and after. What a burst grows must
+/// not stay with every idle connection.
+pub async fn burst_idle(ctx: &Ctx, n: usize, burst: u64) -> Result<Metrics, String> {
+    let rss0 = rss_kib(ctx.server_pid);
+    let rec = Recorder::new(burst as usize, n as u32);
+    let clients = connect_many(ctx, n, Some("idle"), 256, "idle clients").await?;
+    for ws in clients {
+        tokio::spawn(run_client(ctx.proto, ws, rec.clone(), None));
+    }
+    let mut publisher = connect(ctx.proto, ctx.port, "publisher", None).await?;
+    // As `idle`: the server settles after the handshakes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss1 = rss_kib(ctx.server_pid);
+    for seq in 0..burst {
+        let msg = client::publish(ctx.proto, "idle", &client::payload(seq));
+        publisher.send(msg).await.map_err(|e| e.to_string())?;
+    }
+    let expected = burst * n as u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while rec.received.load(Relaxed) < expected {
+        if tokio::time::timeout_at(deadline, rec.complete.notified())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    // Every copy is read: the burst is over. Then the same settling time.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss2 = rss_kib(ctx.server_pid);
+    let per_conn = |rss: u64| rss.saturating_sub(rss0) as f64 / n as f64;
+    let mut m = Metrics::new();
+    m.insert("rss_kib_per_conn".into(), per_conn(rss1));
+    m.insert("rss_kib_per_conn_after_burst".into(), per_conn(rss2));
+    m.insert("after_burst_ratio".into(), per_conn(rss2) / per_conn(rss1));
+    m.insert(
+        "lost".into(),
+        expected.saturating_sub(rec.received.load(Relaxed)) as f64,
+    );
+    Ok(m)
+}
+
 /// `n` clients each sending `size`-byte messages (to a channel nobody is
 /// in) as fast as the server reads them: the read path for large inbound
 /// messages, which the read buffer's size governs.

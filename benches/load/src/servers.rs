@@ -74,14 +74,21 @@ fn wspool_builder() -> wspool::WsPoolBuilder {
         .max_handshakes_in_flight(usize::MAX)
         .max_inbound_messages_per_sec(u32::MAX)
         .max_inbound_bytes_per_sec(usize::MAX);
-    // `benches/load/read_buffer.sh` compares read buffer sizes.
-    match std::env::var("WSPOOL_BENCH_READ_BUFFER")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    // `benches/load/read_buffer.sh` compares read buffer sizes, and
+    // BENCHMARKS.md write buffer sizes.
+    let builder = match env_size("WSPOOL_BENCH_READ_BUFFER") {
         Some(size) => builder.read_buffer_size(size),
         None => builder,
+    };
+    match env_size("WSPOOL_BENCH_WRITE_BUFFER") {
+        Some(size) => builder.write_buffer_size(size),
+        None => builder,
     }
+}
+
+/// A size from the environment variable `name`, if set.
+fn env_size(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 /// A wspool node of a cluster over the Redis at `url`. `cluster-soak`
