@@ -1,12 +1,15 @@
 //! The select loop: a frame from the client, work in the mailbox, or the
 //! ping and idle timer, until the connection must end.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::{sync::atomic::Ordering::Relaxed, task::Context};
 
 use axum::extract::ws::{Message, WebSocket};
 use tokio::time::Instant;
 
-use super::{close::read_error, rate_limit::RateLimit, read_signal::ReadSignal, Connection, Ended};
+use super::{
+    close::read_error, rate_limit::RateLimit, read_signal::ReadSignal, write::poll_frames,
+    Connection, Ended,
+};
 use crate::{
     message::{after, after_from, now_ms},
     DisconnectReason,
@@ -75,8 +78,10 @@ impl Connection {
                     }
                     if now >= next_ping {
                         next_ping = after(ping_interval);
-                        let ping = socket.send(Message::Ping(Default::default()));
-                        if let Err(stop) = Box::pin(self.write(ping)).await {
+                        let mut fed = 0;
+                        let ping = |_| Message::Ping(Default::default());
+                        let send = |cx: &mut Context<'_>| poll_frames(socket, cx, &mut fed, 1, ping);
+                        if let Err(stop) = Box::pin(self.write(send)).await {
                             return self.stopped(stop);
                         }
                     }

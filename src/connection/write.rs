@@ -4,13 +4,14 @@
 
 use std::{
     future::{poll_fn, Future},
+    pin::Pin,
     sync::{atomic::Ordering::Relaxed, Arc},
-    task::Poll,
+    task::{ready, Context, Poll},
 };
 
-use axum::extract::ws::WebSocket;
+use axum::extract::ws::{Message, WebSocket};
 use futures_util::SinkExt;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::{Connection, Ended};
 use crate::{
@@ -25,9 +26,11 @@ use crate::{
 const BATCH_FRAMES: usize = 64;
 /// Most payload bytes written before one flush.
 const BATCH_BYTES: usize = 256 * 1024;
-/// Batch slots kept once the queue is drained: what a burst grew beyond
-/// this is given back, so an idle connection does not keep it.
+/// Batch slots kept once the queue is drained, when a burst grew the batch
+/// beyond [`BATCH_BURST`]: an idle connection does not keep a burst's room,
+/// and steady traffic in smaller batches never reallocates.
 const BATCH_KEEP: usize = 8;
+const BATCH_BURST: usize = 32;
 
 /// Why a write did not complete.
 pub(super) enum WriteStop {
@@ -39,26 +42,33 @@ pub(super) enum WriteStop {
 }
 
 impl Connection {
-    /// Runs `write`, bounded by `write_timeout` and abandoned as soon as a
-    /// close that does not wait is requested (a client that stopped
-    /// reading must not delay its own 4008, a kick, or a replacement).
+    /// Polls `write` until it completes, bounded by `write_timeout` and
+    /// abandoned as soon as a close that does not wait is requested (a
+    /// client that stopped reading must not delay its own 4008, a kick, or
+    /// a replacement).
+    ///
+    /// `write` is a poll function, not a future: a batch is written by
+    /// polling the socket's sink directly, with nothing allocated or
+    /// started per write. The timer is made only when the write first
+    /// waits (most complete at once: no clock read, no timer touched), and
+    /// the timeout counts from that wait.
     pub(super) async fn write(
         &self,
-        write: impl Future<Output = Result<(), axum::Error>>,
+        mut write: impl FnMut(&mut Context<'_>) -> Poll<Result<(), axum::Error>>,
     ) -> Result<(), WriteStop> {
         let timeout = self.hub().config().write_timeout();
-        let write = tokio::time::timeout(timeout, write);
-        tokio::pin!(write);
         let state = self.state();
+        let mut timer: Option<Pin<Box<Sleep>>> = None;
         poll_fn(|cx| {
             // The write first: when it completes at once, nothing else is
             // touched; only a pending write watches for a close request.
-            if let Poll::Ready(written) = write.as_mut().poll(cx) {
-                return Poll::Ready(match written {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(WriteStop::Failed(PoolError::Socket(e.to_string()))),
-                    Err(_) => Err(WriteStop::Failed(PoolError::WriteTimeout(timeout))),
-                });
+            if let Poll::Ready(written) = write(cx) {
+                let failed = |e: axum::Error| WriteStop::Failed(PoolError::Socket(e.to_string()));
+                return Poll::Ready(written.map_err(failed));
+            }
+            let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(WriteStop::Failed(PoolError::WriteTimeout(timeout))));
             }
             match state.poll_close_now(cx) {
                 Some(close) => Poll::Ready(Err(WriteStop::Interrupted(close))),
@@ -106,12 +116,10 @@ impl Connection {
         hub.report_undelivered(&state.id, expired, UndeliveredReason::Expired);
         if !batch.is_empty() {
             let frames = batch.len() as u64;
-            let write = async {
-                for msg in batch.iter() {
-                    socket.feed(msg.frame(state.format)).await?;
-                }
-                socket.flush().await
-            };
+            let mut fed = 0;
+            let frame = |i: usize| batch[i].frame(state.format);
+            let write =
+                |cx: &mut Context<'_>| poll_frames(socket, cx, &mut fed, batch.len(), frame);
             if let Err(stop) = self.write(write).await {
                 // Some of the batch may have reached the client; none is
                 // known to have: report it all rather than lose it silently.
@@ -123,7 +131,7 @@ impl Connection {
                 return Err(stop);
             }
             batch.clear();
-            if frames < BATCH_FRAMES as u64 && batch.capacity() > BATCH_KEEP {
+            if frames < BATCH_FRAMES as u64 && batch.capacity() > BATCH_BURST {
                 // The queue is drained (or nearly): the burst is over.
                 batch.shrink_to(BATCH_KEEP);
             }
@@ -140,4 +148,22 @@ impl Connection {
         }
         Ok(None)
     }
+}
+
+/// Feeds frames `*fed..n` (made by `frame`) into the socket's write buffer,
+/// then flushes once: the poll function of a write ([`Connection::write`]).
+/// `*fed` counts what was fed across polls.
+pub(super) fn poll_frames(
+    socket: &mut WebSocket,
+    cx: &mut Context<'_>,
+    fed: &mut usize,
+    n: usize,
+    frame: impl Fn(usize) -> Message,
+) -> Poll<Result<(), axum::Error>> {
+    while *fed < n {
+        ready!(socket.poll_ready_unpin(cx))?;
+        socket.start_send_unpin(frame(*fed))?;
+        *fed += 1;
+    }
+    socket.poll_flush_unpin(cx)
 }

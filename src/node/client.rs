@@ -85,6 +85,9 @@ pub(crate) struct ClientState {
     /// abandoned for it. An atomic, so a write that is pending checks it
     /// with one load.
     pub(crate) close_now: AtomicBool,
+    /// Set with any close request: the check made before each batch
+    /// written is one load, not the lock.
+    close_requested: AtomicBool,
     /// The connection task while it waits on a pending write, woken by such
     /// a request. An `AtomicWaker`: registering is a compare-and-swap, no
     /// lock and no waiter list on the write path.
@@ -115,6 +118,7 @@ impl ClientState {
             wake: Arc::new(Notify::new()),
             close: Mutex::new(None),
             close_now: AtomicBool::new(false),
+            close_requested: AtomicBool::new(false),
             close_waker: AtomicWaker::new(),
             epoch: AtomicU64::new(0),
             last_received_ms: AtomicU64::new(0),
@@ -137,6 +141,7 @@ impl ClientState {
                 return false;
             }
             *close = Some(request);
+            self.close_requested.store(true, Release);
         }
         self.wake.notify_one();
         if now {
@@ -156,6 +161,10 @@ impl ClientState {
     }
 
     pub(crate) fn close_request(&self) -> Option<CloseRequest> {
+        // Asked once per batch written: no lock until a close is requested.
+        if !self.close_requested.load(Acquire) {
+            return None;
+        }
         self.close.lock().clone()
     }
 

@@ -37,8 +37,10 @@ struct Took {
     until: Instant,
 }
 
-/// The most queue entries kept allocated while there is nothing to send.
+/// The most queue entries kept allocated while there is nothing to send,
+/// after a burst grew the queue beyond `BURST`.
 const KEEP: usize = 8;
+const BURST: usize = 32;
 
 /// How much one drain takes, and when it happens (for the expiry check).
 #[derive(Clone, Copy)]
@@ -498,12 +500,12 @@ impl State {
     }
 
     /// Once the queue is empty: gives back what a burst grew beyond
-    /// [`KEEP`] entries, so an idle client does not keep room for its
-    /// largest burst (BENCHMARKS.md, `burst_idle_15k`). Steady traffic in
-    /// batches of up to `KEEP` never reallocates.
+    /// [`BURST`] entries, down to [`KEEP`], so an idle client does not keep
+    /// room for its largest burst (BENCHMARKS.md, `burst_idle_15k`). A
+    /// queue that stays within `BURST` never reallocates.
     fn release(&mut self) {
         for lane in &mut self.lanes {
-            if lane.entries.capacity() > KEEP {
+            if lane.entries.capacity() > BURST {
                 lane.entries.shrink_to(KEEP);
             }
         }

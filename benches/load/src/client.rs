@@ -43,7 +43,7 @@ pub enum Proto {
 impl Proto {
     pub fn of(server: &str) -> Proto {
         match server {
-            "wspool" | "limit" => Proto::Wspool,
+            "wspool" | "limit" | "axum-floor" => Proto::Wspool,
             "socketioxide" => Proto::SocketIo,
             _ => Proto::Simple,
         }

@@ -54,6 +54,7 @@ pub async fn serve(kind: &str, port: u16, redis: Option<&str>) -> std::io::Resul
         "socketioxide" => axum::serve(nodelay(listener), socketio_app()).await,
         "naive-axum" => axum::serve(nodelay(listener), naive_app()).await,
         "limit" => limit(listener).await,
+        "axum-floor" => axum::serve(nodelay(listener), floor_app()).await,
         other => Err(std::io::Error::other(format!("unknown server {other}"))),
     }
 }
@@ -451,16 +452,9 @@ async fn limit_conn(stream: tokio::net::TcpStream, state: Arc<Limit>) -> std::io
         if opcode != 0x2 {
             continue;
         }
-        let Ok(mut msg) = <wspool::SendMsg as prost::Message>::decode(&payload[..]) else {
+        let Some(msg) = stamped(&id, &payload) else {
             continue;
         };
-        // Stamped as wspool stamps a relay (PROTOCOL.md 3.1).
-        msg.from_client_id = id.clone();
-        if msg.timestamp == 0 {
-            msg.timestamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-        }
         let frame = server_frame(&prost::Message::encode_to_vec(&msg));
         if let Some(room) = msg.channel.first() {
             if let Some(members) = state.rooms.lock().unwrap().get(room) {
@@ -475,4 +469,168 @@ async fn limit_conn(stream: tokio::net::TcpStream, state: Arc<Limit>) -> std::io
     state.users.lock().unwrap().remove(&id);
     writer.abort();
     Ok(())
+}
+
+/// A client's `SendMsg`, stamped as wspool stamps a relay (PROTOCOL.md
+/// 3.1): its sender, and the time unless it has one.
+fn stamped(id: &str, payload: &[u8]) -> Option<wspool::SendMsg> {
+    let mut msg = <wspool::SendMsg as prost::Message>::decode(payload).ok()?;
+    msg.from_client_id = id.to_owned();
+    if msg.timestamp == 0 {
+        msg.timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+    }
+    Some(msg)
+}
+
+// ----- axum-floor: the limit's design through axum's WebSocket -----
+//
+// What wspool's public shape (axum's `WebSocketUpgrade`, one task per
+// connection owning its `WebSocket`) costs before any pool logic: the
+// limit's routing and batching (one encode per message, a queue per
+// connection, one flush per batch), but frames written through axum's
+// WebSocket (tungstenite) instead of straight to TCP. wspool / axum-floor
+// is wspool's own overhead; axum-floor / limit is the framework's.
+
+/// One connection's outbound side: messages waiting for its task.
+#[derive(Default)]
+struct FloorOutbox {
+    pending: std::sync::Mutex<Vec<bytes::Bytes>>,
+    ready: tokio::sync::Notify,
+}
+
+impl FloorOutbox {
+    fn push(&self, frame: &bytes::Bytes) {
+        let mut pending = self.pending.lock().unwrap();
+        pending.push(frame.clone());
+        let first = pending.len() == 1;
+        drop(pending);
+        if first {
+            self.ready.notify_one();
+        }
+    }
+}
+
+#[derive(Default)]
+struct Floor {
+    rooms: std::sync::Mutex<HashMap<String, Vec<Arc<FloorOutbox>>>>,
+    users: std::sync::Mutex<HashMap<String, Arc<FloorOutbox>>>,
+}
+
+fn floor_app() -> Router {
+    let state = Arc::new(Floor::default());
+    Router::new().route(
+        "/ws",
+        get(
+            move |ws: WebSocketUpgrade, headers: axum::http::HeaderMap| {
+                let state = state.clone();
+                async move {
+                    let token = headers
+                        .get("sec-websocket-protocol")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    ws.protocols([token.clone()])
+                        .on_upgrade(move |socket| floor_socket(socket, token, state))
+                }
+            },
+        ),
+    )
+}
+
+async fn floor_socket(mut socket: WebSocket, token: String, state: Arc<Floor>) {
+    let outbox = Arc::new(FloorOutbox::default());
+    let mut parts = token.split('_');
+    let id = parts.next().unwrap_or_default().to_owned();
+    for room in parts {
+        let mut rooms = state.rooms.lock().unwrap();
+        rooms
+            .entry(room.to_owned())
+            .or_default()
+            .push(outbox.clone());
+    }
+    (state.users.lock().unwrap()).insert(id.clone(), outbox.clone());
+    let mut batch = Vec::new();
+    let readable = Readable::new();
+    loop {
+        tokio::select! {
+            frame = readable.next(&mut socket) => {
+                let payload = match frame {
+                    Some(Ok(Message::Binary(payload))) => payload,
+                    Some(Ok(_)) => continue,
+                    _ => break,
+                };
+                let Some(msg) = stamped(&id, &payload) else { continue };
+                let frame = bytes::Bytes::from(prost::Message::encode_to_vec(&msg));
+                if let Some(room) = msg.channel.first() {
+                    if let Some(members) = state.rooms.lock().unwrap().get(room) {
+                        for member in members {
+                            member.push(&frame);
+                        }
+                    }
+                } else if let Some(member) = state.users.lock().unwrap().get(&msg.to_client_id) {
+                    member.push(&frame);
+                }
+            }
+            () = outbox.ready.notified() => {
+                std::mem::swap(&mut batch, &mut *outbox.pending.lock().unwrap());
+                let mut failed = false;
+                for frame in batch.drain(..) {
+                    failed |= socket.feed(Message::Binary(frame)).await.is_err();
+                }
+                if failed || socket.flush().await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    state.users.lock().unwrap().remove(&id);
+}
+
+/// The socket's read side polled only once it asked to be (as wspool's
+/// connection does): a task woken for each outbound batch would otherwise
+/// try a read, and fail, every time.
+struct Readable {
+    flag: Arc<ReadableFlag>,
+    waker: std::task::Waker,
+}
+
+struct ReadableFlag {
+    ready: std::sync::atomic::AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+impl std::task::Wake for ReadableFlag {
+    fn wake(self: Arc<Self>) {
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl Readable {
+    fn new() -> Self {
+        let flag = Arc::new(ReadableFlag {
+            ready: true.into(),
+            task: Default::default(),
+        });
+        let waker = flag.clone().into();
+        Readable { flag, waker }
+    }
+
+    async fn next(&self, socket: &mut WebSocket) -> Option<Result<Message, axum::Error>> {
+        use std::sync::atomic::Ordering::{AcqRel, Release};
+        std::future::poll_fn(|cx| {
+            self.flag.task.register(cx.waker());
+            if !self.flag.ready.swap(false, AcqRel) {
+                return std::task::Poll::Pending;
+            }
+            let polled = socket.poll_next_unpin(&mut std::task::Context::from_waker(&self.waker));
+            if polled.is_ready() {
+                self.flag.ready.store(true, Release);
+            }
+            polled
+        })
+        .await
+    }
 }
