@@ -520,6 +520,11 @@ struct Floor {
 
 fn floor_app() -> Router {
     let state = Arc::new(Floor::default());
+    // wspool's buffer sizes: the two differ only in what wspool does
+    // between the socket and the routing.
+    let defaults = wspool::WsPool::builder().build();
+    let read = defaults.config().read_buffer_size();
+    let write = defaults.config().write_buffer_size();
     Router::new().route(
         "/ws",
         get(
@@ -532,6 +537,8 @@ fn floor_app() -> Router {
                         .unwrap_or_default()
                         .to_owned();
                     ws.protocols([token.clone()])
+                        .read_buffer_size(read)
+                        .write_buffer_size(write)
                         .on_upgrade(move |socket| floor_socket(socket, token, state))
                 }
             },
