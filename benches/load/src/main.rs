@@ -43,12 +43,13 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const SERVERS: [&str; 6] = [
+const SERVERS: [&str; 7] = [
     "wspool",
     "socketioxide",
     "node-ws",
     "bun",
     "naive-axum",
+    "axum-floor",
     "limit",
 ];
 const SCENARIOS: [&str; 8] = [
