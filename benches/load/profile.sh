@@ -23,10 +23,13 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 server=$(pgrep -f -n "serve ${SERVER:-wspool} $port")
+recorder=
 if [ "${HEAP:-0}" != 1 ]; then
   (sleep "$DELAY"; perf record -F 1000 -g --call-graph dwarf,16384 -p "$server" -o "$OUT" -- sleep "$LEN" >/dev/null 2>&1) &
+  recorder=$!
 fi
-taskset -c 1 "$BIN" load "$SCENARIO" wspool "$port" "$server" 2>/dev/null | tail -1
-wait $! 2>/dev/null || true
+taskset -c 1 "$BIN" load "$SCENARIO" "${SERVER:-wspool}" "$port" "$server" 2>/dev/null | tail -1
+# Only perf is waited for: under heaptrack the last job is the server.
+if [ -n "$recorder" ]; then wait "$recorder" || true; fi
 kill "$server"
 sleep 2

@@ -17,7 +17,7 @@ use super::{Connection, Ended};
 use crate::{
     event::UndeliveredReason,
     message::{now_ms, Encoded},
-    node::CloseRequest,
+    node::{CloseRequest, BURST_ROOM, IDLE_ROOM},
     stats::bump,
     DisconnectReason, PoolError,
 };
@@ -26,11 +26,6 @@ use crate::{
 const BATCH_FRAMES: usize = 64;
 /// Most payload bytes written before one flush.
 const BATCH_BYTES: usize = 256 * 1024;
-/// Batch slots kept once the queue is drained, when a burst grew the batch
-/// beyond [`BATCH_BURST`]: an idle connection does not keep a burst's room,
-/// and steady traffic in smaller batches never reallocates.
-const BATCH_KEEP: usize = 8;
-const BATCH_BURST: usize = 32;
 
 /// Why a write did not complete.
 pub(super) enum WriteStop {
@@ -131,9 +126,10 @@ impl Connection {
                 return Err(stop);
             }
             batch.clear();
-            if frames < BATCH_FRAMES as u64 && batch.capacity() > BATCH_BURST {
-                // The queue is drained (or nearly): the burst is over.
-                batch.shrink_to(BATCH_KEEP);
+            if frames < BATCH_FRAMES as u64 && batch.capacity() > BURST_ROOM {
+                // The queue is drained (or nearly): the burst is over, and
+                // its room goes back as the mailbox's does.
+                batch.shrink_to(IDLE_ROOM);
             }
             let counters = hub.counters();
             bump(&counters.messages_out, frames);

@@ -37,10 +37,13 @@ struct Took {
     until: Instant,
 }
 
-/// The most queue entries kept allocated while there is nothing to send,
-/// after a burst grew the queue beyond `BURST`.
-const KEEP: usize = 8;
-const BURST: usize = 32;
+/// What a burst leaves with an idle client: a queue (or a connection's
+/// batch) grown beyond `BURST_ROOM` entries gives its room back, down to
+/// `IDLE_ROOM`, once drained; one that stays within `BURST_ROOM` never
+/// reallocates, so steady traffic pays nothing (BENCHMARKS.md,
+/// `burst_idle_15k`).
+pub(crate) const IDLE_ROOM: usize = 8;
+pub(crate) const BURST_ROOM: usize = 32;
 
 /// How much one drain takes, and when it happens (for the expiry check).
 #[derive(Clone, Copy)]
@@ -500,13 +503,11 @@ impl State {
     }
 
     /// Once the queue is empty: gives back what a burst grew beyond
-    /// [`BURST`] entries, down to [`KEEP`], so an idle client does not keep
-    /// room for its largest burst (BENCHMARKS.md, `burst_idle_15k`). A
-    /// queue that stays within `BURST` never reallocates.
+    /// [`BURST_ROOM`] entries, down to [`IDLE_ROOM`].
     fn release(&mut self) {
         for lane in &mut self.lanes {
-            if lane.entries.capacity() > BURST {
-                lane.entries.shrink_to(KEEP);
+            if lane.entries.capacity() > BURST_ROOM {
+                lane.entries.shrink_to(IDLE_ROOM);
             }
         }
     }
@@ -569,7 +570,7 @@ mod tests {
     }
 
     /// A burst's room is given back once the queue is drained, and not
-    /// before: an idle client keeps at most `KEEP` entries.
+    /// before: an idle client keeps at most `IDLE_ROOM` entries.
     #[test]
     fn a_drained_burst_gives_its_room_back() {
         let l = limits(1000, 1000);
@@ -588,7 +589,18 @@ mod tests {
         batch.clear();
         mb.drain(7, &mut batch, &mut expired, take(150), &l);
         assert_eq!(batch.len(), 50);
-        assert!(capacity(&mb) <= KEEP, "kept {}", capacity(&mb));
+        assert!(capacity(&mb) <= IDLE_ROOM, "kept {}", capacity(&mb));
+
+        // Steady traffic within `BURST_ROOM` keeps its room: no
+        // reallocation per message.
+        for i in 0..BURST_ROOM {
+            mb.push(&msg(&i.to_string(), 0, HOUR), &l, None).unwrap();
+        }
+        let steady = capacity(&mb);
+        batch.clear();
+        mb.drain(7, &mut batch, &mut expired, take(BURST_ROOM), &l);
+        assert_eq!(batch.len(), BURST_ROOM);
+        assert_eq!(capacity(&mb), steady, "kept while within BURST_ROOM");
     }
 
     /// Higher priority first, FIFO within a priority.

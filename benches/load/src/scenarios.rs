@@ -162,6 +162,20 @@ impl Recorder {
         }
     }
 
+    /// Until `expected` deliveries are recorded (woken as each message
+    /// reaches every client), or `limit` has passed.
+    async fn wait_for(&self, expected: u64, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.received.load(Relaxed) < expected {
+            if tokio::time::timeout_at(deadline, self.complete.notified())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+
     fn latency(&self, m: &mut Metrics) {
         let h = self.hist.lock();
         let ms = |us: u64| us as f64 / 1000.0;
@@ -291,15 +305,7 @@ pub async fn fanout(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
     pb.finish_and_clear();
     // Drain: until every message reached every subscriber, or 2 s.
     let expected = seq * n as u64;
-    let drain_deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while rec.received.load(Relaxed) < expected {
-        if tokio::time::timeout_at(drain_deadline, rec.complete.notified())
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
+    rec.wait_for(expected, Duration::from_secs(2)).await;
     let elapsed = start.elapsed().as_secs_f64();
     let cpu1 = ctx.cpu();
     let (user, system) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
@@ -454,15 +460,7 @@ pub async fn burst_idle(ctx: &Ctx, n: usize, burst: u64) -> Result<Metrics, Stri
         publisher.send(msg).await.map_err(|e| e.to_string())?;
     }
     let expected = burst * n as u64;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while rec.received.load(Relaxed) < expected {
-        if tokio::time::timeout_at(deadline, rec.complete.notified())
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
+    rec.wait_for(expected, Duration::from_secs(30)).await;
     // Every copy is read: the burst is over. Then the same settling time.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss2 = rss_kib(ctx.server_pid);

@@ -341,11 +341,57 @@ async fn limit_writer(mut write: OwnedWriteHalf, outbox: Arc<Outbox>) {
     }
 }
 
-#[derive(Default)]
-struct Limit {
-    rooms: std::sync::Mutex<HashMap<String, Vec<Arc<Outbox>>>>,
-    users: std::sync::Mutex<HashMap<String, Arc<Outbox>>>,
+/// Who is in which room, and who is who: the limit's and axum-floor's
+/// routing, over their own kind of outbox. Rooms keep a member after it
+/// leaves (the scenarios never leave a room they stay connected to).
+struct Routes<T> {
+    rooms: std::sync::Mutex<HashMap<String, Vec<Arc<T>>>>,
+    users: std::sync::Mutex<HashMap<String, Arc<T>>>,
 }
+
+impl<T> Default for Routes<T> {
+    fn default() -> Self {
+        Routes {
+            rooms: Default::default(),
+            users: Default::default(),
+        }
+    }
+}
+
+impl<T> Routes<T> {
+    /// Registers `outbox` under the subprotocol token `id_room1_room2`, as
+    /// wspool reads it; returns the id.
+    fn join(&self, token: &str, outbox: &Arc<T>) -> String {
+        let mut parts = token.split('_');
+        let id = parts.next().unwrap_or_default().to_owned();
+        for room in parts {
+            let mut rooms = self.rooms.lock().unwrap();
+            rooms
+                .entry(room.to_owned())
+                .or_default()
+                .push(outbox.clone());
+        }
+        (self.users.lock().unwrap()).insert(id.clone(), outbox.clone());
+        id
+    }
+
+    /// Hands `msg` to its room's members, or to the one it is addressed to.
+    fn route(&self, msg: &wspool::SendMsg, mut deliver: impl FnMut(&T)) {
+        if let Some(room) = msg.channel.first() {
+            if let Some(members) = self.rooms.lock().unwrap().get(room) {
+                members.iter().for_each(|m| deliver(m));
+            }
+        } else if let Some(member) = self.users.lock().unwrap().get(&msg.to_client_id) {
+            deliver(member);
+        }
+    }
+
+    fn leave(&self, id: &str) {
+        self.users.lock().unwrap().remove(id);
+    }
+}
+
+type Limit = Routes<Outbox>;
 
 async fn limit(listener: TcpListener) -> std::io::Result<()> {
     let state = Arc::new(Limit::default());
@@ -405,23 +451,7 @@ async fn limit_conn(stream: tokio::net::TcpStream, state: Arc<Limit>) -> std::io
     let outbox = Arc::new(Outbox::default());
     outbox.push(head.as_bytes());
     let writer = tokio::spawn(limit_writer(write, outbox.clone()));
-    // `id_room1_room2`, as wspool reads it.
-    let mut parts = token.split('_');
-    let id = parts.next().unwrap_or_default().to_owned();
-    for room in parts {
-        state
-            .rooms
-            .lock()
-            .unwrap()
-            .entry(room.to_owned())
-            .or_default()
-            .push(outbox.clone());
-    }
-    state
-        .users
-        .lock()
-        .unwrap()
-        .insert(id.clone(), outbox.clone());
+    let id = state.join(&token, &outbox);
     // Read masked client frames; route text frames.
     loop {
         let mut head = [0u8; 2];
@@ -456,17 +486,9 @@ async fn limit_conn(stream: tokio::net::TcpStream, state: Arc<Limit>) -> std::io
             continue;
         };
         let frame = server_frame(&prost::Message::encode_to_vec(&msg));
-        if let Some(room) = msg.channel.first() {
-            if let Some(members) = state.rooms.lock().unwrap().get(room) {
-                for outbox in members {
-                    outbox.push(&frame);
-                }
-            }
-        } else if let Some(outbox) = state.users.lock().unwrap().get(&msg.to_client_id) {
-            outbox.push(&frame);
-        }
+        state.route(&msg, |outbox| outbox.push(&frame));
     }
-    state.users.lock().unwrap().remove(&id);
+    state.leave(&id);
     writer.abort();
     Ok(())
 }
@@ -512,19 +534,14 @@ impl FloorOutbox {
     }
 }
 
-#[derive(Default)]
-struct Floor {
-    rooms: std::sync::Mutex<HashMap<String, Vec<Arc<FloorOutbox>>>>,
-    users: std::sync::Mutex<HashMap<String, Arc<FloorOutbox>>>,
-}
+type Floor = Routes<FloorOutbox>;
 
 fn floor_app() -> Router {
     let state = Arc::new(Floor::default());
     // wspool's buffer sizes: the two differ only in what wspool does
     // between the socket and the routing.
-    let defaults = wspool::WsPool::builder().build();
-    let read = defaults.config().read_buffer_size();
-    let write = defaults.config().write_buffer_size();
+    let defaults = wspool::Config::default();
+    let (read, write) = (defaults.read_buffer_size(), defaults.write_buffer_size());
     Router::new().route(
         "/ws",
         get(
@@ -548,16 +565,7 @@ fn floor_app() -> Router {
 
 async fn floor_socket(mut socket: WebSocket, token: String, state: Arc<Floor>) {
     let outbox = Arc::new(FloorOutbox::default());
-    let mut parts = token.split('_');
-    let id = parts.next().unwrap_or_default().to_owned();
-    for room in parts {
-        let mut rooms = state.rooms.lock().unwrap();
-        rooms
-            .entry(room.to_owned())
-            .or_default()
-            .push(outbox.clone());
-    }
-    (state.users.lock().unwrap()).insert(id.clone(), outbox.clone());
+    let id = state.join(&token, &outbox);
     let mut batch = Vec::new();
     let readable = Readable::new();
     loop {
@@ -570,15 +578,7 @@ async fn floor_socket(mut socket: WebSocket, token: String, state: Arc<Floor>) {
                 };
                 let Some(msg) = stamped(&id, &payload) else { continue };
                 let frame = bytes::Bytes::from(prost::Message::encode_to_vec(&msg));
-                if let Some(room) = msg.channel.first() {
-                    if let Some(members) = state.rooms.lock().unwrap().get(room) {
-                        for member in members {
-                            member.push(&frame);
-                        }
-                    }
-                } else if let Some(member) = state.users.lock().unwrap().get(&msg.to_client_id) {
-                    member.push(&frame);
-                }
+                state.route(&msg, |member| member.push(&frame));
             }
             () = outbox.ready.notified() => {
                 std::mem::swap(&mut batch, &mut *outbox.pending.lock().unwrap());
@@ -592,7 +592,7 @@ async fn floor_socket(mut socket: WebSocket, token: String, state: Arc<Floor>) {
             }
         }
     }
-    state.users.lock().unwrap().remove(&id);
+    state.leave(&id);
 }
 
 /// The socket's read side polled only once it asked to be (as wspool's

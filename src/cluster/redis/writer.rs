@@ -514,3 +514,24 @@ pub(super) fn evalsha<const N: usize>(script: &redis::Script, keys: [String; N])
     }
     cmd
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply from Redis (`DIRECT`, `LISTENERS`) says a node is gone only
+    /// as `{0, ms}`: anything else (listeners, an older script's bare
+    /// count, garbage) is not taken as gone, so no adoption follows.
+    #[test]
+    fn only_a_well_formed_reply_says_a_node_is_gone() {
+        let gone = |v: Vec<Value>| nobody_listened(&Value::Array(v));
+        assert_eq!(gone(vec![Value::Int(0), Value::Int(1_700)]), Some(1_700));
+        assert_eq!(gone(vec![Value::Int(0), Value::Int(-5)]), Some(0));
+        assert_eq!(gone(vec![Value::Int(2), Value::Int(1_700)]), None);
+        assert_eq!(gone(vec![Value::Int(0)]), None);
+        assert_eq!(gone(vec![Value::Int(0), Value::Nil]), None);
+        assert_eq!(gone(Vec::new()), None);
+        assert_eq!(nobody_listened(&Value::Int(0)), None);
+        assert_eq!(nobody_listened(&Value::Nil), None);
+    }
+}
