@@ -61,11 +61,10 @@ impl Connection {
                     }
                 }
                 () = self.state().wake.notified() => {
-                    // Boxed, as the ping below: a write's future is the
-                    // largest state of this loop, and the task would keep
-                    // room for it all the time it is idle (one allocation
-                    // per batch instead: BENCHMARKS.md, issue 11).
-                    match Box::pin(self.write_queued(socket, &mut batch)).await {
+                    // Not boxed: only a write that waits has a future of
+                    // its own, boxed (the task keeps no room for it while
+                    // idle: BENCHMARKS.md, issues 11 and 20).
+                    match self.write_queued(socket, &mut batch).await {
                         Ok(None) => {}
                         Ok(Some(close)) => return close.reason.into(),
                         Err(stop) => return self.stopped(stop),

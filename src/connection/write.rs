@@ -58,8 +58,7 @@ impl Connection {
             // The write first: when it completes at once, nothing else is
             // touched; only a pending write watches for a close request.
             if let Poll::Ready(written) = write(cx) {
-                let failed = |e: axum::Error| WriteStop::Failed(PoolError::Socket(e.to_string()));
-                return Poll::Ready(written.map_err(failed));
+                return Poll::Ready(written.map_err(WriteStop::from));
             }
             let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
             if timer.as_mut().poll(cx).is_ready() {
@@ -91,15 +90,35 @@ impl Connection {
     /// Writes one batch from the mailbox with a single flush; returns a
     /// close request when it is due (at once, or once the mailbox is empty
     /// for a flushing close).
+    ///
+    /// The batch is first written without waiting ([`Self::write_ready`]):
+    /// most writes complete at once, and those need no future of their
+    /// own. Only a write that must wait goes on in a boxed future: the
+    /// task keeps no room for it while idle, and allocates only when the
+    /// socket pushes back (BENCHMARKS.md, issue 20).
     pub(super) async fn write_queued(
         &self,
         socket: &mut WebSocket,
         batch: &mut Vec<Arc<Encoded>>,
     ) -> Result<Option<CloseRequest>, WriteStop> {
+        match poll_fn(|cx| Poll::Ready(self.write_ready(socket, batch, cx))).await {
+            Written::Done(done) => done,
+            Written::Waiting(rest) => Box::pin(self.write_rest(socket, batch, rest)).await,
+        }
+    }
+
+    /// Drains a batch from the mailbox and writes as much of it as the
+    /// socket takes now.
+    fn write_ready(
+        &self,
+        socket: &mut WebSocket,
+        batch: &mut Vec<Arc<Encoded>>,
+        cx: &mut Context<'_>,
+    ) -> Written {
         let state = self.state();
         let close = state.close_request();
         if close.as_ref().is_some_and(|c| !c.flush) {
-            return Ok(close);
+            return Written::Done(Ok(close));
         }
         let hub = self.hub();
         let mut expired = Vec::new();
@@ -109,29 +128,68 @@ impl Connection {
         #[cfg(feature = "metrics")]
         crate::metrics::queue_delays(hub.queue_delay(), batch, now);
         hub.report_undelivered(&state.id, expired, UndeliveredReason::Expired);
+        let mut fed = 0;
+        if !batch.is_empty() {
+            let frame = |i: usize| batch[i].frame(state.format);
+            match poll_frames(socket, cx, &mut fed, batch.len(), frame) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    return Written::Done(Err(self.write_failed(batch, WriteStop::from(e))))
+                }
+                Poll::Pending => return Written::Waiting(Rest { fed, bytes, close }),
+            }
+        }
+        Written::Done(Ok(self.wrote(batch, bytes, close)))
+    }
+
+    /// The rest of a write that had to wait: bounded and abandonable, as
+    /// every write ([`Self::write`]).
+    async fn write_rest(
+        &self,
+        socket: &mut WebSocket,
+        batch: &mut Vec<Arc<Encoded>>,
+        rest: Rest,
+    ) -> Result<Option<CloseRequest>, WriteStop> {
+        let Rest {
+            mut fed,
+            bytes,
+            close,
+        } = rest;
+        let format = self.state().format;
+        let frame = |i: usize| batch[i].frame(format);
+        let write = |cx: &mut Context<'_>| poll_frames(socket, cx, &mut fed, batch.len(), frame);
+        if let Err(stop) = self.write(write).await {
+            return Err(self.write_failed(batch, stop));
+        }
+        Ok(self.wrote(batch, bytes, close))
+    }
+
+    /// A batch that may have reached the client in part; none of it is
+    /// known to have: it is reported, rather than lost silently.
+    fn write_failed(&self, batch: &mut Vec<Arc<Encoded>>, stop: WriteStop) -> WriteStop {
+        let batch = std::mem::take(batch);
+        (self.hub()).report_undelivered(&self.state().id, batch, UndeliveredReason::WriteFailed);
+        stop
+    }
+
+    /// Counts a batch written and empties it; the close request, if one is
+    /// now due.
+    fn wrote(
+        &self,
+        batch: &mut Vec<Arc<Encoded>>,
+        bytes: usize,
+        close: Option<CloseRequest>,
+    ) -> Option<CloseRequest> {
+        let state = self.state();
         if !batch.is_empty() {
             let frames = batch.len() as u64;
-            let mut fed = 0;
-            let frame = |i: usize| batch[i].frame(state.format);
-            let write =
-                |cx: &mut Context<'_>| poll_frames(socket, cx, &mut fed, batch.len(), frame);
-            if let Err(stop) = self.write(write).await {
-                // Some of the batch may have reached the client; none is
-                // known to have: report it all rather than lose it silently.
-                hub.report_undelivered(
-                    &state.id,
-                    std::mem::take(batch),
-                    UndeliveredReason::WriteFailed,
-                );
-                return Err(stop);
-            }
             batch.clear();
             if frames < BATCH_FRAMES as u64 && batch.capacity() > BURST_ROOM {
                 // The queue is drained (or nearly): the burst is over, and
                 // its room goes back as the mailbox's does.
                 batch.shrink_to(IDLE_ROOM);
             }
-            let counters = hub.counters();
+            let counters = self.hub().counters();
             bump(&counters.messages_out, frames);
             bump(&counters.bytes_out, bytes as u64);
             bump(&state.messages_out, frames);
@@ -139,10 +197,28 @@ impl Connection {
             state.last_sent_ms.store(now_ms() as u64, Relaxed);
             tracing::trace!(frames, bytes, "wrote batch");
         }
-        if close.is_some() && state.mailbox.len().0 == 0 {
-            return Ok(close);
-        }
-        Ok(None)
+        close.filter(|_| state.mailbox.len().0 == 0)
+    }
+}
+
+/// What a first attempt at a batch came to.
+enum Written {
+    Done(Result<Option<CloseRequest>, WriteStop>),
+    /// The socket pushed back: the rest goes on in [`Connection::write_rest`].
+    Waiting(Rest),
+}
+
+/// Where a write that had to wait stands.
+struct Rest {
+    /// Frames of the batch already fed to the socket.
+    fed: usize,
+    bytes: usize,
+    close: Option<CloseRequest>,
+}
+
+impl From<axum::Error> for WriteStop {
+    fn from(e: axum::Error) -> Self {
+        WriteStop::Failed(PoolError::Socket(e.to_string()))
     }
 }
 

@@ -246,13 +246,37 @@ impl Mailbox {
             return 0;
         }
         let mut taken = 0;
-        while batch.len() < max_frames && taken < max_bytes {
-            let Some((msg, len)) = s.pop() else { break };
+        let mut take = |msg: Arc<Encoded>, len: usize, batch: &mut Vec<Arc<Encoded>>| {
             if msg.expires_at <= now {
                 expired.push(msg);
             } else {
                 taken += len;
                 batch.push(msg);
+            }
+            taken < max_bytes
+        };
+        if let [lane] = &mut s.lanes[..] {
+            // One priority (the usual case): straight off its lane, with no
+            // search for the highest lane per message.
+            let (mut count, mut freed) = (0, 0);
+            while batch.len() < max_frames {
+                let Some((msg, len)) = lane.entries.pop_front() else {
+                    break;
+                };
+                count += 1;
+                freed += len;
+                if !take(msg, len, batch) {
+                    break;
+                }
+            }
+            s.messages -= count;
+            s.bytes -= freed;
+        } else {
+            while batch.len() < max_frames {
+                let Some((msg, len)) = s.pop() else { break };
+                if !take(msg, len, batch) {
+                    break;
+                }
             }
         }
         if s.messages * 2 <= limits.queue_max_messages && s.bytes * 2 <= limits.queue_max_bytes {
@@ -601,6 +625,40 @@ mod tests {
         mb.drain(7, &mut batch, &mut expired, take(BURST_ROOM), &l);
         assert_eq!(batch.len(), BURST_ROOM);
         assert_eq!(capacity(&mb), steady, "kept while within BURST_ROOM");
+    }
+
+    /// A drain stops at its frame limit and just past its byte limit, and
+    /// what it leaves is counted, with one priority (the fast path) and
+    /// with several.
+    #[test]
+    fn a_drain_takes_at_most_its_limits() {
+        // Priorities of one byte each: every message is the same size.
+        for priorities in [&[1][..], &[1, 5]] {
+            let l = limits(100, 100);
+            let (mb, _) = attached(&l);
+            for i in 0..10 {
+                let p = priorities[i % priorities.len()];
+                mb.push(&msg("0123456789", p, HOUR), &l, None).unwrap();
+            }
+            let (_, all) = mb.len();
+            let each = all / 10;
+            let (mut batch, mut expired) = (Vec::new(), Vec::new());
+            let taken = mb.drain(7, &mut batch, &mut expired, take(4), &l);
+            assert_eq!((batch.len(), taken), (4, 4 * each));
+            assert_eq!(mb.len(), (6, 6 * each));
+            batch.clear();
+            let by_bytes = Take {
+                max_bytes: 2 * each + 1,
+                ..take(100)
+            };
+            let taken = mb.drain(7, &mut batch, &mut expired, by_bytes, &l);
+            assert_eq!((batch.len(), taken), (3, 3 * each), "{priorities:?}");
+            assert_eq!(mb.len(), (3, 3 * each));
+            batch.clear();
+            mb.drain(7, &mut batch, &mut expired, take(100), &l);
+            assert_eq!((batch.len(), mb.len()), (3, (0, 0)));
+            assert!(expired.is_empty());
+        }
     }
 
     /// Higher priority first, FIFO within a priority.
