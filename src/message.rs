@@ -97,6 +97,9 @@ pub(crate) struct Encoded {
     pub(crate) queued_at: Instant,
     binary: OnceLock<Bytes>,
     json: OnceLock<Utf8Bytes>,
+    /// The whole frames (header and payload) for a socket the pool writes
+    /// itself, per format: built once, shared by every recipient.
+    wire: [OnceLock<Bytes>; 2],
     /// Its name in a cluster (origin node, number there), set when it
     /// arrives from another node: a client that took it from its offline
     /// buffer does not get it again (see `Mailbox::prepend`). Unset on a
@@ -144,6 +147,7 @@ impl Encoded {
             queued_at: now,
             binary,
             json: OnceLock::new(),
+            wire: Default::default(),
             name: OnceLock::new(),
         })
     }
@@ -180,6 +184,16 @@ impl Encoded {
         }
     }
 
+    /// The whole server frame for `format` (unmasked, final, binary or
+    /// text), as a socket the pool upgraded is written: built on first
+    /// use, then shared by every recipient.
+    pub(crate) fn wire(&self, format: Format) -> &Bytes {
+        match format {
+            Format::Binary => self.wire[0].get_or_init(|| server_frame(0x2, self.binary())),
+            Format::Json => self.wire[1].get_or_init(|| server_frame(0x1, self.json().as_bytes())),
+        }
+    }
+
     /// The binary (protobuf) form, encoded on first use.
     pub(crate) fn binary(&self) -> &Bytes {
         self.binary
@@ -193,6 +207,25 @@ impl Encoded {
             Utf8Bytes::from(serde_json::to_string(&*self.msg).unwrap_or_default())
         })
     }
+}
+
+/// A final, unmasked server frame of `opcode` carrying `payload` (RFC 6455
+/// section 5.2).
+fn server_frame(opcode: u8, payload: &[u8]) -> Bytes {
+    let len = payload.len();
+    let mut frame = Vec::with_capacity(len + 10);
+    frame.push(0x80 | opcode);
+    if len < 126 {
+        frame.push(len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        frame.push(126);
+        frame.extend_from_slice(&len.to_be_bytes());
+    } else {
+        frame.push(127);
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    frame.extend_from_slice(payload);
+    Bytes::from(frame)
 }
 
 /// About a century: a duration at least this long means "never".
@@ -262,6 +295,35 @@ pub fn receipt(original: &SendMsg, status: i32, reason: &str) -> SendMsg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The frames the pool writes itself are byte for byte what
+    /// tungstenite writes for the same message, at every length encoding
+    /// (7-bit, 16-bit, 64-bit), binary and text.
+    #[test]
+    fn wire_frames_are_tungstenites() {
+        use tungstenite::protocol::frame::{
+            coding::{Data, OpCode},
+            Frame,
+        };
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            for (opcode, data) in [(0x2, Data::Binary), (0x1, Data::Text)] {
+                let payload = vec![b'a'; len];
+                let mut want = Vec::new();
+                Frame::message(payload.clone(), OpCode::Data(data), true)
+                    .format(&mut want)
+                    .unwrap();
+                assert_eq!(&server_frame(opcode, &payload)[..], &want[..], "{len}");
+            }
+        }
+        let e = Encoded::new(Arc::new(SendMsg::default()), None, Duration::from_secs(1));
+        let (a, b) = (
+            e.wire(Format::Binary).clone(),
+            e.wire(Format::Binary).clone(),
+        );
+        assert_eq!(a.as_ptr(), b.as_ptr(), "built once, shared");
+        assert_eq!(&a[2..], &e.binary()[..]);
+        assert_eq!(&e.wire(Format::Json)[2..], e.json().as_bytes());
+    }
 
     /// The same message yields the same bytes for every recipient, encoded once.
     #[test]

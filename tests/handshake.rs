@@ -308,3 +308,28 @@ async fn accept_in_own_handler() {
     let frame = dev.next().await.unwrap().unwrap();
     assert!(frame.is_binary());
 }
+
+/// A handshake that passes every check, on a connection that cannot be
+/// upgraded (the router called directly: no upgrade in the request), gets
+/// axum's 426, as from axum's own extractor: the provided route answers
+/// what axum answers (the other refusals: `hostile.rs`,
+/// `incomplete_upgrades_are_refused`).
+#[tokio::test]
+async fn a_connection_that_cannot_upgrade_gets_426() {
+    use tower::ServiceExt;
+    let pool = WsPool::new();
+    let app: axum::Router = axum::Router::new()
+        .merge(wspool::route())
+        .layer(pool.layer());
+    let request = axum::http::Request::get("/ws")
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-protocol", "a")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 426);
+    assert_eq!(pool.stats().connections_total, 0);
+}

@@ -647,6 +647,55 @@ async fn a_slow_client_that_resumes_reading_gets_4008() {
     }
 }
 
+/// Pings sent while the server's writes to a client are stalled are
+/// answered between frames, never inside one: the pool writes its
+/// messages itself and tungstenite writes the pongs, and a frame whose
+/// start was written is finished first (raw socket: every byte the server
+/// wrote is parsed, in order).
+#[tokio::test]
+async fn pings_during_a_stalled_write_do_not_split_a_frame() {
+    let pool = WsPool::builder()
+        .write_timeout(Duration::from_secs(60))
+        .queue_max_messages(1024)
+        .queue_max_bytes(1 << 30)
+        .build();
+    let addr = start(&pool).await;
+    let mut p = open(&pool, addr, "p").await; // reads nothing for now
+                                              // Far more than loopback's socket buffers hold: the writes stall
+                                              // part-way through frames.
+    let (count, size) = (300, 64 * 1024);
+    let pad = "x".repeat(size);
+    for i in 0..count {
+        let body = format!("{i:06}{pad}");
+        pool.send(text_msg("p", &[], &body)).unwrap();
+    }
+    for i in 0..20u8 {
+        p.send(&frame(true, 0, PING, true, &[i; 4])).await;
+    }
+    let (mut next, mut pongs) = (0, 0);
+    while next < count {
+        match p.frame().await.expect("the server closed") {
+            Frame {
+                opcode: BINARY,
+                payload,
+            } => {
+                let msg = wspool::SendMsg::decode(&payload[..]).unwrap();
+                assert_eq!(&msg.msg[..6], format!("{next:06}"));
+                assert_eq!(msg.msg.len(), 6 + size);
+                next += 1;
+            }
+            Frame { opcode: PONG, .. } => pongs += 1,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    if pongs == 0 {
+        // The pings were read after the last message was written: the
+        // pong follows it.
+        assert_eq!(p.frame().await.map(|f| f.opcode), Some(PONG));
+    }
+    still_serving(&pool, addr).await;
+}
+
 /// A kick (4002) and a replacement (4001) also take effect at once while a
 /// write to the client is stalled.
 #[tokio::test]

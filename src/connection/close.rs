@@ -1,15 +1,13 @@
 //! Close frames: the code and text for each reason, and how a read error
 //! maps to a reason.
 
-use axum::extract::ws::{CloseFrame, Message};
-
 use crate::{message::close_code, DisconnectReason, PoolError};
 
-pub(super) fn read_error(e: axum::Error) -> DisconnectReason {
+/// Why a read failed, as the reason the connection ends. axum wraps
+/// tungstenite's error (the same version as ours): both sockets give it.
+pub(super) fn read_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> DisconnectReason {
     use tungstenite::{error::ProtocolError, Error};
-    // axum wraps tungstenite's error; it is the same version as ours.
-    let inner = e.into_inner();
-    match inner.downcast_ref::<Error>() {
+    match e.downcast_ref::<Error>() {
         Some(Error::Capacity(_)) => DisconnectReason::MessageTooBig,
         Some(Error::Utf8(detail)) => DisconnectReason::ProtocolViolation {
             code: close_code::INVALID_PAYLOAD,
@@ -25,11 +23,11 @@ pub(super) fn read_error(e: axum::Error) -> DisconnectReason {
             code: close_code::PROTOCOL,
             detail: e.to_string(),
         },
-        _ => DisconnectReason::Error(PoolError::Socket(inner.to_string())),
+        _ => DisconnectReason::Error(PoolError::Socket(e.to_string())),
     }
 }
 
-fn close_text(reason: &DisconnectReason) -> &'static str {
+pub(super) fn close_text(reason: &DisconnectReason) -> &'static str {
     match reason {
         DisconnectReason::Replaced => "replaced",
         DisconnectReason::Kicked => "disconnected",
@@ -47,11 +45,4 @@ fn close_text(reason: &DisconnectReason) -> &'static str {
         DisconnectReason::ProtocolViolation { .. } => "protocol error",
         _ => "",
     }
-}
-
-pub(super) fn close_frame(reason: &DisconnectReason) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: reason.code().unwrap_or(close_code::NORMAL),
-        reason: close_text(reason).into(),
-    }))
 }

@@ -26,12 +26,11 @@
 //! | `report.rs` | callbacks and errors |
 //! | `read_signal.rs` | the read side's waker |
 //! | `close.rs` | close frames, and read errors as reasons |
+//! | `socket.rs` | axum's `WebSocket`, or one whose messages the pool writes itself |
 //! | `rate_limit.rs` | the inbound token buckets |
 
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocket;
-use futures_util::{SinkExt, StreamExt};
 use tracing::Instrument;
 
 mod close;
@@ -41,9 +40,10 @@ mod read_signal;
 mod register;
 mod report;
 mod select;
+mod socket;
 mod write;
 
-use close::close_frame;
+pub(crate) use socket::Socket;
 
 use crate::{
     admission::Ticket,
@@ -86,7 +86,7 @@ pub(crate) fn serve(
     hub: Arc<Hub>,
     callbacks: Arc<Callbacks>,
     config: Box<ClientConfig>,
-    socket: WebSocket,
+    socket: Socket,
     ticket: Ticket,
 ) -> impl std::future::Future<Output = ()> + Send {
     let live = hub.live_guard();
@@ -116,14 +116,14 @@ pub(crate) fn serve(
 }
 
 /// Tells a connection refused at registration why, and counts it.
-async fn refuse(hub: &Hub, mut socket: Box<WebSocket>, refusal: DisconnectReason) {
+async fn refuse(hub: &Hub, mut socket: Box<Socket>, refusal: DisconnectReason) {
     let counters = hub.counters();
     let counter = match refusal {
         DisconnectReason::Shutdown => &counters.refused_shutting_down,
         _ => &counters.refused_duplicate_id,
     };
     bump(counter, 1);
-    let close = socket.send(close_frame(&refusal));
+    let close = socket.send_control(Some(&refusal));
     let _ = tokio::time::timeout(hub.config().write_timeout(), close).await;
     tracing::debug!(reason = ?refusal, "refused at registration");
 }
@@ -157,7 +157,7 @@ impl Connection {
     }
 
     /// Claims the id in a cluster, then runs the connection.
-    async fn start(mut self: Box<Self>, socket: Box<WebSocket>) {
+    async fn start(mut self: Box<Self>, socket: Box<Socket>) {
         if let Some(cluster) = self.hub().cluster() {
             // Boxed: the claim's future (a cluster's round trip) is over
             // once registered; the task must not keep room for it.
@@ -173,7 +173,7 @@ impl Connection {
         self.run(socket).await;
     }
 
-    async fn run(mut self: Box<Self>, mut socket: Box<WebSocket>) {
+    async fn run(mut self: Box<Self>, mut socket: Box<Socket>) {
         bump(&self.hub().counters().connections_total, 1);
         tracing::debug!(remote = ?self.state().remote_addr, "connected");
         if self.hub().wants_events() {
@@ -212,7 +212,7 @@ impl Connection {
             }
         }
         if we_close {
-            let _ = tokio::time::timeout(write_timeout, socket.send(close_frame(&reason))).await;
+            let _ = tokio::time::timeout(write_timeout, socket.send_control(Some(&reason))).await;
         } else {
             // Sends tungstenite's reply to the client's close frame.
             let _ = tokio::time::timeout(write_timeout, socket.flush()).await;

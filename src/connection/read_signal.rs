@@ -13,8 +13,11 @@ use std::{
     task::{Context, Poll, Wake, Waker},
 };
 
-use axum::extract::ws::{Message, WebSocket};
-use futures_util::{task::AtomicWaker, StreamExt};
+use axum::extract::ws::Message;
+use futures_util::task::AtomicWaker;
+
+use super::socket::Socket;
+use crate::DisconnectReason;
 
 /// Polls the socket's read side only when it asked to be polled.
 ///
@@ -58,18 +61,18 @@ impl ReadSignal {
         ReadSignal { flag, waker }
     }
 
-    /// The next frame from the client, as `StreamExt::next` would give it.
+    /// The next frame from the client ([`Socket::poll_next`]).
     pub(super) fn next_frame<'a>(
         &'a self,
-        socket: &'a mut WebSocket,
-    ) -> impl Future<Output = Option<Result<Message, axum::Error>>> + 'a {
+        socket: &'a mut Socket,
+    ) -> impl Future<Output = Option<Result<Message, DisconnectReason>>> + 'a {
         poll_fn(move |cx| {
             // Register before checking, so a wake in between is not lost.
             self.flag.task.register(cx.waker());
             if !self.flag.ready.swap(false, AcqRel) {
                 return Poll::Pending;
             }
-            let polled = socket.poll_next_unpin(&mut Context::from_waker(&self.waker));
+            let polled = socket.poll_next(&mut Context::from_waker(&self.waker));
             if polled.is_ready() {
                 // More frames may already be buffered: look again next time.
                 self.flag.ready.store(true, Release);

@@ -3,13 +3,10 @@
 
 use std::{sync::atomic::Ordering::Relaxed, task::Context};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::Message;
 use tokio::time::Instant;
 
-use super::{
-    close::read_error, rate_limit::RateLimit, read_signal::ReadSignal, write::poll_frames,
-    Connection, Ended,
-};
+use super::{rate_limit::RateLimit, read_signal::ReadSignal, socket::Socket, Connection, Ended};
 use crate::{
     message::{after, after_from, now_ms},
     DisconnectReason,
@@ -21,7 +18,7 @@ impl Connection {
     /// One task owns the whole socket (no split halves and their lock): the
     /// `select!` drops its futures before a branch's handler runs, so the
     /// handlers may use the socket.
-    pub(super) async fn serve(&self, socket: &mut WebSocket) -> Ended {
+    pub(super) async fn serve(&self, socket: &mut Socket) -> Ended {
         let config = self.hub().config();
         let mut rate = RateLimit::new(
             config.max_inbound_messages_per_sec(),
@@ -43,7 +40,7 @@ impl Connection {
                 frame = readable.next_frame(socket) => {
                     let frame = match frame {
                         Some(Ok(frame)) => frame,
-                        Some(Err(e)) => return read_error(e).into(),
+                        Some(Err(reason)) => return reason.into(),
                         None => return DisconnectReason::ConnectionLost.into(),
                     };
                     let now = Instant::now();
@@ -77,9 +74,8 @@ impl Connection {
                     }
                     if now >= next_ping {
                         next_ping = after(ping_interval);
-                        let mut fed = 0;
-                        let ping = |_| Message::Ping(Default::default());
-                        let send = |cx: &mut Context<'_>| poll_frames(socket, cx, &mut fed, 1, ping);
+                        let mut fed = false;
+                        let send = |cx: &mut Context<'_>| socket.poll_send_control(cx, None, &mut fed);
                         if let Err(stop) = Box::pin(self.write(send)).await {
                             return self.stopped(stop);
                         }

@@ -6,14 +6,12 @@ use std::{
     future::{poll_fn, Future},
     pin::Pin,
     sync::{atomic::Ordering::Relaxed, Arc},
-    task::{ready, Context, Poll},
+    task::{Context, Poll},
 };
 
-use axum::extract::ws::{Message, WebSocket};
-use futures_util::SinkExt;
 use tokio::time::{Instant, Sleep};
 
-use super::{Connection, Ended};
+use super::{socket::Socket, Connection, Ended};
 use crate::{
     event::UndeliveredReason,
     message::{now_ms, Encoded},
@@ -49,7 +47,7 @@ impl Connection {
     /// the timeout counts from that wait.
     pub(super) async fn write(
         &self,
-        mut write: impl FnMut(&mut Context<'_>) -> Poll<Result<(), axum::Error>>,
+        mut write: impl FnMut(&mut Context<'_>) -> Poll<Result<(), PoolError>>,
     ) -> Result<(), WriteStop> {
         let timeout = self.hub().config().write_timeout();
         let state = self.state();
@@ -58,7 +56,7 @@ impl Connection {
             // The write first: when it completes at once, nothing else is
             // touched; only a pending write watches for a close request.
             if let Poll::Ready(written) = write(cx) {
-                return Poll::Ready(written.map_err(WriteStop::from));
+                return Poll::Ready(written.map_err(WriteStop::Failed));
             }
             let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
             if timer.as_mut().poll(cx).is_ready() {
@@ -98,7 +96,7 @@ impl Connection {
     /// socket pushes back (BENCHMARKS.md, issue 20).
     pub(super) async fn write_queued(
         &self,
-        socket: &mut WebSocket,
+        socket: &mut Socket,
         batch: &mut Vec<Arc<Encoded>>,
     ) -> Result<Option<CloseRequest>, WriteStop> {
         match poll_fn(|cx| Poll::Ready(self.write_ready(socket, batch, cx))).await {
@@ -111,7 +109,7 @@ impl Connection {
     /// socket takes now.
     fn write_ready(
         &self,
-        socket: &mut WebSocket,
+        socket: &mut Socket,
         batch: &mut Vec<Arc<Encoded>>,
         cx: &mut Context<'_>,
     ) -> Written {
@@ -130,11 +128,10 @@ impl Connection {
         hub.report_undelivered(&state.id, expired, UndeliveredReason::Expired);
         let mut fed = 0;
         if !batch.is_empty() {
-            let frame = |i: usize| batch[i].frame(state.format);
-            match poll_frames(socket, cx, &mut fed, batch.len(), frame) {
+            match socket.poll_write_batch(cx, batch, state.format, &mut fed) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => {
-                    return Written::Done(Err(self.write_failed(batch, WriteStop::from(e))))
+                    return Written::Done(Err(self.write_failed(batch, WriteStop::Failed(e))))
                 }
                 Poll::Pending => return Written::Waiting(Rest { fed, bytes, close }),
             }
@@ -146,7 +143,7 @@ impl Connection {
     /// every write ([`Self::write`]).
     async fn write_rest(
         &self,
-        socket: &mut WebSocket,
+        socket: &mut Socket,
         batch: &mut Vec<Arc<Encoded>>,
         rest: Rest,
     ) -> Result<Option<CloseRequest>, WriteStop> {
@@ -156,8 +153,7 @@ impl Connection {
             close,
         } = rest;
         let format = self.state().format;
-        let frame = |i: usize| batch[i].frame(format);
-        let write = |cx: &mut Context<'_>| poll_frames(socket, cx, &mut fed, batch.len(), frame);
+        let write = |cx: &mut Context<'_>| socket.poll_write_batch(cx, batch, format, &mut fed);
         if let Err(stop) = self.write(write).await {
             return Err(self.write_failed(batch, stop));
         }
@@ -214,28 +210,4 @@ struct Rest {
     fed: usize,
     bytes: usize,
     close: Option<CloseRequest>,
-}
-
-impl From<axum::Error> for WriteStop {
-    fn from(e: axum::Error) -> Self {
-        WriteStop::Failed(PoolError::Socket(e.to_string()))
-    }
-}
-
-/// Feeds frames `*fed..n` (made by `frame`) into the socket's write buffer,
-/// then flushes once: the poll function of a write ([`Connection::write`]).
-/// `*fed` counts what was fed across polls.
-pub(super) fn poll_frames(
-    socket: &mut WebSocket,
-    cx: &mut Context<'_>,
-    fed: &mut usize,
-    n: usize,
-    frame: impl Fn(usize) -> Message,
-) -> Poll<Result<(), axum::Error>> {
-    while *fed < n {
-        ready!(socket.poll_ready_unpin(cx))?;
-        socket.start_send_unpin(frame(*fed))?;
-        *fed += 1;
-    }
-    socket.poll_flush_unpin(cx)
 }

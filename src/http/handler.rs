@@ -40,15 +40,19 @@
 use std::net::SocketAddr;
 
 use axum::{
-    extract::{ws::WebSocketUpgrade, ConnectInfo, FromRequestParts},
-    http::{header::ORIGIN, request::Parts, StatusCode},
+    extract::ConnectInfo,
+    http::{header::ORIGIN, request::Parts, StatusCode, Version},
     response::{IntoResponse, Response},
     routing::get,
     Router,
 };
 
 use super::handshake;
-use crate::{pool::refuse, stats::bump, ClientConfig, Format, HandshakeRequest, WsPool};
+use crate::{
+    pool::{refuse, DirectUpgrade, Upgrade},
+    stats::bump,
+    ClientConfig, Format, HandshakeRequest, WsPool,
+};
 
 /// A router serving the pool at `GET /ws`; merge it into yours.
 ///
@@ -68,12 +72,13 @@ where
 /// The handler behind [`route()`], to mount at a path of your choice:
 /// `.route("/live", get(wspool::ws_handler))`.
 pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+    let upgrade = match DirectUpgrade::from_parts(&mut parts).await {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => return rejection,
     };
     let counters = pool.counters();
-    if !handshake::valid_key(&parts.headers) {
+    // HTTP/2's extended CONNECT has no key (RFC 8441 section 5).
+    if parts.version <= Version::HTTP_11 && !handshake::valid_key(&parts.headers) {
         bump(&counters.refused_bad_request, 1);
         return refuse(
             StatusCode::BAD_REQUEST,
@@ -155,5 +160,5 @@ pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
     if json {
         config.format = Format::Json;
     }
-    pool.upgrade(upgrade, config, ticket).await
+    pool.upgrade(Upgrade::Direct(upgrade), config, ticket).await
 }

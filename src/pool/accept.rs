@@ -5,14 +5,21 @@ use std::net::SocketAddr;
 
 use axum::{extract::ws::WebSocketUpgrade, http::StatusCode, response::Response};
 
-use super::{refuse, WsPool};
+use super::{direct::DirectUpgrade, refuse, WsPool};
 use crate::{
     admission::{Refusal, Ticket},
-    connection,
+    connection::{self, Socket},
     names::{check_channel, check_id, TokenError, TokenLimits},
     stats::bump,
     ClientConfig, DuplicatePolicy,
 };
+
+/// A handshake to upgrade: axum's (from a handler of the application's
+/// own, [`WsPool::accept`]) or the pool's own (the provided route).
+pub(crate) enum Upgrade {
+    Axum(WebSocketUpgrade),
+    Direct(DirectUpgrade),
+}
 
 impl WsPool {
     /// Upgrades the connection and registers it as `config` says: the way
@@ -35,7 +42,7 @@ impl WsPool {
     /// and compare the origin yourself when it matters.
     pub async fn accept(&self, upgrade: WebSocketUpgrade, config: ClientConfig) -> Response {
         match self.admit(config.remote_addr) {
-            Ok(ticket) => self.upgrade(upgrade, config, ticket).await,
+            Ok(ticket) => self.upgrade(Upgrade::Axum(upgrade), config, ticket).await,
             Err(refused) => *refused,
         }
     }
@@ -72,7 +79,7 @@ impl WsPool {
     /// (here, then cluster-wide), then upgrades it.
     pub(crate) async fn upgrade(
         &self,
-        upgrade: WebSocketUpgrade,
+        upgrade: Upgrade,
         mut config: ClientConfig,
         ticket: Ticket,
     ) -> Response {
@@ -89,21 +96,39 @@ impl WsPool {
                 format!("id {} is already connected", config.id),
             );
         }
-        let mut upgrade = upgrade
-            .read_buffer_size(c.read_buffer_size())
-            .write_buffer_size(c.write_buffer_size())
-            .max_message_size(c.max_message_size())
-            .max_frame_size(c.max_message_size());
-        if let Some(protocol) = &config.protocol {
-            upgrade = upgrade.protocols([protocol.clone()]);
-        }
         let (hub, callbacks) = (self.hub().clone(), self.callbacks().clone());
-        // Boxed before axum's upgrade future captures it: that future keeps
-        // its callback's captures for the connection's whole life.
-        let config = Box::new(config);
-        upgrade
-            .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-            .on_upgrade(move |socket| connection::serve(hub, callbacks, config, socket, ticket))
+        match upgrade {
+            Upgrade::Axum(upgrade) => {
+                let mut upgrade = upgrade
+                    .read_buffer_size(c.read_buffer_size())
+                    .write_buffer_size(c.write_buffer_size())
+                    .max_message_size(c.max_message_size())
+                    .max_frame_size(c.max_message_size());
+                if let Some(protocol) = &config.protocol {
+                    upgrade = upgrade.protocols([protocol.clone()]);
+                }
+                // Boxed before the upgrade future captures it: that future
+                // keeps its callback's captures for the connection's life.
+                let config = Box::new(config);
+                upgrade
+                    .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+                    .on_upgrade(move |ws| {
+                        connection::serve(hub, callbacks, config, Socket::Axum(ws), ticket)
+                    })
+            }
+            Upgrade::Direct(upgrade) => {
+                let socket_config = tungstenite::protocol::WebSocketConfig::default()
+                    .read_buffer_size(c.read_buffer_size())
+                    .write_buffer_size(c.write_buffer_size())
+                    .max_message_size(Some(c.max_message_size()))
+                    .max_frame_size(Some(c.max_message_size()));
+                let protocol = config.protocol.clone();
+                let config = Box::new(config);
+                upgrade.on_upgrade(protocol.as_deref(), socket_config, move |socket| {
+                    connection::serve(hub, callbacks, config, socket, ticket)
+                })
+            }
+        }
     }
 
     /// Is `id` connected here, or (in a cluster) to another live node? The

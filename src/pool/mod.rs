@@ -16,10 +16,13 @@ use crate::{
 mod accept;
 mod authorize;
 mod builder;
+mod direct;
 
+pub(crate) use accept::Upgrade;
 pub(crate) use authorize::{refuse, Authorize};
 pub use authorize::{HandshakeRequest, Rejection};
 pub use builder::WsPoolBuilder;
+pub(crate) use direct::DirectUpgrade;
 
 /// A pool of WebSocket connections, reachable by id, by channel, or all at
 /// once.
