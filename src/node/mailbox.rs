@@ -121,7 +121,10 @@ pub(crate) struct Pushed {
 
 struct Lane {
     priority: i32,
-    entries: VecDeque<(Arc<Encoded>, usize)>,
+    /// One pointer each: a message's size (its encoding's in the
+    /// mailbox's format, counted in `bytes`) is read from it again when
+    /// needed, so a queue grown for a burst is half the size.
+    entries: VecDeque<Arc<Encoded>>,
 }
 
 struct Attached {
@@ -255,14 +258,16 @@ impl Mailbox {
             }
             taken < max_bytes
         };
+        let format = s.format;
         if let [lane] = &mut s.lanes[..] {
             // One priority (the usual case): straight off its lane, with no
             // search for the highest lane per message.
             let (mut count, mut freed) = (0, 0);
             while batch.len() < max_frames {
-                let Some((msg, len)) = lane.entries.pop_front() else {
+                let Some(msg) = lane.entries.pop_front() else {
                     break;
                 };
+                let len = msg.encoded_len(format);
                 count += 1;
                 freed += len;
                 if !take(msg, len, batch) {
@@ -307,12 +312,8 @@ impl Mailbox {
         }
         if s.format != format {
             s.format = format;
-            let mut bytes = 0;
-            for (m, len) in s.lanes.iter_mut().flat_map(|l| &mut l.entries) {
-                *len = m.encoded_len(format);
-                bytes += *len;
-            }
-            s.bytes = bytes;
+            let entries = s.lanes.iter().flat_map(|l| &l.entries);
+            s.bytes = entries.map(|m| m.encoded_len(format)).sum();
         }
         s.full_since = None;
         if s.messages > 0 {
@@ -370,12 +371,13 @@ impl Mailbox {
             (msgs.iter()).filter_map(|m| m.name().cloned()).collect();
         if !names.is_empty() {
             let (mut gone, mut gone_bytes) = (0, 0);
+            let format = s.format;
             for lane in &mut s.lanes {
-                lane.entries.retain(|(m, len)| {
+                lane.entries.retain(|m| {
                     let copy = m.name().is_some_and(|n| names.contains(n));
                     if copy {
                         gone += 1;
-                        gone_bytes += len;
+                        gone_bytes += m.encoded_len(format);
                     }
                     !copy
                 });
@@ -440,11 +442,12 @@ impl Mailbox {
         }
         let mut freed = 0;
         let mut count = 0;
+        let format = s.format;
         for lane in &mut s.lanes {
-            lane.entries.retain(|(msg, len)| {
+            lane.entries.retain(|msg| {
                 let keep = msg.expires_at > now;
                 if !keep {
-                    freed += len;
+                    freed += msg.encoded_len(format);
                     count += 1;
                     out.push(msg.clone());
                 }
@@ -477,7 +480,7 @@ impl Mailbox {
 impl State {
     fn insert(&mut self, msg: Arc<Encoded>, len: usize) {
         let i = self.lane(msg.priority());
-        self.lanes[i].entries.push_back((msg, len));
+        self.lanes[i].entries.push_back(msg);
         self.messages += 1;
         self.bytes += len;
     }
@@ -499,7 +502,7 @@ impl State {
 
     fn insert_front(&mut self, msg: Arc<Encoded>, len: usize) {
         let i = self.lane(msg.priority());
-        self.lanes[i].entries.push_front((msg, len));
+        self.lanes[i].entries.push_front(msg);
         self.messages += 1;
         self.bytes += len;
     }
@@ -507,23 +510,24 @@ impl State {
     /// The next message to send: highest priority, oldest.
     fn pop(&mut self) -> Option<(Arc<Encoded>, usize)> {
         let i = self.lanes.iter().position(|l| !l.entries.is_empty())?;
-        let item = self.lanes[i].entries.pop_front()?;
-        self.took(&item);
-        Some(item)
+        let msg = self.lanes[i].entries.pop_front()?;
+        Some(self.took(msg))
     }
 
     /// The last message that would be sent.
     fn pop_back(&mut self) -> Option<(Arc<Encoded>, usize)> {
         let i = self.lanes.iter().rposition(|l| !l.entries.is_empty())?;
-        let item = self.lanes[i].entries.pop_back()?;
-        self.took(&item);
-        Some(item)
+        let msg = self.lanes[i].entries.pop_back()?;
+        Some(self.took(msg))
     }
 
-    fn took(&mut self, item: &(Arc<Encoded>, usize)) {
+    /// Counts `msg` out of the queue; with its size.
+    fn took(&mut self, msg: Arc<Encoded>) -> (Arc<Encoded>, usize) {
+        let len = msg.encoded_len(self.format);
         self.messages -= 1;
-        self.bytes -= item.1;
+        self.bytes -= len;
         self.drop_empty_lanes();
+        (msg, len)
     }
 
     /// Once the queue is empty: gives back what a burst grew beyond
