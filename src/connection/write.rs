@@ -15,13 +15,18 @@ use super::{socket::Socket, Connection, Ended};
 use crate::{
     event::UndeliveredReason,
     message::{now_ms, Encoded},
-    node::{CloseRequest, BURST_ROOM, IDLE_ROOM},
+    node::{CloseRequest, BURST_ROOM},
     stats::bump,
     DisconnectReason, PoolError,
 };
 
-/// Most frames written before one flush.
-const BATCH_FRAMES: usize = 64;
+/// Most frames written before one flush. No more than what a burst may
+/// keep ([`BURST_ROOM`]): the batch never grows past it, so it has no room
+/// to give back after a burst (`burst_idle_15k`: 4.9 KiB per connection
+/// after the burst at 64, 4.4 at 32, with fan-out unchanged; BENCHMARKS.md,
+/// issue 20).
+const BATCH_FRAMES: usize = 32;
+const _: () = assert!(BATCH_FRAMES <= BURST_ROOM);
 /// Most payload bytes written before one flush.
 const BATCH_BYTES: usize = 256 * 1024;
 
@@ -180,11 +185,6 @@ impl Connection {
         if !batch.is_empty() {
             let frames = batch.len() as u64;
             batch.clear();
-            if frames < BATCH_FRAMES as u64 && batch.capacity() > BURST_ROOM {
-                // The queue is drained (or nearly): the burst is over, and
-                // its room goes back as the mailbox's does.
-                batch.shrink_to(IDLE_ROOM);
-            }
             let counters = self.hub().counters();
             bump(&counters.messages_out, frames);
             bump(&counters.bytes_out, bytes as u64);

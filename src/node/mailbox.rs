@@ -37,11 +37,11 @@ struct Took {
     until: Instant,
 }
 
-/// What a burst leaves with an idle client: a queue (or a connection's
-/// batch) grown beyond `BURST_ROOM` entries gives its room back, down to
-/// `IDLE_ROOM`, once drained; one that stays within `BURST_ROOM` never
-/// reallocates, so steady traffic pays nothing (BENCHMARKS.md,
-/// `burst_idle_15k`).
+/// What a burst leaves with an idle client: a queue grown beyond
+/// `BURST_ROOM` entries gives its room back, down to `IDLE_ROOM`, once
+/// drained; one that stays within `BURST_ROOM` never reallocates, so
+/// steady traffic pays nothing (BENCHMARKS.md, `burst_idle_15k`). A
+/// connection's batch never grows past `BURST_ROOM`.
 pub(crate) const IDLE_ROOM: usize = 8;
 pub(crate) const BURST_ROOM: usize = 32;
 

@@ -38,7 +38,7 @@ mod mailbox;
 mod registry;
 
 pub(crate) use client::{ClientState, CloseRequest, Joining};
-pub(crate) use mailbox::{PushError, BURST_ROOM, IDLE_ROOM};
+pub(crate) use mailbox::{PushError, BURST_ROOM};
 pub(crate) use registry::{Departure, JoinRefused, Leave, SubscriberState};
 
 use mailbox::{MailLimits, Mailbox};
