@@ -6,6 +6,12 @@
 //! cargo run --example chat -- --addr 0.0.0.0:8080 --max-message-size 65536 --queue-len 256
 //! ```
 //!
+//! HTTPS and WSS, ALPN h2 and http/1.1 (feature `tls`):
+//!
+//! ```text
+//! cargo run --example chat --features tls -- --tls-cert cert.pem --tls-key key.pem
+//! ```
+//!
 //! Several processes over one Redis form one chat (feature `redis`):
 //!
 //! ```text
@@ -84,6 +90,13 @@ pub struct Args {
     /// this many seconds (slowloris).
     #[arg(long, default_value_t = 10)]
     pub header_read_timeout_secs: u64,
+    /// Serve HTTPS and WSS with this certificate chain (PEM; with
+    /// `--tls-key`; feature `tls`).
+    #[arg(long)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long)]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Join the cluster whose Redis is at this URL (feature `redis`):
     /// `redis://HOST:PORT`, `redis+sentinel://HOST:PORT[,...]/MASTER`, or
     /// `redis+cluster://HOST:PORT[,...]` (a Redis Cluster's seed nodes).
@@ -232,12 +245,52 @@ async fn main() -> std::io::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let addr = listener.local_addr()?;
-    tracing::info!("chat on http://{addr}, dashboard on http://{addr}/dashboard");
-    // Header read timeout, Nagle off, client addresses; Ctrl-C or SIGTERM
-    // flushes every queue and closes every client with 1001.
-    wspool::serve(listener, app(&pool), &pool)
+    // Header read timeout, Nagle off, client addresses, HTTP/1.1 and
+    // HTTP/2 on one port; Ctrl-C or SIGTERM flushes every queue and closes
+    // every client with 1001.
+    let server = match (&args.tls_cert, &args.tls_key) {
+        (None, None) => {
+            tracing::info!("chat on http://{addr}, dashboard on http://{addr}/dashboard");
+            wspool::serve(listener, app(&pool), &pool)
+        }
+        (Some(cert), Some(key)) => tls_server(listener, &pool, cert, key, addr),
+        _ => {
+            eprintln!("chat: --tls-cert and --tls-key go together");
+            std::process::exit(2);
+        }
+    };
+    server
         .header_read_timeout(Duration::from_secs(args.header_read_timeout_secs))
         .await
+}
+
+/// HTTPS and WSS (ALPN h2 and http/1.1) with `cert` and `key` (PEM).
+#[cfg(feature = "tls")]
+fn tls_server(
+    listener: tokio::net::TcpListener,
+    pool: &WsPool,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    addr: SocketAddr,
+) -> wspool::Serve {
+    let tls = wspool::Tls::from_pem_files(cert, key).unwrap_or_else(|e| {
+        eprintln!("chat: {e}");
+        std::process::exit(2);
+    });
+    tracing::info!("chat on https://{addr}, dashboard on https://{addr}/dashboard");
+    wspool::serve_tls(listener, app(pool), pool, tls)
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_server(
+    _: tokio::net::TcpListener,
+    _: &WsPool,
+    _: &std::path::Path,
+    _: &std::path::Path,
+    _: SocketAddr,
+) -> wspool::Serve {
+    eprintln!("chat: TLS needs the `tls` feature: cargo run --example chat --features tls -- ...");
+    std::process::exit(2);
 }
 
 /// The live dashboard: charts fed by `/api/stats/stream` (server-sent

@@ -22,7 +22,7 @@
 //! | [`relay_policy`](crate::WsPoolBuilder::relay_policy) | [`Targeted`](RelayPolicy::Targeted) | what the provided route relays of what clients send |
 //! | [`event_buffer`](crate::WsPoolBuilder::event_buffer) | 1024 | a consumer of [`WsPool::events`](crate::WsPool::events) or [`WsPool::subscribe`](crate::WsPool::subscribe) that falls further behind gets a `Lagged(n)` item |
 //! | [`read_buffer_size`](crate::WsPoolBuilder::read_buffer_size) | 512 B | per-socket read buffer, kept for the connection's life, and the most read from the socket at once: a message up to about this size is one read, a larger one several. An idle connection costs 4.0 KiB at 512 B, 4.6 at 1 KiB, 7.6 at 4 KiB; 64 KiB messages are read at 790, 1,100 and 1,600 MiB/s per core (BENCHMARKS.md). Raise it when clients send large messages often |
-//! | [`write_buffer_size`](crate::WsPoolBuilder::write_buffer_size) | 4 KiB | per-socket write buffer: frames are collected up to this size before a write. tungstenite keeps it at its high-water mark (this size plus a frame) for the connection's life, so a connection idle after a burst still holds it: 10.1 KiB per connection after a burst at 4 KiB (4.0 idle), 6.8 at 1 KiB, at half the fan-out rate (BENCHMARKS.md, issue 20). Lower it when clients idle after bursts and memory is shorter than CPU |
+//! | [`write_buffer_size`](crate::WsPoolBuilder::write_buffer_size) | 4 KiB | tungstenite's per-socket write buffer. The provided route writes the pool's messages itself (frames built once per message, one vectored write per batch of at most 32 frames), so there it holds only control frames (pongs, pings, the close frame) and stays small. A connection from [`WsPool::accept`](crate::WsPool::accept) (axum's `WebSocket`) writes every frame through it: frames are collected up to this size before a write, and tungstenite keeps it at its high-water mark for the connection's life (10.1 KiB per connection after a burst at 4 KiB, 6.8 at 1 KiB at half the fan-out rate; the provided route: 4.4; BENCHMARKS.md, issue 20) |
 //! | [`message_ttl`](crate::WsPoolBuilder::message_ttl) | 60 s | a message not written within it is reported [`Undelivered`](crate::PoolEvent::Undelivered) (`Expired`), receipt 3 to a relaying client |
 //! | [`offline_ttl`](crate::WsPoolBuilder::offline_ttl) | 120 s | a client away this long is forgotten; what was buffered is reported undelivered (`OfflineTimeout`), receipt 3. Zero turns offline buffering off |
 //! | [`offline_max_messages`](crate::WsPoolBuilder::offline_max_messages) | 1024 | per client away: more is refused (`send`: `QueueFull`; broadcast: skipped; relay: receipt 5) |
@@ -280,7 +280,9 @@ macro_rules! knobs {
         /// Per-socket read buffer in bytes, and the most read at once (default
         /// 512 B; allocated per connection; see the table above).
         read_buffer_size: usize;
-        /// Per-socket write buffer in bytes (default 4 KiB).
+        /// tungstenite's per-socket write buffer in bytes (default 4 KiB): all
+        /// frames of a connection from [`WsPool::accept`](crate::WsPool::accept),
+        /// only control frames of the provided route's (see the table above).
         write_buffer_size: usize;
         /// How long [`WsPool::shutdown`](crate::WsPool::shutdown) waits for queues to flush (default 5 s).
         shutdown_timeout: Duration;

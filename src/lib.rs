@@ -126,6 +126,8 @@ pub mod routing;
 mod stats;
 pub mod subscribe;
 
+#[cfg(feature = "tls")]
+pub use http::tls;
 pub use http::{admin, handler, handshake, layer, server};
 
 pub use client::{Callbacks, ClientConfig, ClientHandle, Relay};
@@ -134,6 +136,8 @@ pub use config::{ClientIp, Config, ConfigError, DuplicatePolicy, RelayPolicy};
 pub use error::{BroadcastError, JoinError, PoolError, SendError};
 pub use event::{DisconnectReason, EventStream, PoolEvent, UndeliveredReason};
 pub use handler::{route, ws_handler};
+#[cfg(feature = "tls")]
+pub use http::tls::{serve_tls, Tls, TlsError};
 pub use info::ClientInfo;
 pub use layer::{MissingWsPool, WsPoolLayer};
 pub use message::{close_code, status, Delivery, Format};

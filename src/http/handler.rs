@@ -1,6 +1,7 @@
 //! The provided `/ws` route: handshake checks, authorisation, upgrade.
 //!
-//! Merge [`route()`] into your router (it serves `GET /ws`), or mount
+//! Merge [`route()`] into your router (it serves `/ws`: `GET` on
+//! HTTP/1.1, extended `CONNECT` on HTTP/2, RFC 8441), or mount
 //! [`ws_handler`] at a path of your choice. Either way the pool comes from
 //! [`WsPoolLayer`](crate::WsPoolLayer). In order, a handshake is refused
 //! with:
@@ -43,7 +44,7 @@ use axum::{
     extract::ConnectInfo,
     http::{header::ORIGIN, request::Parts, StatusCode, Version},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::any,
     Router,
 };
 
@@ -54,7 +55,8 @@ use crate::{
     ClientConfig, Format, HandshakeRequest, WsPool,
 };
 
-/// A router serving the pool at `GET /ws`; merge it into yours.
+/// A router serving the pool at `/ws` (`GET` on HTTP/1.1, extended
+/// `CONNECT` on HTTP/2); merge it into yours.
 ///
 /// ```
 /// use axum::Router;
@@ -66,11 +68,14 @@ pub fn route<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    Router::new().route("/ws", get(ws_handler))
+    // `any`: a WebSocket over HTTP/2 is a CONNECT (RFC 8441); other
+    // methods get axum's refusal (405 on HTTP/1.1).
+    Router::new().route("/ws", any(ws_handler))
 }
 
 /// The handler behind [`route()`], to mount at a path of your choice:
-/// `.route("/live", get(wspool::ws_handler))`.
+/// `.route("/live", any(wspool::ws_handler))` (`any`, or HTTP/2 clients
+/// cannot reach it).
 pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
     let upgrade = match DirectUpgrade::from_parts(&mut parts).await {
         Ok(upgrade) => upgrade,

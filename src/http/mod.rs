@@ -7,3 +7,6 @@ pub mod handler;
 pub mod handshake;
 pub mod layer;
 pub mod server;
+mod sniff;
+#[cfg(feature = "tls")]
+pub mod tls;

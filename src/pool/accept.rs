@@ -40,6 +40,14 @@ impl WsPool {
     /// Unlike the provided route, this does not check `Sec-WebSocket-Key`
     /// or the `Origin`: call [`handshake::valid_key`](crate::handshake::valid_key)
     /// and compare the origin yourself when it matters.
+    ///
+    /// The connection keeps axum's `WebSocket`, so every frame written to
+    /// it goes through tungstenite's write buffer. The provided route
+    /// ([`ws_handler`](crate::ws_handler), at any path, with
+    /// [`authorize`](crate::WsPoolBuilder::authorize) for your own checks)
+    /// upgrades connections itself and writes the pool's frames directly:
+    /// about 40% less CPU per delivery on a broadcast, and no write buffer
+    /// kept after a burst (BENCHMARKS.md, issue 20).
     pub async fn accept(&self, upgrade: WebSocketUpgrade, config: ClientConfig) -> Response {
         match self.admit(config.remote_addr) {
             Ok(ticket) => self.upgrade(Upgrade::Axum(upgrade), config, ticket).await,

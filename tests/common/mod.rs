@@ -2,6 +2,7 @@
 //! tokio-tungstenite clients over TCP.
 #![allow(dead_code)]
 
+pub mod h2;
 #[cfg(feature = "redis")]
 pub mod proxy;
 pub mod raw;
