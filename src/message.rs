@@ -100,6 +100,9 @@ pub(crate) struct Encoded {
     /// The whole frames (header and payload) for a socket the pool writes
     /// itself, per format: built once, shared by every recipient.
     wire: [OnceLock<Bytes>; 2],
+    /// The server-sent event for the HTTP fallback, per format: built
+    /// once, shared by every recipient.
+    event: [OnceLock<Bytes>; 2],
     /// Its name in a cluster (origin node, number there), set when it
     /// arrives from another node: a client that took it from its offline
     /// buffer does not get it again (see `Mailbox::prepend`). Unset on a
@@ -148,6 +151,7 @@ impl Encoded {
             binary,
             json: OnceLock::new(),
             wire: Default::default(),
+            event: Default::default(),
             name: OnceLock::new(),
         })
     }
@@ -192,6 +196,20 @@ impl Encoded {
             Format::Binary => self.wire[0].get_or_init(|| server_frame(0x2, self.binary())),
             Format::Json => self.wire[1].get_or_init(|| server_frame(0x1, self.json().as_bytes())),
         }
+    }
+
+    /// The message as one server-sent event (PROTOCOL.md section 9): a
+    /// `data:` line with the JSON form, or the binary form in base64.
+    pub(crate) fn event(&self, format: Format) -> &Bytes {
+        use base64::Engine as _;
+        let i = usize::from(format == Format::Json);
+        self.event[i].get_or_init(|| {
+            let data = match format {
+                Format::Json => self.json().to_string(),
+                Format::Binary => base64::engine::general_purpose::STANDARD.encode(self.binary()),
+            };
+            Bytes::from(format!("data: {data}\n\n"))
+        })
     }
 
     /// The binary (protobuf) form, encoded on first use.

@@ -27,6 +27,7 @@
 //! | `read_signal.rs` | the read side's waker |
 //! | `close.rs` | close frames, and read errors as reasons |
 //! | `socket.rs` | axum's `WebSocket`, or one whose messages the pool writes itself |
+//! | `sse.rs` | the HTTP fallback's socket: events down, POSTs up |
 //! | `rate_limit.rs` | the inbound token buckets |
 
 use std::sync::Arc;
@@ -41,9 +42,11 @@ mod register;
 mod report;
 mod select;
 mod socket;
+mod sse;
 mod write;
 
 pub(crate) use socket::Socket;
+pub(crate) use sse::{open as open_events, PostError, Sessions};
 
 use crate::{
     admission::Ticket,

@@ -1,5 +1,6 @@
-//! The connection's socket: axum's `WebSocket`, or one whose outbound
-//! frames the pool writes itself.
+//! The connection's socket: axum's `WebSocket`, one whose outbound
+//! frames the pool writes itself, or the HTTP fallback's event stream
+//! (`sse.rs`).
 //!
 //! A connection from [`WsPool::accept`](crate::WsPool::accept) (a handler
 //! of the application's own, given axum's `WebSocketUpgrade`) has axum's
@@ -36,7 +37,10 @@ use tokio::io::AsyncWrite;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::{frame::coding::CloseCode, CloseFrame as TsCloseFrame};
 
-use super::close::{close_text, read_error};
+use super::{
+    close::{close_text, read_error},
+    sse::EventSocket,
+};
 use crate::{message::Encoded, DisconnectReason, Format, PoolError};
 
 /// One connection's socket (see the [module docs](self)).
@@ -45,6 +49,8 @@ pub(crate) enum Socket {
     Axum(WebSocket),
     /// Upgraded by the pool: its messages written by the pool.
     Direct(Direct),
+    /// The HTTP fallback: server-sent events down, POSTs up.
+    Events(EventSocket),
 }
 
 /// A socket upgraded by the pool: tungstenite reads and writes control
@@ -92,6 +98,7 @@ impl Socket {
                     });
                 }
             }
+            Socket::Events(e) => e.poll_next(cx),
         }
     }
 
@@ -117,6 +124,7 @@ impl Socket {
                 ws.poll_flush_unpin(cx).map_err(socket_error)
             }
             Socket::Direct(d) => d.poll_write_batch(cx, batch, format, fed),
+            Socket::Events(e) => e.poll_write_batch(cx, batch, format, fed),
         }
     }
 
@@ -160,6 +168,10 @@ impl Socket {
                 }
                 d.ws.poll_flush_unpin(cx).map_err(socket_error)
             }
+            Socket::Events(e) => {
+                let close = close.map(|r| (close_code(r), close_text(r)));
+                e.poll_send_control(cx, close, fed)
+            }
         }
     }
 
@@ -172,6 +184,8 @@ impl Socket {
                 ready!(d.poll_rest(cx))?;
                 d.ws.poll_flush_unpin(cx).map_err(socket_error)
             }
+            // Events are handed to the response body as written.
+            Socket::Events(_) => Poll::Ready(Ok(())),
         }
     }
 

@@ -41,15 +41,17 @@
 use std::net::SocketAddr;
 
 use axum::{
-    extract::ConnectInfo,
+    extract::{ConnectInfo, Request},
     http::{header::ORIGIN, request::Parts, StatusCode, Version},
     response::{IntoResponse, Response},
     routing::any,
     Router,
 };
 
-use super::handshake;
+use super::{fallback, handshake};
 use crate::{
+    admission::Ticket,
+    names::{Token, TokenError},
     pool::{refuse, DirectUpgrade, Upgrade},
     stats::bump,
     ClientConfig, Format, HandshakeRequest, WsPool,
@@ -75,32 +77,83 @@ where
 
 /// The handler behind [`route()`], to mount at a path of your choice:
 /// `.route("/live", any(wspool::ws_handler))` (`any`, or HTTP/2 clients
-/// cannot reach it).
-pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
+/// and the HTTP fallback's POSTs cannot reach it).
+///
+/// It serves the WebSocket handshake (HTTP/1.1 and HTTP/2) and the HTTP
+/// fallback for clients that cannot open a WebSocket (PROTOCOL.md section
+/// 9): `GET ?transport=sse&token=..` opens a session of server-sent
+/// events, `POST ?session=..` sends to it.
+pub async fn ws_handler(pool: WsPool, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    match fallback::what(&pool, &parts) {
+        fallback::Request::Post(session) => {
+            return fallback::post(&pool, &parts, &session, body).await
+        }
+        fallback::Request::Open(token, echo, json) => {
+            let (mut config, ticket) = match admit(&pool, &parts, (token, echo)).await {
+                Ok(admitted) => admitted,
+                Err(refused) => return refused,
+            };
+            if json {
+                config.format = Format::Json;
+            }
+            return pool.open_events(config, ticket).await;
+        }
+        fallback::Request::None => {}
+    }
     let upgrade = match DirectUpgrade::from_parts(&mut parts).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection,
     };
-    let counters = pool.counters();
     // HTTP/2's extended CONNECT has no key (RFC 8441 section 5).
     if parts.version <= Version::HTTP_11 && !handshake::valid_key(&parts.headers) {
-        bump(&counters.refused_bad_request, 1);
+        bump(&pool.counters().refused_bad_request, 1);
         return refuse(
             StatusCode::BAD_REQUEST,
             "Sec-WebSocket-Key must be the base64 of 16 bytes (RFC 6455 section 4.2.1)",
         );
     }
+    let token = handshake::parse_offers(&parts.headers, &pool.token_limits());
+    let offered = || {
+        handshake::offers(&parts.headers)
+            .ok()
+            .and_then(|o| o.first().map(|s| (*s).to_owned()))
+    };
+    let echo = token.as_ref().map(|t| t.raw.clone()).ok().or_else(offered);
+    let (mut config, ticket) = match admit(&pool, &parts, (token, echo)).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
+    if parts
+        .uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "format=json"))
+    {
+        config.format = Format::Json;
+    }
+    pool.upgrade(Upgrade::Direct(upgrade), config, ticket).await
+}
+
+/// The checks every way in shares, in order: shutting down (503), the
+/// `Origin` (403), admission (503, 429), the token or the authorisation
+/// hook (400, 401, 403). `token` is the client's, parsed, and what to
+/// echo when the hook leaves the protocol unset.
+async fn admit(
+    pool: &WsPool,
+    parts: &Parts,
+    (token, echo): (Result<Token, TokenError>, Option<String>),
+) -> Result<(ClientConfig, Ticket), Response> {
+    let counters = pool.counters();
     if pool.is_shutting_down() {
         bump(&counters.refused_shutting_down, 1);
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server shutting down",
+        ));
     }
-    if let (Some(allowed), Some(origin)) =
-        (pool.config().allowed_origins(), parts.headers.get(ORIGIN))
-    {
-        if !allowed.iter().any(|a| origin.as_bytes() == a.as_bytes()) {
-            bump(&counters.refused_forbidden, 1);
-            return refuse(StatusCode::FORBIDDEN, "origin not allowed");
-        }
+    if !origin_allowed(pool, parts) {
+        bump(&counters.refused_forbidden, 1);
+        return Err(refuse(StatusCode::FORBIDDEN, "origin not allowed"));
     }
     let peer = parts
         .extensions
@@ -108,32 +161,16 @@ pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
         .map(|c| c.0);
     let remote_addr = pool.config().client_ip().resolve(&parts.headers, peer);
     // Admitted before any costly work: the token, the hook, the upgrade.
-    let ticket = match pool.admit(remote_addr) {
-        Ok(ticket) => ticket,
-        Err(refused) => return *refused,
-    };
-    let token = handshake::parse_offers(&parts.headers, &pool.token_limits());
-    let json = parts
-        .uri
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "format=json"));
-
+    let ticket = pool.admit(remote_addr).map_err(|refused| *refused)?;
     let mut config = match pool.authorize().cloned() {
         None => match token {
             Ok(t) => ClientConfig::new(t.id).channels(t.channels).protocol(t.raw),
             Err(e) => {
                 bump(&counters.refused_bad_request, 1);
-                return refuse(StatusCode::BAD_REQUEST, e.to_string());
+                return Err(refuse(StatusCode::BAD_REQUEST, e.to_string()));
             }
         },
         Some(hook) => {
-            // Echo what the client offered, so a browser accepts the answer.
-            let echo = match &token {
-                Ok(t) => Some(t.raw.clone()),
-                Err(_) => handshake::offers(&parts.headers)
-                    .ok()
-                    .and_then(|o| o.first().map(|s| (*s).to_owned())),
-            };
             let request = HandshakeRequest {
                 headers: parts.headers.clone(),
                 uri: parts.uri.clone(),
@@ -143,6 +180,8 @@ pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
             match (hook.0)(request).await {
                 Ok(mut config) => {
                     if config.protocol.is_none() {
+                        // Echo what the client offered, so a browser
+                        // accepts the answer.
                         config.protocol = echo;
                     }
                     config
@@ -154,7 +193,7 @@ pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
                         &counters.refused_forbidden
                     };
                     bump(counter, 1);
-                    return rejection.into_response();
+                    return Err(rejection.into_response());
                 }
             }
         }
@@ -162,8 +201,13 @@ pub async fn ws_handler(pool: WsPool, mut parts: Parts) -> Response {
     if config.remote_addr.is_none() {
         config.remote_addr = remote_addr;
     }
-    if json {
-        config.format = Format::Json;
+    Ok((config, ticket))
+}
+
+/// Is the request's `Origin` (if it has one) allowed?
+pub(super) fn origin_allowed(pool: &WsPool, parts: &Parts) -> bool {
+    match (pool.config().allowed_origins(), parts.headers.get(ORIGIN)) {
+        (Some(allowed), Some(origin)) => allowed.iter().any(|a| origin.as_bytes() == a.as_bytes()),
+        _ => true,
     }
-    pool.upgrade(Upgrade::Direct(upgrade), config, ticket).await
 }

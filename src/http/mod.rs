@@ -3,6 +3,7 @@
 //! the pool's API only.
 
 pub mod admin;
+mod fallback;
 pub mod handler;
 pub mod handshake;
 pub mod layer;

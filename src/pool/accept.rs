@@ -91,19 +91,10 @@ impl WsPool {
         mut config: ClientConfig,
         ticket: Ticket,
     ) -> Response {
+        if let Err(refused) = self.vet(&mut config).await {
+            return refused;
+        }
         let c = self.config();
-        let counters = self.counters();
-        if let Err(reason) = self.check(&mut config) {
-            bump(&counters.refused_bad_request, 1);
-            return refuse(StatusCode::BAD_REQUEST, reason.to_string());
-        }
-        if c.duplicate_policy() == DuplicatePolicy::Refuse && self.connected(&config.id).await {
-            bump(&counters.refused_duplicate_id, 1);
-            return refuse(
-                StatusCode::CONFLICT,
-                format!("id {} is already connected", config.id),
-            );
-        }
         let (hub, callbacks) = (self.hub().clone(), self.callbacks().clone());
         match upgrade {
             Upgrade::Axum(upgrade) => {
@@ -137,6 +128,23 @@ impl WsPool {
                 })
             }
         }
+    }
+
+    /// Checks an admitted client's id and channels (400) and the duplicate
+    /// policy, here then cluster-wide (409).
+    pub(crate) async fn vet(&self, config: &mut ClientConfig) -> Result<(), Response> {
+        let counters = self.counters();
+        if let Err(reason) = self.check(config) {
+            bump(&counters.refused_bad_request, 1);
+            return Err(refuse(StatusCode::BAD_REQUEST, reason.to_string()));
+        }
+        let policy = self.config().duplicate_policy();
+        if policy == DuplicatePolicy::Refuse && self.connected(&config.id).await {
+            bump(&counters.refused_duplicate_id, 1);
+            let why = format!("id {} is already connected", config.id);
+            return Err(refuse(StatusCode::CONFLICT, why));
+        }
+        Ok(())
     }
 
     /// Is `id` connected here, or (in a cluster) to another live node? The

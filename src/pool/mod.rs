@@ -17,6 +17,7 @@ mod accept;
 mod authorize;
 mod builder;
 mod direct;
+mod fallback;
 
 pub(crate) use accept::Upgrade;
 pub(crate) use authorize::{refuse, Authorize};
@@ -66,6 +67,8 @@ struct Inner {
     authorize: Option<Authorize>,
     /// Connection slots, per-address counts and handshakes in flight.
     admission: Admission,
+    /// The HTTP fallback's live sessions, for their POSTs.
+    sessions: Arc<crate::connection::Sessions>,
 }
 
 /// The application's code the pool runs, as the builder collects it.
@@ -117,6 +120,7 @@ impl WsPool {
                 callbacks: Arc::new(hooks.callbacks),
                 authorize: hooks.authorize,
                 admission,
+                sessions: Default::default(),
             }),
         }
     }

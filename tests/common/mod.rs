@@ -8,6 +8,7 @@ pub mod proxy;
 pub mod raw;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod sse;
 
 use std::{net::SocketAddr, time::Duration};
 
