@@ -61,9 +61,21 @@ export interface WsPoolClientOptions {
   maxDelay?: number;
   /** Messages queued while disconnected before `send` throws (default 1,000). */
   maxQueued?: number;
-  /** A WebSocket implementation (default: globalThis.WebSocket). */
-  WebSocket?: WebSocketLike;
+  /** The transports to try, in order (default ["websocket", "http"]):
+   * when one is missing from the runtime, or never opens (a proxy that
+   * refuses upgrades), the next is tried at once; once one opens,
+   * reconnects keep to it. "http" is the server's fallback: server-sent
+   * events down, POSTs up (PROTOCOL.md section 9). */
+  transports?: Transport[];
+  /** A WebSocket implementation (default: globalThis.WebSocket; `null`:
+   * none, as in a runtime without one). */
+  WebSocket?: WebSocketLike | null;
+  /** The fetch the "http" transport uses (default: globalThis.fetch). */
+  fetch?: typeof fetch;
 }
+
+/** A way to reach the server. */
+export type Transport = "websocket" | "http";
 
 export interface Events {
   open: () => void;
@@ -83,10 +95,26 @@ export function token(id: string, channels?: string[]): string;
 export class WsPoolClient {
   constructor(url: string, options: WsPoolClientOptions);
   readonly id: string;
+  /** The transport in use, or being tried. */
+  readonly transport: Transport;
   readonly isOpen: boolean;
   readonly queued: number;
   on<E extends keyof Events>(event: E, listener: Events[E]): () => void;
   opened(): Promise<void>;
   send(msg: SendMsg): void;
   close(): void;
+}
+
+/** The "http" transport with a WebSocket's shape (used by WsPoolClient;
+ * exported for tests and custom clients). */
+export class HttpTransport {
+  constructor(url: string, token: string, options?: { format?: "binary" | "json"; fetch?: typeof fetch });
+  binaryType: string;
+  readyState: number;
+  send(data: string | Uint8Array): void;
+  close(): void;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code?: number; reason?: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
 }

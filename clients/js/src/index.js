@@ -66,6 +66,153 @@ function encodeBinary(msg) {
   return SendMsg.encode(SendMsg.fromObject(msg)).finish();
 }
 
+function base64ToBytes(text) {
+  const bin = atob(text);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+/**
+ * The HTTP fallback (PROTOCOL.md section 9) with a WebSocket's shape, so
+ * the client drives either the same way: server-sent events read from a
+ * streamed `fetch` (browsers and Node alike; `EventSource` can set no
+ * headers and is missing on Node), one POST per message, in order, and
+ * an empty POST every `ping_ms` as the keepalive.
+ */
+export class HttpTransport {
+  onopen = null;
+  onmessage = null;
+  onclose = null;
+  onerror = null;
+  binaryType = "arraybuffer";
+  readyState = 0;
+  #base;
+  #format;
+  #fetch;
+  #abort = new AbortController();
+  #session = null;
+  #keepalive = null;
+  #posting = Promise.resolve();
+
+  constructor(url, token, { format = "binary", fetch: fetchImpl = globalThis.fetch } = {}) {
+    const u = new URL(url);
+    u.protocol = u.protocol === "wss:" ? "https:" : u.protocol === "ws:" ? "http:" : u.protocol;
+    this.#base = new URL(u.toString());
+    this.#format = format;
+    this.#fetch = fetchImpl;
+    u.searchParams.set("transport", "sse");
+    u.searchParams.set("token", token);
+    this.#read(u.toString());
+  }
+
+  async #read(url) {
+    let res;
+    try {
+      res = await this.#fetch(url, {
+        headers: { Accept: "text/event-stream" },
+        signal: this.#abort.signal,
+        cache: "no-store",
+      });
+    } catch {
+      return this.#end(1006, "");
+    }
+    if (!res.ok || !res.body) {
+      // Refused as a handshake would be: the close carries no code.
+      return this.#end(1006, `HTTP ${res.status}`);
+    }
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let pending = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        pending += decoder.decode(value, { stream: true });
+        let end;
+        while ((end = pending.indexOf("\n\n")) >= 0) {
+          const block = pending.slice(0, end);
+          pending = pending.slice(end + 2);
+          if (this.#event(block)) return;
+        }
+      }
+    } catch {
+      // Aborted by close(), or the connection broke.
+    }
+    this.#end(1006, "");
+  }
+
+  /** One event; true when it ended the session. */
+  #event(block) {
+    let name = "message";
+    let data = null;
+    for (const line of block.split("\n")) {
+      if (line.startsWith("event: ")) name = line.slice(7);
+      else if (line.startsWith("data: ")) data = line.slice(6);
+    }
+    if (data === null) return false; // a comment: the server's ping
+    if (name === "open") {
+      const open = JSON.parse(data);
+      this.#session = open.session;
+      this.readyState = 1;
+      this.#keepalive = setInterval(() => this.#post(null), Math.max(1000, open.ping_ms ?? 25_000));
+      this.onopen?.({});
+    } else if (name === "close") {
+      const { code, reason } = JSON.parse(data);
+      this.#end(code, reason);
+      return true;
+    } else if (this.readyState === 1) {
+      const payload = this.#format === "json" ? data : base64ToBytes(data).buffer;
+      this.onmessage?.({ data: payload });
+    }
+    return false;
+  }
+
+  #end(code, reason) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    clearInterval(this.#keepalive);
+    this.#abort.abort();
+    this.onclose?.({ code, reason });
+  }
+
+  /** POSTs `frame` (or the keepalive, `null`) after every earlier one. */
+  #post(frame) {
+    const url = new URL(this.#base);
+    url.searchParams.set("session", this.#session);
+    const json = this.#format === "json";
+    const headers = { "Content-Type": json ? "application/json" : "application/x-protobuf" };
+    const body = frame ?? "";
+    const once = () => this.#fetch(url.toString(), { method: "POST", headers, body });
+    this.#posting = this.#posting.then(async () => {
+      if (this.readyState !== 1) return;
+      try {
+        let res = await once();
+        // Too many waiting: a moment, then again, still in order.
+        for (let i = 0; res.status === 429 && i < 5; i++) {
+          await new Promise((r) => setTimeout(r, 200 * 2 ** i));
+          res = await once();
+        }
+        if (res.status === 404) this.#end(1006, "session gone");
+        else if (!res.ok) this.onerror?.(new Error(`wspool: POST answered ${res.status}`));
+      } catch {
+        this.#end(1006, "");
+      }
+    });
+  }
+
+  send(frame) {
+    if (this.readyState !== 1) throw new Error("wspool: not open");
+    this.#post(frame);
+  }
+
+  close() {
+    this.#end(1000, "");
+  }
+}
+
+const TRANSPORTS = ["websocket", "http"];
+
 /**
  * A connection to a wspool server, reconnecting with backoff. See
  * README.md for the whole API and its semantics.
@@ -80,6 +227,10 @@ export class WsPoolClient {
   #timer = null;
   #closed = false;
   #waiting = [];
+  /** Index into the usable transports: the one in use or being tried. */
+  #transport = 0;
+  /** Transports that failed before opening, in a row. */
+  #failed = 0;
 
   constructor(url, options = {}) {
     const {
@@ -90,22 +241,46 @@ export class WsPoolClient {
       minDelay = 500,
       maxDelay = 30_000,
       maxQueued = 1000,
+      transports = TRANSPORTS,
       WebSocket: Impl = globalThis.WebSocket,
+      fetch: fetchImpl = globalThis.fetch,
     } = options;
     if (format !== "binary" && format !== "json") {
       throw new TypeError(`wspool: format must be "binary" or "json", not ${JSON.stringify(format)}`);
     }
-    if (typeof Impl !== "function") {
+    if (!Array.isArray(transports) || transports.length === 0 || transports.some((t) => !TRANSPORTS.includes(t))) {
+      throw new TypeError(`wspool: transports must list some of ${JSON.stringify(TRANSPORTS)}`);
+    }
+    // What this runtime can use, in the caller's order.
+    const usable = transports.filter((t) =>
+      t === "websocket" ? typeof Impl === "function" : typeof fetchImpl === "function",
+    );
+    if (usable.length === 0) {
       throw new TypeError(
-        "wspool: no WebSocket implementation: pass one as options.WebSocket (e.g. the `ws` package on Node < 22)",
+        "wspool: no usable transport: pass a WebSocket implementation as options.WebSocket (e.g. the `ws` package on Node < 22), or allow \"http\" where fetch exists",
       );
     }
     const u = new URL(url);
     if (format === "json") u.searchParams.set("format", "json");
     this.#url = u.toString();
-    this.#opts = { token: token(id, channels), format, reconnect, minDelay, maxDelay, maxQueued, Impl };
+    this.#opts = {
+      token: token(id, channels),
+      format,
+      reconnect,
+      minDelay,
+      maxDelay,
+      maxQueued,
+      Impl,
+      fetchImpl,
+      transports: usable,
+    };
     this.id = id;
     this.#connect();
+  }
+
+  /** The transport in use or being tried: "websocket" or "http". */
+  get transport() {
+    return this.#opts.transports[this.#transport];
   }
 
   /** Whether the socket is open now. */
@@ -185,11 +360,18 @@ export class WsPoolClient {
   }
 
   #connect() {
-    const ws = new this.#opts.Impl(this.#url, this.#opts.token);
+    const { Impl, fetchImpl, format, token: tok } = this.#opts;
+    const ws =
+      this.transport === "websocket"
+        ? new Impl(this.#url, tok)
+        : new HttpTransport(this.#url, tok, { format, fetch: fetchImpl });
+    let opened = false;
     ws.binaryType = "arraybuffer";
     this.#ws = ws;
     ws.onopen = () => {
+      opened = true;
       this.#attempt = 0;
+      this.#failed = 0;
       for (const frame of this.#queue.splice(0)) ws.send(frame);
       for (const w of this.#waiting.splice(0)) w.resolve();
       this.#emit("open");
@@ -212,6 +394,19 @@ export class WsPoolClient {
       if (this.#ws !== ws) return;
       this.#ws = null;
       const code = ev.code ?? 1006;
+      const transports = this.#opts.transports.length;
+      if (!opened && this.#opts.reconnect && this.#failed + 1 < transports) {
+        // Never opened (refused, blocked by a proxy): the next transport,
+        // at once. Once one opens, reconnects keep to it.
+        this.#failed++;
+        this.#transport = (this.#transport + 1) % transports;
+        this.#connect();
+        return;
+      }
+      if (!opened) {
+        this.#failed = 0;
+        this.#transport = (this.#transport + 1) % transports;
+      }
       const reconnecting = this.#opts.reconnect && !FINAL_CLOSE_CODES.includes(code);
       this.#emit("close", { code, reason: ev.reason ?? "", reconnecting });
       if (!reconnecting) {

@@ -181,13 +181,78 @@ test("a server restart (1001): reconnects with backoff, queues sends up to the b
   frank.close();
 });
 
+test("with no WebSocket in the runtime, the client falls back to HTTP and talks with WebSocket clients", async () => {
+  // Node 20 has no global WebSocket: without the option, only "http" is usable.
+  const viaHttp = client("via-http", { channels: ["mixed"], WebSocket: null });
+  const viaJson = client("via-http-json", { channels: ["mixed"], format: "json", WebSocket: null });
+  const viaWs = client("via-ws", { channels: ["mixed"] });
+  await Promise.all([viaHttp.opened(), viaJson.opened(), viaWs.opened()]);
+  assert.equal(viaHttp.transport, "http");
+  assert.equal(viaWs.transport, "websocket");
+
+  const atWs = next(viaWs, "message", (m) => m.fromClientId === "via-http");
+  const atJson = next(viaJson, "message", (m) => m.fromClientId === "via-http");
+  viaHttp.send({ channel: ["mixed"], msg: "from http" });
+  assert.equal((await atWs).msg, "from http");
+  assert.equal((await atJson).msg, "from http");
+
+  const direct = next(viaHttp, "message", (m) => m.fromClientId === "via-ws");
+  viaWs.send({ toClientId: "via-http", msg: "to http", cmdData: "AQI=" });
+  const got = await direct;
+  assert.equal(got.msg, "to http");
+  assert.equal(got.cmdData, "AQI=");
+  assert.equal(typeof got.timestamp, "number");
+
+  // Sent in order over POSTs, receipts too.
+  const inOrder = [];
+  const three = new Promise((resolve) =>
+    viaWs.on("message", (m) => m.fromClientId === "via-http-json" && inOrder.push(m.msg) === 3 && resolve()),
+  );
+  for (const n of ["1", "2", "3"]) viaJson.send({ toClientId: "via-ws", msg: n });
+  await within(three);
+  assert.deepEqual(inOrder, ["1", "2", "3"]);
+  const receipt = next(viaHttp, "receipt");
+  viaHttp.send({ toClientId: "nobody", msg: "anyone?", msgId: "h-1" });
+  assert.equal((await receipt).status, 4);
+  for (const c of [viaHttp, viaJson, viaWs]) c.close();
+});
+
+test("a WebSocket handshake that fails (a proxy that refuses upgrades) falls back to HTTP by itself", async () => {
+  // A real WebSocket whose handshake a real server refuses (404), as a
+  // proxy that blocks upgrades would.
+  class Blocked extends WebSocket {
+    constructor(u, protocols) {
+      super(u.replace("/ws", "/blocked"), protocols);
+    }
+  }
+  const c = client("fell-back", { WebSocket: Blocked });
+  const events = [];
+  c.on("close", (e) => events.push(e));
+  await within(c.opened());
+  assert.equal(c.transport, "http");
+  assert.deepEqual(events, [], "a fallback is not a close the app sees");
+  const echo = next(c, "receipt");
+  c.send({ toClientId: "nobody", msg: "x" });
+  assert.equal((await echo).status, 4);
+  c.close();
+});
+
+test("transports are validated; an impossible list is refused", () => {
+  assert.throws(() => new WsPoolClient(url, { id: "x", transports: ["carrier-pigeon"] }), /transports/);
+  assert.throws(() => new WsPoolClient(url, { id: "x", transports: [] }), /transports/);
+  assert.throws(
+    () => new WsPoolClient(url, { id: "x", transports: ["websocket"], WebSocket: null }),
+    /no usable transport/,
+  );
+});
+
 test("tokens are built and validated as the server does", () => {
   assert.equal(token("alice", ["room1", "room2", "room1"]), "alice_room1_room2");
   assert.throws(() => token("", []), TypeError);
   assert.throws(() => token("a_b", []), /may only hold/);
   assert.throws(() => token("alice", ["bad room"]), /channel "bad room"/);
   assert.throws(
-    () => new WsPoolClient("ws://127.0.0.1:1/ws", { id: "x", WebSocket: undefined, format: "xml" }),
+    () => new WsPoolClient("ws://127.0.0.1:1/ws", { id: "x", WebSocket: null, format: "xml" }),
     /format must be/,
   );
 });
