@@ -41,10 +41,13 @@ export const launch = () => chromium.launch({
          '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
 
-// A tab of the chat page at `base`, connected as `id` in `channels`.
-export const tab = async (browser, base, id, channels) => {
+// A tab of the chat page at `base`, connected as `id` in `channels`;
+// with `noWebSocket`, in a page whose `window.WebSocket` is gone (the
+// client falls back to HTTP).
+export const tab = async (browser, base, id, channels, { noWebSocket = false } = {}) => {
   const page = await browser.newPage();
   page.setDefaultTimeout(10_000);
+  if (noWebSocket) await page.addInitScript(() => { delete window.WebSocket; });
   await page.goto(base + '/');
   await page.fill('#id', id);
   await page.fill('#channels', channels);

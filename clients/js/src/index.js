@@ -100,7 +100,8 @@ export class HttpTransport {
     u.protocol = u.protocol === "wss:" ? "https:" : u.protocol === "ws:" ? "http:" : u.protocol;
     this.#base = new URL(u.toString());
     this.#format = format;
-    this.#fetch = fetchImpl;
+    // Called on the global: a browser's fetch refuses any other `this`.
+    this.#fetch = (...args) => fetchImpl.call(globalThis, ...args);
     u.searchParams.set("transport", "sse");
     u.searchParams.set("token", token);
     this.#read(u.toString());
