@@ -38,12 +38,16 @@ pub enum Proto {
     /// `R<room> <payload>` / `D<id> <payload>` text frames (node-ws, Bun,
     /// naive-axum).
     Simple,
+    /// wspool, its subscribers on the HTTP fallback (server-sent events;
+    /// `crate::sse`), its publishers and senders on WebSockets.
+    WspoolSse,
 }
 
 impl Proto {
     pub fn of(server: &str) -> Proto {
         match server {
             "wspool" | "limit" | "axum-floor" => Proto::Wspool,
+            "wspool-sse" => Proto::WspoolSse,
             "socketioxide" => Proto::SocketIo,
             _ => Proto::Simple,
         }
@@ -97,7 +101,7 @@ pub async fn connect_from(
     from: Option<IpAddr>,
 ) -> Result<Ws, String> {
     let url = match proto {
-        Proto::Wspool => format!("ws://127.0.0.1:{port}/ws"),
+        Proto::Wspool | Proto::WspoolSse => format!("ws://127.0.0.1:{port}/ws"),
         Proto::SocketIo => format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"),
         Proto::Simple => match room {
             Some(r) => format!("ws://127.0.0.1:{port}/?id={id}&room={r}"),
@@ -105,7 +109,7 @@ pub async fn connect_from(
         },
     };
     let mut req = url.into_client_request().map_err(|e| e.to_string())?;
-    if proto == Proto::Wspool {
+    if matches!(proto, Proto::Wspool | Proto::WspoolSse) {
         let token = match room {
             Some(r) => format!("{id}_{r}"),
             None => id.to_owned(),
@@ -136,7 +140,7 @@ pub async fn connect_from(
     }
     .map_err(|e| e.to_string())?;
     match proto {
-        Proto::Wspool => {
+        Proto::Wspool | Proto::WspoolSse => {
             // Registered once a message to ourselves comes back.
             let hello = SendMsg {
                 to_client_id: id.to_owned(),
@@ -214,7 +218,7 @@ async fn wait_for(ws: &mut Ws, mut done: impl FnMut(&Message) -> bool) -> Result
 /// A message to every member of `room`.
 pub fn publish(proto: Proto, room: &str, payload: &str) -> Message {
     match proto {
-        Proto::Wspool => {
+        Proto::Wspool | Proto::WspoolSse => {
             let m = SendMsg {
                 channel: vec![room.to_owned()],
                 cmd_data: bytes::Bytes::copy_from_slice(payload.as_bytes()),
@@ -230,7 +234,7 @@ pub fn publish(proto: Proto, room: &str, payload: &str) -> Message {
 /// A message to client `to`.
 pub fn direct(proto: Proto, to: &str, payload: &str) -> Message {
     match proto {
-        Proto::Wspool => {
+        Proto::Wspool | Proto::WspoolSse => {
             let m = SendMsg {
                 to_client_id: to.to_owned(),
                 cmd_data: bytes::Bytes::copy_from_slice(payload.as_bytes()),
@@ -282,7 +286,7 @@ fn cmd_data(mut b: &[u8]) -> Option<&[u8]> {
 /// Decodes what a client received.
 pub fn incoming(proto: Proto, msg: &Message) -> Incoming<'_> {
     match (proto, msg) {
-        (Proto::Wspool, Message::Binary(b)) => match cmd_data(b) {
+        (Proto::Wspool | Proto::WspoolSse, Message::Binary(b)) => match cmd_data(b) {
             Some(p) => Incoming::Payload(p),
             None => Incoming::Other,
         },

@@ -22,6 +22,7 @@ mod scale;
 mod scenarios;
 mod servers;
 mod soak;
+mod sse;
 
 use std::{
     collections::BTreeMap,

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::{
     client::{self, connect, incoming, now_ns, parse_payload, Incoming, Proto, Ws},
     proc_stats::{cpu_secs, cpu_split, rss_kib},
+    sse,
 };
 
 pub type Metrics = BTreeMap<String, f64>;
@@ -227,6 +228,43 @@ async fn run_client(
     }
 }
 
+/// `n` clients in `room`, recording what they receive: WebSockets, or
+/// the HTTP fallback's sessions for `wspool-sse` (at most 256 handshakes
+/// at once).
+async fn subscribers(
+    ctx: &Ctx,
+    n: usize,
+    room: &str,
+    rec: &Arc<Recorder>,
+    what: &str,
+) -> Result<(), String> {
+    if ctx.proto != Proto::WspoolSse {
+        for ws in connect_many(ctx, n, Some(room), 256, what).await? {
+            tokio::spawn(run_client(ctx.proto, ws, rec.clone(), None));
+        }
+        return Ok(());
+    }
+    let pb = bar(n as u64, what);
+    let gate = Arc::new(Semaphore::new(256));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let (gate, port, room, pb) = (gate.clone(), ctx.port_for(i), room.to_owned(), pb.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await.map_err(|e| e.to_string())?;
+            let session = sse::open(port, &format!("c{i}"), Some(&room)).await;
+            pb.inc(1);
+            session
+        }));
+    }
+    for t in tasks {
+        let session = t.await.map_err(|e| e.to_string())??;
+        let rec = rec.clone();
+        tokio::spawn(session.run(Arc::new(move |p: &[u8]| rec.record(p))));
+    }
+    pb.finish_and_clear();
+    Ok(())
+}
+
 /// Connects `n` clients (at most `parallel` handshakes at once).
 async fn connect_many(
     ctx: &Ctx,
@@ -268,10 +306,7 @@ pub async fn fanout(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
     };
     let slots = 4_000_000;
     let rec = Recorder::new(slots, n as u32);
-    let subs = connect_many(ctx, n, Some("room"), 256, "subscribers").await?;
-    for ws in subs {
-        tokio::spawn(run_client(ctx.proto, ws, rec.clone(), None));
-    }
+    subscribers(ctx, n, "room", &rec, "subscribers").await?;
     let mut publisher = connect(ctx.proto, ctx.port, "publisher", None).await?;
     let cpu0 = ctx.cpu();
     let redis0 = redis_usage(ctx).await;
@@ -422,10 +457,7 @@ pub async fn idle(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
     let rss0 = rss_kib(ctx.server_pid);
     let cpu0 = cpu_secs(ctx.server_pid);
     let rec = Recorder::new(0, 1);
-    let clients = connect_many(ctx, n, Some("idle"), 256, "idle clients").await?;
-    for ws in clients {
-        tokio::spawn(run_client(ctx.proto, ws, rec.clone(), None));
-    }
+    subscribers(ctx, n, "idle", &rec, "idle clients").await?;
     // Let the server settle (buffers released after the handshakes).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss1 = rss_kib(ctx.server_pid);
@@ -447,10 +479,7 @@ pub async fn idle(ctx: &Ctx, n: usize) -> Result<Metrics, String> {
 pub async fn burst_idle(ctx: &Ctx, n: usize, burst: u64) -> Result<Metrics, String> {
     let rss0 = rss_kib(ctx.server_pid);
     let rec = Recorder::new(burst as usize, n as u32);
-    let clients = connect_many(ctx, n, Some("idle"), 256, "idle clients").await?;
-    for ws in clients {
-        tokio::spawn(run_client(ctx.proto, ws, rec.clone(), None));
-    }
+    subscribers(ctx, n, "idle", &rec, "idle clients").await?;
     let mut publisher = connect(ctx.proto, ctx.port, "publisher", None).await?;
     // As `idle`: the server settles after the handshakes.
     tokio::time::sleep(Duration::from_secs(2)).await;

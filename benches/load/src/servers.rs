@@ -50,7 +50,9 @@ pub async fn serve(kind: &str, port: u16, redis: Option<&str>) -> std::io::Resul
         return axum::serve(nodelay(listener), app).await;
     }
     match kind {
-        "wspool" => axum::serve(nodelay(listener), wspool_app()).await,
+        // `wspool-sse`: the same server; its subscribers use the HTTP
+        // fallback (`crate::sse`).
+        "wspool" | "wspool-sse" => axum::serve(nodelay(listener), wspool_app()).await,
         "socketioxide" => axum::serve(nodelay(listener), socketio_app()).await,
         "naive-axum" => axum::serve(nodelay(listener), naive_app()).await,
         "limit" => limit(listener).await,
