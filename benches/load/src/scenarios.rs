@@ -259,7 +259,7 @@ async fn subscribers(
     for t in tasks {
         let session = t.await.map_err(|e| e.to_string())??;
         let rec = rec.clone();
-        tokio::spawn(session.run(Arc::new(move |p: &[u8]| rec.record(p))));
+        tokio::spawn(session.run(move |p: &[u8]| rec.record(p)));
     }
     pb.finish_and_clear();
     Ok(())

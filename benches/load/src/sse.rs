@@ -3,8 +3,6 @@
 //! server-sent events instead of WebSocket frames (the publisher stays on
 //! a WebSocket). What the fallback costs beside WebSocket, in one run.
 
-use std::sync::Arc;
-
 use base64::Engine as _;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -75,7 +73,7 @@ impl Session {
 
     /// Reads events until the stream ends, handing each message's payload
     /// (`cmdData`) to `record`.
-    pub async fn run(mut self, record: Arc<dyn Fn(&[u8]) + Send + Sync>) {
+    pub async fn run(mut self, record: impl Fn(&[u8]) + Send + 'static) {
         while let Some(event) = self.next_event().await {
             let Some(data) = event.strip_prefix(b"data: ") else {
                 continue; // a ping comment, or a named event
