@@ -198,7 +198,7 @@ impl Encoded {
         }
     }
 
-    /// The message as one server-sent event (PROTOCOL.md section 9): a
+    /// The message as one server-sent event (PROTOCOL.md section 10): a
     /// `data:` line with the JSON form, or the binary form in base64.
     pub(crate) fn event(&self, format: Format) -> &Bytes {
         use base64::Engine as _;

@@ -1,4 +1,4 @@
-//! The HTTP fallback (PROTOCOL.md section 9): server-sent events down,
+//! The HTTP fallback (PROTOCOL.md section 10): server-sent events down,
 //! POSTs up, through `wspool::serve` over real TCP. The same semantics as
 //! a WebSocket (the token, stamped relays, receipts, replacement, the
 //! offline buffer, limits and close codes), clients of every transport in

@@ -1,5 +1,5 @@
 //! The HTTP fallback's socket: server-sent events down, POSTs up
-//! (PROTOCOL.md section 9).
+//! (PROTOCOL.md section 10).
 //!
 //! A session is a connection like any other (registered, routed, limited
 //! and closed the same way); only its socket differs. What the connection

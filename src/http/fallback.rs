@@ -1,5 +1,5 @@
 //! The HTTP fallback's two requests on the provided route (PROTOCOL.md
-//! section 9): `GET ?transport=sse&token=..` opens a session whose
+//! section 10): `GET ?transport=sse&token=..` opens a session whose
 //! response is a stream of server-sent events, `POST ?session=..` sends
 //! one message to it.
 

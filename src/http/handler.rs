@@ -81,7 +81,7 @@ where
 ///
 /// It serves the WebSocket handshake (HTTP/1.1 and HTTP/2) and the HTTP
 /// fallback for clients that cannot open a WebSocket (PROTOCOL.md section
-/// 9): `GET ?transport=sse&token=..` opens a session of server-sent
+/// 10): `GET ?transport=sse&token=..` opens a session of server-sent
 /// events, `POST ?session=..` sends to it.
 pub async fn ws_handler(pool: WsPool, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();

@@ -1,5 +1,5 @@
 //! The HTTP fallback's sessions as the pool opens them and takes their
-//! POSTs (PROTOCOL.md section 9; the socket is `connection::sse`).
+//! POSTs (PROTOCOL.md section 10; the socket is `connection::sse`).
 
 use axum::{
     body::Body,

@@ -1,4 +1,4 @@
-//! A client of the HTTP fallback (PROTOCOL.md section 9) over real TCP:
+//! A client of the HTTP fallback (PROTOCOL.md section 10) over real TCP:
 //! the event stream read as it arrives, and POSTs.
 
 use std::net::SocketAddr;

@@ -1,4 +1,4 @@
-//! Subscribers over wspool's HTTP fallback (PROTOCOL.md section 9): the
+//! Subscribers over wspool's HTTP fallback (PROTOCOL.md section 10): the
 //! server `wspool-sse` is wspool itself, its subscribers reading
 //! server-sent events instead of WebSocket frames (the publisher stays on
 //! a WebSocket). What the fallback costs beside WebSocket, in one run.

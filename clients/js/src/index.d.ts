@@ -65,7 +65,7 @@ export interface WsPoolClientOptions {
    * when one is missing from the runtime, or never opens (a proxy that
    * refuses upgrades), the next is tried at once; once one opens,
    * reconnects keep to it. "http" is the server's fallback: server-sent
-   * events down, POSTs up (PROTOCOL.md section 9). */
+   * events down, POSTs up (PROTOCOL.md section 10). */
   transports?: Transport[];
   /** A WebSocket implementation (default: globalThis.WebSocket; `null`:
    * none, as in a runtime without one). */

@@ -74,7 +74,7 @@ function base64ToBytes(text) {
 }
 
 /**
- * The HTTP fallback (PROTOCOL.md section 9) with a WebSocket's shape, so
+ * The HTTP fallback (PROTOCOL.md section 10) with a WebSocket's shape, so
  * the client drives either the same way: server-sent events read from a
  * streamed `fetch` (browsers and Node alike; `EventSource` can set no
  * headers and is missing on Node), one POST per message, in order, and
