@@ -52,16 +52,7 @@ impl H2 {
     /// Opens a WebSocket at `path` offering `token` as its subprotocol.
     pub async fn open(&self, path: &str, token: &str) -> Opened {
         let mut send = self.send.clone().ready().await.expect("h2 ready");
-        let mut request = http::Request::builder()
-            .method("CONNECT")
-            .uri(format!("http://{}{path}", self.authority))
-            .header("sec-websocket-version", "13")
-            .header("sec-websocket-protocol", token)
-            .body(())
-            .unwrap();
-        request
-            .extensions_mut()
-            .insert(Protocol::from_static("websocket"));
+        let request = self.connect_request(path, token);
         let (response, stream) = send.send_request(request, false).expect("send CONNECT");
         let response = response.await.expect("CONNECT answered");
         let status = response.status().as_u16();
@@ -164,9 +155,16 @@ impl H2 {
     /// closed the connection.
     pub async fn connect_and_reset(&self, token: &str) -> Option<SendStream<Bytes>> {
         let mut send = self.send.clone().ready().await.ok()?;
+        let request = self.connect_request("/ws", token);
+        let (_, stream) = send.send_request(request, false).ok()?;
+        Some(stream)
+    }
+
+    /// A WebSocket CONNECT (RFC 8441) to `path` offering `token`.
+    fn connect_request(&self, path: &str, token: &str) -> http::Request<()> {
         let mut request = http::Request::builder()
             .method("CONNECT")
-            .uri(format!("http://{}/ws", self.authority))
+            .uri(format!("http://{}{path}", self.authority))
             .header("sec-websocket-version", "13")
             .header("sec-websocket-protocol", token)
             .body(())
@@ -174,7 +172,6 @@ impl H2 {
         request
             .extensions_mut()
             .insert(Protocol::from_static("websocket"));
-        let (_, stream) = send.send_request(request, false).ok()?;
-        Some(stream)
+        request
     }
 }
