@@ -36,6 +36,10 @@
 
 use std::{
     pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst},
+        Arc,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -171,10 +175,25 @@ impl Options {
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
     events: mpsc::UnboundedReceiver<Event>,
+    away: Arc<Away>,
+    max_queued: usize,
+}
+
+/// What [`Client::send`] and the connection's task share.
+#[derive(Default)]
+struct Away {
+    /// Connected now.
+    open: AtomicBool,
+    /// Sends made while not connected and not written yet.
+    queued: AtomicUsize,
 }
 
 enum Command {
-    Send(Message),
+    /// A frame; `counted` when it was counted in `Away::queued`.
+    Send {
+        frame: Message,
+        counted: bool,
+    },
     Close,
 }
 
@@ -201,24 +220,38 @@ impl Client {
             .insert("sec-websocket-protocol", protocol);
         let (commands, rx) = mpsc::unbounded_channel();
         let (tx, events) = mpsc::unbounded_channel();
+        let away = Arc::new(Away::default());
+        let max_queued = options.max_queued;
         let run = Run {
             request,
             options,
             commands: rx,
             events: tx,
-            queue: Vec::new(),
+            queue: Default::default(),
+            away: away.clone(),
         };
         tokio::spawn(run.run());
-        Ok(Client { commands, events })
+        Ok(Client {
+            commands,
+            events,
+            away,
+            max_queued,
+        })
     }
 
     /// Sends `msg`: at once when connected, else queued (up to
     /// `max_queued`) and sent in order on reconnect.
     pub fn send(&self, msg: SendMsg) -> Result<(), Error> {
-        // The frame is made by the connection's task, in the format it
-        // was connected with.
+        let counted = !self.away.open.load(SeqCst);
+        if counted && self.away.queued.fetch_add(1, SeqCst) >= self.max_queued {
+            self.away.queued.fetch_sub(1, SeqCst);
+            return Err(Error::QueueFull(self.max_queued));
+        }
+        // Encoded as binary here; the connection's task writes it in the
+        // format it connected with.
+        let frame = Message::binary(msg.encode_to_vec());
         self.commands
-            .send(Command::Send(Message::binary(msg.encode_to_vec())))
+            .send(Command::Send { frame, counted })
             .map_err(|_| Error::Closed)
     }
 
@@ -248,8 +281,10 @@ struct Run {
     options: Options,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
-    /// Frames waiting for a connection.
-    queue: Vec<Message>,
+    /// Frames waiting for a connection, and whether each is counted in
+    /// `away.queued`.
+    queue: std::collections::VecDeque<(Message, bool)>,
+    away: Arc<Away>,
 }
 
 /// How one connection ended.
@@ -299,20 +334,11 @@ impl Run {
                 tokio::select! {
                     () = &mut sleep => break,
                     command = self.commands.recv() => match command {
-                        Some(Command::Send(frame)) => self.enqueue(frame),
+                        Some(Command::Send { frame, counted }) => self.queue.push_back((frame, counted)),
                         Some(Command::Close) | None => return,
                     },
                 }
             }
-        }
-    }
-
-    fn enqueue(&mut self, frame: Message) {
-        if self.queue.len() < self.options.max_queued {
-            self.queue.push(frame);
-        } else {
-            let n = self.options.max_queued;
-            tracing::warn!("wspool-client: {}", Error::QueueFull(n));
         }
     }
 
@@ -322,8 +348,26 @@ impl Run {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let json = self.options.format == Format::Json;
+        self.away.open.store(true, SeqCst);
         let _ = self.events.send(Event::Open);
-        for frame in std::mem::take(&mut self.queue) {
+        let end = self.serve_open(&mut ws, json).await;
+        self.away.open.store(false, SeqCst);
+        end
+    }
+
+    async fn serve_open<S>(
+        &mut self,
+        ws: &mut tokio_tungstenite::WebSocketStream<S>,
+        json: bool,
+    ) -> End
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        // What waited, first and in order; then what arrives.
+        while let Some((frame, counted)) = self.queue.pop_front() {
+            if counted {
+                self.away.queued.fetch_sub(1, SeqCst);
+            }
             if ws.send(to_format(frame, json)).await.is_err() {
                 return End::Lost(1006, String::new());
             }
@@ -331,7 +375,10 @@ impl Run {
         loop {
             tokio::select! {
                 command = self.commands.recv() => match command {
-                    Some(Command::Send(frame)) => {
+                    Some(Command::Send { frame, counted }) => {
+                        if counted {
+                            self.away.queued.fetch_sub(1, SeqCst);
+                        }
                         if ws.send(to_format(frame, json)).await.is_err() {
                             return End::Lost(1006, String::new());
                         }

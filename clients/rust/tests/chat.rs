@@ -231,3 +231,31 @@ async fn reconnects_after_a_restart_and_flushes_what_was_queued_in_order() {
     }
     stop(server);
 }
+
+/// While away, at most `max_queued` sends wait; the next is refused with
+/// `QueueFull`, and once connected sends go out at once again.
+#[tokio::test]
+async fn the_queue_while_away_is_bounded() {
+    let addr = free_addr();
+    let server = chat(addr);
+    let mut me = Client::connect(options(addr, "bounded").max_queued(2)).unwrap();
+    opened(&mut me, "bounded").await;
+    stop(server);
+    assert!(closed(&mut me).await.1, "reconnecting");
+    me.send(msg("bounded", &[], "1")).unwrap();
+    me.send(msg("bounded", &[], "2")).unwrap();
+    assert_eq!(
+        me.send(msg("bounded", &[], "3")),
+        Err(wspool_client::Error::QueueFull(2))
+    );
+    let server = chat(addr);
+    assert_eq!(message(&mut me).await.msg, "1");
+    assert_eq!(message(&mut me).await.msg, "2");
+    for n in ["4", "5", "6"] {
+        me.send(msg("bounded", &[], n)).unwrap();
+    }
+    for n in ["4", "5", "6"] {
+        assert_eq!(message(&mut me).await.msg, n);
+    }
+    stop(server);
+}
