@@ -189,9 +189,9 @@ struct Away {
 }
 
 enum Command {
-    /// A frame; `counted` when it was counted in `Away::queued`.
+    /// A message; `counted` when it was counted in `Away::queued`.
     Send {
-        frame: Message,
+        msg: Box<SendMsg>,
         counted: bool,
     },
     Close,
@@ -247,11 +247,13 @@ impl Client {
             self.away.queued.fetch_sub(1, SeqCst);
             return Err(Error::QueueFull(self.max_queued));
         }
-        // Encoded as binary here; the connection's task writes it in the
-        // format it connected with.
-        let frame = Message::binary(msg.encode_to_vec());
+        // Encoded by the connection's task, once, in the format it
+        // connected with.
         self.commands
-            .send(Command::Send { frame, counted })
+            .send(Command::Send {
+                msg: Box::new(msg),
+                counted,
+            })
             .map_err(|_| Error::Closed)
     }
 
@@ -281,9 +283,9 @@ struct Run {
     options: Options,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
-    /// Frames waiting for a connection, and whether each is counted in
+    /// Messages waiting for a connection, and whether each is counted in
     /// `away.queued`.
-    queue: std::collections::VecDeque<(Message, bool)>,
+    queue: std::collections::VecDeque<(Box<SendMsg>, bool)>,
     away: Arc<Away>,
 }
 
@@ -334,7 +336,7 @@ impl Run {
                 tokio::select! {
                     () = &mut sleep => break,
                     command = self.commands.recv() => match command {
-                        Some(Command::Send { frame, counted }) => self.queue.push_back((frame, counted)),
+                        Some(Command::Send { msg, counted }) => self.queue.push_back((msg, counted)),
                         Some(Command::Close) | None => return,
                     },
                 }
@@ -364,22 +366,22 @@ impl Run {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         // What waited, first and in order; then what arrives.
-        while let Some((frame, counted)) = self.queue.pop_front() {
+        while let Some((msg, counted)) = self.queue.pop_front() {
             if counted {
                 self.away.queued.fetch_sub(1, SeqCst);
             }
-            if ws.send(to_format(frame, json)).await.is_err() {
+            if ws.send(frame(&msg, json)).await.is_err() {
                 return End::Lost(1006, String::new());
             }
         }
         loop {
             tokio::select! {
                 command = self.commands.recv() => match command {
-                    Some(Command::Send { frame, counted }) => {
+                    Some(Command::Send { msg, counted }) => {
                         if counted {
                             self.away.queued.fetch_sub(1, SeqCst);
                         }
-                        if ws.send(to_format(frame, json)).await.is_err() {
+                        if ws.send(frame(&msg, json)).await.is_err() {
                             return End::Lost(1006, String::new());
                         }
                     }
@@ -421,14 +423,14 @@ impl Run {
     }
 }
 
-/// A binary frame as sent by [`Client::send`], in the connection's format.
-fn to_format(frame: Message, json: bool) -> Message {
-    match frame {
-        Message::Binary(b) if json => match SendMsg::decode(b) {
-            Ok(msg) => Message::text(serde_json::to_string(&msg).unwrap_or_default()),
-            Err(_) => Message::text(String::new()),
-        },
-        other => other,
+/// `msg` as a frame of the connection's format: binary protobuf, or proto3
+/// JSON text.
+fn frame(msg: &SendMsg, json: bool) -> Message {
+    if json {
+        // Plain strings, numbers and bytes: serializing cannot fail.
+        Message::text(serde_json::to_string(msg).unwrap_or_default())
+    } else {
+        Message::binary(msg.encode_to_vec())
     }
 }
 
