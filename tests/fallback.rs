@@ -240,3 +240,29 @@ impl EncodeForTest for wspool::SendMsg {
         prost::Message::encode_to_vec(self)
     }
 }
+
+/// A POST whose body trickles in (its head promises 100 bytes, 10 come)
+/// gets 408 at `write_timeout`; the session goes on.
+#[tokio::test]
+async fn a_trickled_post_body_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pool = WsPool::builder()
+        .write_timeout(Duration::from_millis(300))
+        .build();
+    let (addr, _stop) = start_all(&pool).await;
+    let mut slow = sse(&pool, addr, "slow", false).await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /ws?session={} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nConnection: close\r\n\r\n0123456789",
+        slow.session
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut response))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    pool.send(text_msg("slow", &[], "still here")).unwrap();
+    assert_eq!(slow.recv().await.msg, "still here");
+}

@@ -58,15 +58,20 @@ impl WsPool {
     /// or nothing at all to say the client is still there. 202 when
     /// handed to the session's connection (which answers as it answers a
     /// WebSocket frame: relayed, or a receipt on the event stream); 404
-    /// for no such session, 413 past `max_message_size`, 429 while too
-    /// many wait.
+    /// for no such session, 413 past `max_message_size`, 408 for a body
+    /// not in within `write_timeout`, 429 while too many wait.
     pub(crate) async fn post_event(&self, id: &str, json: bool, body: Body) -> Response {
         if !self.inner.sessions.contains(id) {
             return refuse(StatusCode::NOT_FOUND, "no such session");
         }
+        // A body that trickles in holds a task: it has `write_timeout`, as
+        // a frame being written has.
         let limit = self.config().max_message_size();
-        let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-            return refuse(StatusCode::PAYLOAD_TOO_LARGE, "message too big");
+        let read = axum::body::to_bytes(body, limit);
+        let bytes = match tokio::time::timeout(self.config().write_timeout(), read).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "message too big"),
+            Err(_) => return refuse(StatusCode::REQUEST_TIMEOUT, "the body came too slowly"),
         };
         let msg = if bytes.is_empty() {
             Message::Pong(Bytes::new())
