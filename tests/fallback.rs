@@ -266,3 +266,48 @@ async fn a_trickled_post_body_times_out() {
     pool.send(text_msg("slow", &[], "still here")).unwrap();
     assert_eq!(slow.recv().await.msg, "still here");
 }
+
+/// A session whose client stops reading: its events fill the stream's
+/// buffer (256 KiB), then its queue, and it is closed as too slow (4008)
+/// at `slow_client_timeout`, as a WebSocket is.
+#[tokio::test]
+async fn a_session_that_stops_reading_is_closed_as_too_slow() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pool = WsPool::builder()
+        .slow_client_timeout(Duration::from_millis(300))
+        .queue_max_messages(16)
+        .build();
+    let (addr, _stop) = start_all(&pool).await;
+    let mut events = pool.events();
+    // A raw client: it reads the response's head, then nothing more.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = "GET /ws?transport=sse&token=stuck HTTP/1.1\r\nHost: x\r\n\r\n";
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut first = [0u8; 64];
+    let n = tcp.read(&mut first).await.unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    wait_connected(&mut events, "stuck").await;
+    let body = "x".repeat(64 * 1024);
+    let feeder = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            while pool.client("stuck").is_some() {
+                let _ = pool.send(text_msg("stuck", &[], &body));
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let gone = wait_event(&mut events, |e| matches!(e, PoolEvent::Disconnected { .. })).await;
+    assert!(
+        matches!(
+            gone,
+            PoolEvent::Disconnected {
+                reason: DisconnectReason::TooSlow,
+                ..
+            }
+        ),
+        "{gone:?}"
+    );
+    feeder.await.unwrap();
+    drop(tcp);
+}
