@@ -20,7 +20,8 @@
 //! ```
 //!
 //! Open the page in two browser tabs, connect as two ids, and chat; the
-//! live dashboard is at `/dashboard`. Drive the pool from a shell:
+//! library's live dashboard is at `/dashboard` (open, for local use; with
+//! `--admin-password PASS` it and the admin API ask for user `admin`). Drive the pool from a shell:
 //!
 //! ```text
 //! curl localhost:3000/api/clients
@@ -32,10 +33,16 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use axum::{http::header, response::Html, routing::get, Router};
+use axum::{
+    http::{header, StatusCode},
+    response::Html,
+    routing::get,
+    Router,
+};
+use base64::{engine::general_purpose::STANDARD, Engine as _};
 use clap::Parser;
 use tokio_stream::StreamExt;
-use wspool::{ConfigError, PoolEvent, WsPool};
+use wspool::{admin::Admin, ConfigError, PoolEvent, WsPool};
 
 /// The chat example's flags.
 #[derive(Parser, Debug)]
@@ -97,6 +104,11 @@ pub struct Args {
     /// The private key of `--tls-cert` (PEM).
     #[arg(long)]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Protect the admin API and the dashboard with HTTP Basic
+    /// authentication, user `admin` and this password (unset: they are
+    /// open, for local use; the log says so).
+    #[arg(long, env = "WSPOOL_ADMIN_PASSWORD")]
+    pub admin_password: Option<String>,
     /// Join the cluster whose Redis is at this URL (feature `redis`):
     /// `redis://HOST:PORT`, `redis+sentinel://HOST:PORT[,...]/MASTER`, or
     /// `redis+cluster://HOST:PORT[,...]` (a Redis Cluster's seed nodes).
@@ -191,19 +203,66 @@ pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     })
 }
 
-/// The whole app: page, pool route, admin API, metrics.
-pub fn app(pool: &WsPool) -> Router {
+/// The whole app: page, pool route, the library's admin surface (API and
+/// dashboard, behind `--admin-password` when given), metrics.
+pub fn app(pool: &WsPool, args: &Args) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/", get(|| async { Html(PAGE) }))
-        .route("/dashboard", get(|| async { Html(DASHBOARD) }))
+        .route("/online", get(online))
         .route(
             "/wspool-client.js",
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], CLIENT_JS) }),
         )
         .merge(wspool::route())
-        .merge(wspool::admin::router())
+        .merge(admin(args).router())
         .layer(pool.layer())
+}
+
+/// `GET /online`: who is in the chat, on every node (ids and channels:
+/// what the page lists, without the admin API's details).
+async fn online(pool: WsPool) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match pool.cluster_clients().await {
+        Ok(mut list) => {
+            list.sort_by(|a, b| a.id.cmp(&b.id));
+            let who = list
+                .iter()
+                .map(|c| serde_json::json!({ "id": c.id, "channels": c.channels }));
+            axum::Json(who.collect::<Vec<_>>()).into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+/// Who may use the admin surface: with `--admin-password`, whoever gives
+/// user `admin` and that password (HTTP Basic, so a browser asks for it);
+/// otherwise anyone (for a demo on a loopback address).
+fn admin(args: &Args) -> Admin {
+    let Some(password) = args.admin_password.clone() else {
+        return Admin::open_for_local_use();
+    };
+    let expected = format!("Basic {}", STANDARD.encode(format!("admin:{password}")));
+    Admin::authorize(move |req| {
+        let given = req.headers.get(header::AUTHORIZATION).cloned();
+        let ok = given.is_some_and(|v| same(v.as_bytes(), expected.as_bytes()));
+        async move {
+            match ok {
+                true => Ok(()),
+                false => Err((
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, r#"Basic realm="wspool admin""#)],
+                    "admin password required",
+                )),
+            }
+        }
+    })
+}
+
+/// Whether `a` and `b` are equal, in a time that does not depend on where
+/// they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 #[tokio::main]
@@ -251,9 +310,9 @@ async fn main() -> std::io::Result<()> {
     let server = match (&args.tls_cert, &args.tls_key) {
         (None, None) => {
             tracing::info!("chat on http://{addr}, dashboard on http://{addr}/dashboard");
-            wspool::serve(listener, app(&pool), &pool)
+            wspool::serve(listener, app(&pool, &args), &pool)
         }
-        (Some(cert), Some(key)) => tls_server(listener, &pool, cert, key, addr),
+        (Some(cert), Some(key)) => tls_server(listener, app(&pool, &args), &pool, cert, key, addr),
         _ => {
             eprintln!("chat: --tls-cert and --tls-key go together");
             std::process::exit(2);
@@ -268,6 +327,7 @@ async fn main() -> std::io::Result<()> {
 #[cfg(feature = "tls")]
 fn tls_server(
     listener: tokio::net::TcpListener,
+    app: Router,
     pool: &WsPool,
     cert: &std::path::Path,
     key: &std::path::Path,
@@ -278,12 +338,13 @@ fn tls_server(
         std::process::exit(2);
     });
     tracing::info!("chat on https://{addr}, dashboard on https://{addr}/dashboard");
-    wspool::serve_tls(listener, app(pool), pool, tls)
+    wspool::serve_tls(listener, app, pool, tls)
 }
 
 #[cfg(not(feature = "tls"))]
 fn tls_server(
     _: tokio::net::TcpListener,
+    _: Router,
     _: &WsPool,
     _: &std::path::Path,
     _: &std::path::Path,
@@ -292,152 +353,6 @@ fn tls_server(
     eprintln!("chat: TLS needs the `tls` feature: cargo run --example chat --features tls -- ...");
     std::process::exit(2);
 }
-
-/// The live dashboard: charts fed by `/api/stats/stream` (server-sent
-/// events), the client list from `/api/clients`, kick, join and leave
-/// through the admin API. Plain HTML, JS and canvas; no build step.
-pub const DASHBOARD: &str = r##"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>wspool dashboard</title>
-<style>
- * { box-sizing: border-box; }
- body { font: 14px system-ui, sans-serif; margin: 0; padding: 16px 24px; color: #1d2433; background: #f6f7f9; }
- header { display: flex; align-items: baseline; gap: 16px; }
- h1 { font-size: 20px; margin: 0 0 12px; } header a { color: #2563eb; }
- .tiles { display: grid; grid-template-columns: repeat(6, 1fr); gap: 12px; margin-bottom: 12px; }
- .tile { background: #fff; border-radius: 8px; padding: 10px 14px; box-shadow: 0 1px 2px #0001; }
- .tile b { display: block; font-size: 22px; margin-top: 2px; font-variant-numeric: tabular-nums; }
- .tile span { color: #667085; font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
- .charts { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; margin-bottom: 12px; }
- .chart { background: #fff; border-radius: 8px; padding: 10px 14px; box-shadow: 0 1px 2px #0001; }
- .chart h2 { font-size: 13px; margin: 0 0 6px; font-weight: 600; }
- canvas { width: 100%; height: 170px; display: block; }
- .legend i { display: inline-block; width: 10px; height: 3px; margin: 0 4px 3px 10px; vertical-align: middle; }
- table { width: 100%; border-collapse: collapse; background: #fff; border-radius: 8px; overflow: hidden; box-shadow: 0 1px 2px #0001; }
- th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid #eef0f3; }
- th { font-size: 12px; color: #667085; text-transform: uppercase; letter-spacing: .04em; background: #fafbfc; }
- .list { max-height: 270px; overflow-y: auto; border-radius: 8px; }
- button { font: inherit; padding: 2px 8px; border: 1px solid #d0d5dd; background: #fff; border-radius: 5px; cursor: pointer; }
- button.kick { color: #b42318; border-color: #fda29b; }
- input { font: inherit; width: 7em; padding: 2px 4px; border: 1px solid #d0d5dd; border-radius: 5px; }
- .muted { color: #98a2b3; }
-</style>
-</head>
-<body>
-<header><h1>wspool dashboard</h1><a href="/">chat</a><span class="muted" id="status">connecting...</span></header>
-<section class="tiles">
- <div class="tile"><span>connections</span><b id="connections">-</b></div>
- <div class="tile"><span>messages in/s</span><b id="rateIn">-</b></div>
- <div class="tile"><span>messages out/s</span><b id="rateOut">-</b></div>
- <div class="tile"><span>messages in</span><b id="totalIn">-</b></div>
- <div class="tile"><span>dropped</span><b id="dropped">-</b></div>
- <div class="tile"><span>undelivered</span><b id="undelivered">-</b></div>
-</section>
-<section class="charts">
- <div class="chart"><h2>Connections <span class="legend"><i style="background:#2563eb"></i>now</span></h2><canvas id="connChart"></canvas></div>
- <div class="chart"><h2>Messages per second <span class="legend"><i style="background:#16a34a"></i>in<i style="background:#f97316"></i>out</span></h2><canvas id="rateChart"></canvas></div>
-</section>
-<div class="list"><table>
- <thead><tr><th>id</th><th>channels</th><th>address</th><th>connected since</th><th>in / out</th><th></th></tr></thead>
- <tbody id="clients"></tbody>
-</table></div>
-<script>
-const $ = (id) => document.getElementById(id);
-const WINDOW = 300; // samples: the last five minutes, one a second
-const samples = [];
-let last = null;
-function draw(canvas, series) {
-  const dpr = window.devicePixelRatio || 1;
-  const w = canvas.clientWidth, h = canvas.clientHeight;
-  canvas.width = w * dpr; canvas.height = h * dpr;
-  const g = canvas.getContext('2d'); g.scale(dpr, dpr); g.clearRect(0, 0, w, h);
-  const max = Math.max(1, ...series.flatMap((s) => s.values));
-  g.strokeStyle = '#eef0f3'; g.fillStyle = '#98a2b3'; g.font = '11px system-ui';
-  for (let k = 0; k <= 4; k++) {
-    const y = 8 + (h - 24) * k / 4;
-    g.beginPath(); g.moveTo(36, y); g.lineTo(w, y); g.stroke();
-    const v = max * (4 - k) / 4;
-    g.fillText(max < 10 ? v.toFixed(1) : String(Math.round(v)), 0, y + 4);
-  }
-  g.fillText('-5 min', 36, h - 2); g.fillText('now', w - 22, h - 2);
-  for (const s of series) {
-    g.strokeStyle = s.color; g.lineWidth = 2; g.beginPath();
-    s.values.forEach((v, i) => {
-      const x = 36 + (w - 36) * (i + WINDOW - s.values.length) / (WINDOW - 1);
-      const y = 8 + (h - 24) * (1 - v / max);
-      i ? g.lineTo(x, y) : g.moveTo(x, y);
-    });
-    g.stroke();
-  }
-  canvas.dataset.points = String(series[0].values.length);
-}
-function render() {
-  draw($('connChart'), [{ color: '#2563eb', values: samples.map((p) => p.connections) }]);
-  draw($('rateChart'), [
-    { color: '#16a34a', values: samples.map((p) => p.rateIn) },
-    { color: '#f97316', values: samples.map((p) => p.rateOut) },
-  ]);
-}
-const stream = new EventSource('/api/stats/stream');
-stream.onopen = () => { $('status').textContent = 'live'; };
-stream.onerror = () => { $('status').textContent = 'reconnecting...'; };
-stream.addEventListener('stats', (e) => {
-  const s = JSON.parse(e.data), now = performance.now();
-  if (last) {
-    const dt = Math.max(0.001, (now - last.t) / 1000);
-    samples.push({
-      connections: s.connections,
-      rateIn: (s.messagesIn - last.s.messagesIn) / dt,
-      rateOut: (s.messagesOut - last.s.messagesOut) / dt,
-    });
-    if (samples.length > WINDOW) samples.shift();
-  }
-  last = { t: now, s };
-  const p = samples[samples.length - 1];
-  $('connections').textContent = s.connections;
-  $('totalIn').textContent = s.messagesIn;
-  $('dropped').textContent = s.dropped;
-  $('undelivered').textContent = s.undelivered;
-  $('rateIn').textContent = p ? p.rateIn.toFixed(1) : '0';
-  $('rateOut').textContent = p ? p.rateOut.toFixed(1) : '0';
-  render();
-});
-async function api(method, path) {
-  const res = await fetch(path, { method });
-  if (!res.ok) alert((await res.json()).error || res.status);
-  refreshClients();
-}
-function cell(row, text) { const td = row.insertCell(); td.textContent = text; return td; }
-async function refreshClients() {
-  let list;
-  try { list = await (await fetch('/api/clients')).json(); } catch { return; }
-  const body = $('clients'); body.innerHTML = '';
-  for (const c of list.slice(0, 500)) {
-    const row = body.insertRow(); row.dataset.id = c.id;
-    cell(row, c.id);
-    cell(row, c.channels.join(', '));
-    cell(row, c.remoteAddr || '');
-    cell(row, new Date(c.connectedAt).toLocaleTimeString());
-    cell(row, c.messagesIn + ' / ' + c.messagesOut);
-    const act = row.insertCell();
-    const id = encodeURIComponent(c.id);
-    const ch = document.createElement('input'); ch.placeholder = 'channel';
-    const join = document.createElement('button'); join.textContent = 'join'; join.className = 'join';
-    join.onclick = () => ch.value && api('PUT', `/api/clients/${id}/channels/${encodeURIComponent(ch.value)}`);
-    const leave = document.createElement('button'); leave.textContent = 'leave'; leave.className = 'leave';
-    leave.onclick = () => ch.value && api('DELETE', `/api/clients/${id}/channels/${encodeURIComponent(ch.value)}`);
-    const kick = document.createElement('button'); kick.textContent = 'kick'; kick.className = 'kick';
-    kick.onclick = () => api('DELETE', `/api/clients/${id}`);
-    act.append(ch, ' ', join, ' ', leave, ' ', kick);
-  }
-}
-setInterval(refreshClients, 2000); refreshClients(); render();
-</script>
-</body>
-</html>
-"##;
 
 /// The wspool JavaScript client (`clients/js`), bundled for browsers.
 pub const CLIENT_JS: &str = include_str!("../clients/js/dist/wspool-client.js");
@@ -524,7 +439,7 @@ $('send').onsubmit = (e) => {
 };
 async function refresh() {
   try {
-    const clients = await (await fetch('/api/clients')).json();
+    const clients = await (await fetch('/online')).json();
     $('online').innerHTML = '';
     for (const c of clients) {
       const li = document.createElement('li');

@@ -60,7 +60,7 @@
 //! | client | [`client`], [`subscribe`] | [`ClientHandle`], [`ClientConfig`], [`Callbacks`]; server-side channel members |
 //! | connection | (private) `connection`, [`admission`] | one connection's task: register, read, write, keep time, rate limits; connection slots |
 //! | pool | [`WsPool`], [`WsPoolBuilder`] | the handle and its builder, [`WsPool::accept`], the authorisation hook |
-//! | HTTP | [`layer`], [`handler`], [`handshake`], [`server`], [`admin`] | the layer and extractor, the provided `/ws` route, tokens from `Sec-WebSocket-Protocol`, [`serve()`], a JSON admin API |
+//! | HTTP | [`layer`], [`handler`], [`handshake`], [`server`], [`admin`] | the layer and extractor, the provided `/ws` route, tokens from `Sec-WebSocket-Protocol`, [`serve()`], the admin API and dashboard (feature `admin`) |
 //! | optional | `metrics` (feature `metrics`) | Prometheus-style numbers through the `metrics` facade |
 //!
 //! ## The wire contract
@@ -126,9 +126,11 @@ pub mod routing;
 mod stats;
 pub mod subscribe;
 
+#[cfg(feature = "admin")]
+pub use http::admin;
 #[cfg(feature = "tls")]
 pub use http::tls;
-pub use http::{admin, handler, handshake, layer, server};
+pub use http::{handler, handshake, layer, server};
 
 pub use client::{Callbacks, ClientConfig, ClientHandle, Relay};
 pub use client_id::ClientId;
@@ -138,7 +140,7 @@ pub use event::{DisconnectReason, EventStream, PoolEvent, UndeliveredReason};
 pub use handler::{route, ws_handler};
 #[cfg(feature = "tls")]
 pub use http::tls::{serve_tls, Tls, TlsError};
-pub use info::ClientInfo;
+pub use info::{ClientInfo, NodeInfo};
 pub use layer::{MissingWsPool, WsPoolLayer};
 pub use message::{close_code, status, Delivery, Format};
 pub use pool::{HandshakeRequest, Rejection, WsPool, WsPoolBuilder};

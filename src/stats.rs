@@ -131,6 +131,9 @@ pub struct ClusterStats {
     /// Publications known to be missed and no longer recoverable
     /// (reported as [`PoolEvent::ClusterGap`](crate::PoolEvent::ClusterGap)).
     pub missed: u64,
+    /// When publications were last missed for good, in milliseconds since
+    /// the Unix epoch (`None`: never).
+    pub last_gap_at: Option<u64>,
     /// Sends and broadcasts refused with `Unavailable`.
     pub unavailable: u64,
     /// Times the link to the cluster was lost.

@@ -577,7 +577,9 @@ async fn memory_keeps_a_bounded_backlog_for_a_cut_pool() {
     let (a, b) = (f.node().await, f.node().await);
     let mut bob = b.connect("bob_room").await;
     let mut events = b.pool.events();
+    assert_eq!(b.pool.stats().cluster.unwrap().last_gap_at, None);
     f.cut(&b).await;
+    let before = std::time::SystemTime::now();
     for i in 0..1005 {
         let msg = text_msg("", &["room"], &format!("m{i}"));
         a.pool.broadcast(msg).unwrap();
@@ -593,6 +595,12 @@ async fn memory_keeps_a_bounded_backlog_for_a_cut_pool() {
     }
     let stats = b.pool.stats().cluster.unwrap();
     assert_eq!((stats.recovered, stats.missed), (1000, 5));
+    // When, for the admin surface's "last gap".
+    let since = before.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let at = stats.last_gap_at.expect("the gap's time");
+    assert!(at >= since.as_millis() as u64, "{at} {since:?}");
+    let report = b.pool.cluster_nodes().await.remove(0);
+    assert_eq!((report.missed, report.last_gap_at), (5, Some(at)));
 }
 
 /// Runs each test of the suite over each engine.

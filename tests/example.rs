@@ -15,7 +15,7 @@ use wspool::{PoolEvent, WsPool};
 async fn start_example(args: &[&str]) -> (WsPool, std::net::SocketAddr) {
     let args = chat::Args::parse_from(std::iter::once("chat").chain(args.iter().copied()));
     let pool = chat::pool(&args);
-    let addr = serve(chat::app(&pool)).await;
+    let addr = serve(chat::app(&pool, &args)).await;
     (pool, addr)
 }
 
@@ -274,7 +274,7 @@ async fn serves_the_dashboard_and_its_stream() {
     let (status, body) = http(addr, "GET", "/dashboard", "").await;
     assert_eq!(status, 200);
     assert!(body.contains("<title>wspool dashboard</title>"));
-    assert!(body.contains("new EventSource('/api/stats/stream')"));
+    assert!(body.contains("new EventSource(BASE + '/api/nodes/stream')"));
     let (_, page) = http(addr, "GET", "/", "").await;
     assert!(page.contains(r#"href="/dashboard""#));
 
@@ -295,4 +295,49 @@ async fn serves_the_dashboard_and_its_stream() {
     .expect("two stats events");
     assert!(seen.contains("content-type: text/event-stream"));
     assert!(seen.contains(r#"data: {"connections":0"#), "{seen}");
+}
+
+/// `--admin-password` puts the library's admin surface behind HTTP Basic
+/// authentication (user `admin`): without it or with a wrong password,
+/// 401 with `WWW-Authenticate` (so a browser asks); with it, the page and
+/// the API answer. The chat page and the pool's route stay open.
+#[tokio::test]
+async fn admin_password_protects_the_admin_surface() {
+    let (pool, addr) = start_example(&["--admin-password", "hunter2"]).await;
+    let right = format!("Basic {}", base64_of("admin:hunter2"));
+    let wrong = format!("Basic {}", base64_of("admin:hunter3"));
+    for auth in [None, Some(wrong.as_str())] {
+        for path in ["/dashboard", "/api/clients", "/api/nodes"] {
+            let headers: Vec<_> = auth.iter().map(|a| ("authorization", *a)).collect();
+            let (status, head, _) = http_with(addr, "GET", path, &headers, "").await;
+            assert_eq!(status, 401, "{path} with {auth:?}");
+            assert!(
+                head.contains(r#"www-authenticate: basic realm="wspool admin""#),
+                "{head}"
+            );
+        }
+    }
+    let (status, _, page) =
+        http_with(addr, "GET", "/dashboard", &[("authorization", &right)], "").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>wspool dashboard</title>"));
+    let mut alice = connect(&pool, addr, "alice").await;
+    let (status, _, body) = http_with(
+        addr,
+        "POST",
+        "/api/send",
+        &[("authorization", &right)],
+        r#"{"toClientId":"alice","msg":"hi"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(alice.recv().await.msg, "hi");
+    let (status, _) = http(addr, "GET", "/", "").await;
+    assert_eq!(status, 200, "the chat page is not the admin's");
+}
+
+/// Standard base64, for the Basic credentials.
+fn base64_of(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }

@@ -35,7 +35,7 @@ async fn metrics_move_with_traffic() {
     chat::prometheus();
     let args = chat::Args::parse_from(["chat"]);
     let pool = chat::pool(&args);
-    let addr = serve(chat::app(&pool)).await;
+    let addr = serve(chat::app(&pool, &args)).await;
 
     let before = scrape(addr).await;
     assert_eq!(value(&before, "wspool_connections"), Some(0.0));

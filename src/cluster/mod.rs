@@ -47,7 +47,8 @@ use crate::{
     event::UndeliveredReason,
     message::{now_ms, Encoded},
     proto::cluster::Envelope,
-    ClientId, ClientInfo, ClusterStats, ConfigError, Delivery, EngineStats, JoinError, SendError,
+    ClientId, ClientInfo, ClusterStats, ConfigError, Delivery, EngineStats, JoinError, NodeInfo,
+    SendError,
 };
 
 pub mod memory;
@@ -329,7 +330,25 @@ pub(crate) trait Cluster: Send + Sync + 'static {
     /// # Errors
     /// [`SendError::Unavailable`] when the cluster cannot be reached.
     fn presence(&self) -> BoxFuture<'_, Result<Vec<Presence>, SendError>>;
+
+    /// The last reports of the other live nodes
+    /// ([`Handler::report`]), each with its age, and `up` false for one
+    /// that has not reported within [`REPORT_STALE`].
+    ///
+    /// # Errors
+    /// [`SendError::Unavailable`] when the cluster cannot be reached.
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, SendError>>;
 }
+
+/// How often an engine that stores reports has each node make its own
+/// ([`Handler::report`]).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// A node whose report is older than this is shown down: its link broke,
+/// or it is too busy to tell.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) const REPORT_STALE: Duration = Duration::from_secs(3);
 
 /// The inbound side: what an engine hands back to this node. Registered
 /// with [`Cluster::run`]; every method returns at once.
@@ -377,6 +396,10 @@ pub(crate) trait Handler: Send + Sync + 'static {
 
     /// The channels with a member here.
     fn channels(&self) -> Vec<String>;
+
+    /// What this node tells the others of itself: its connections,
+    /// traffic and link (this engine's [`Cluster::stats`] included).
+    fn report(&self) -> NodeInfo;
 }
 
 /// The counters every engine keeps, as [`ClusterStats`] reports them
@@ -393,9 +416,18 @@ pub(crate) struct Tallies {
     pub(crate) outages: AtomicU64,
     pub(crate) data_losses: AtomicU64,
     pub(crate) malformed: AtomicU64,
+    /// When publications were last missed for good (ms since the Unix
+    /// epoch; 0: never).
+    pub(crate) last_gap_ms: AtomicU64,
 }
 
 impl Tallies {
+    /// `n` publications were missed for good, now.
+    pub(crate) fn gap(&self, n: u64) {
+        self.missed.fetch_add(n, Relaxed);
+        self.last_gap_ms.store(now_ms().max(1) as u64, Relaxed);
+    }
+
     /// The stats of `node`, its link `up` or not, with the engine's own.
     pub(crate) fn snapshot(&self, node: &str, up: bool, engine: EngineStats) -> ClusterStats {
         let get = |a: &AtomicU64| a.load(Relaxed);
@@ -407,6 +439,7 @@ impl Tallies {
             received: get(&self.received),
             recovered: get(&self.recovered),
             missed: get(&self.missed),
+            last_gap_at: Some(get(&self.last_gap_ms)).filter(|&ms| ms > 0),
             unavailable: get(&self.unavailable),
             outages: get(&self.outages),
             data_losses: get(&self.data_losses),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::{
     admission::Admission, client::Callbacks, event::EventStream, routing::Hub, BroadcastError,
-    ClientHandle, ClientId, ClientInfo, Config, Delivery, JoinError, SendError, SendMsg,
+    ClientHandle, ClientId, ClientInfo, Config, Delivery, JoinError, NodeInfo, SendError, SendMsg,
     SendOptions, Stats, Subscription,
 };
 
@@ -277,6 +277,16 @@ impl WsPool {
     /// [`SendError::Unavailable`] when the cluster cannot be reached.
     pub async fn cluster_clients(&self) -> Result<Vec<ClientInfo>, SendError> {
         self.hub().cluster_clients().await
+    }
+
+    /// Every node of the cluster, this one first: its connections, message
+    /// rates and link ([`NodeInfo`]); on a single node, this one. Each
+    /// node reports itself every second (the Redis engine); a node that
+    /// has not reported for 3 s is shown down, and one that died drops out
+    /// within its lease. When the others cannot be reached (this node's
+    /// link is down), this node alone, shown down.
+    pub async fn cluster_nodes(&self) -> Vec<NodeInfo> {
+        self.hub().cluster_nodes().await
     }
 
     /// The client `id` wherever it is connected in the cluster; on a

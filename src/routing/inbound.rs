@@ -10,7 +10,7 @@ use crate::{
     event::UndeliveredReason,
     message::Encoded,
     node::CloseRequest,
-    ClientId, DisconnectReason, JoinError, PoolEvent, SendError,
+    ClientId, DisconnectReason, JoinError, NodeInfo, PoolEvent, SendError,
 };
 
 impl Handler for Hub {
@@ -119,5 +119,9 @@ impl Handler for Hub {
 
     fn channels(&self) -> Vec<String> {
         self.node.channel_names()
+    }
+
+    fn report(&self) -> NodeInfo {
+        Hub::report(self)
     }
 }

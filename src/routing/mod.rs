@@ -65,9 +65,10 @@ use crate::{
     cluster::{Cluster, Handler},
     config::Config,
     event::{EventStream, UndeliveredReason},
+    info::Rates,
     node::{CloseRequest, Node},
     stats::Counters,
-    DisconnectReason, PoolEvent, Stats,
+    DisconnectReason, NodeInfo, PoolEvent, Stats,
 };
 
 mod clients;
@@ -95,6 +96,8 @@ pub(crate) struct Hub {
     /// Whether the background tasks were started (with the first
     /// connection).
     tasks_started: AtomicBool,
+    /// Message rates, sampled when this node's report is made.
+    rates: Rates,
     /// `wspool_queue_delay_seconds`, registered once with the recorder
     /// installed when the pool was built.
     #[cfg(feature = "metrics")]
@@ -116,6 +119,7 @@ impl Hub {
             live: watch::Sender::new(0),
             shutting_down: AtomicBool::new(false),
             tasks_started: AtomicBool::new(false),
+            rates: Rates::default(),
             #[cfg(feature = "metrics")]
             queue_delay: crate::metrics::queue_delay(),
         });
@@ -169,6 +173,32 @@ impl Hub {
         let mut stats = self.counters().snapshot(self.node.gauges());
         stats.cluster = self.cluster().map(|c| c.stats());
         stats
+    }
+
+    /// This node's report: its stats and message rates.
+    pub(crate) fn report(&self) -> NodeInfo {
+        let stats = self.stats();
+        let rates = self.rates.sample(stats.messages_in, stats.messages_out);
+        NodeInfo::of(&stats, rates)
+    }
+
+    /// Every node of the cluster (this one first), or this one; this one
+    /// alone, shown down, when the others cannot be reached.
+    pub(crate) async fn cluster_nodes(&self) -> Vec<NodeInfo> {
+        let mut nodes = vec![self.report()];
+        if let Some(cluster) = self.cluster() {
+            match cluster.nodes().await {
+                Ok(mut others) => {
+                    others.sort_by(|a, b| a.node.cmp(&b.node));
+                    nodes.extend(others);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "the other nodes' reports could not be read");
+                    nodes[0].up = false;
+                }
+            }
+        }
+        nodes
     }
 
     // ----- events -----

@@ -23,6 +23,17 @@ use tokio_tungstenite::{
 };
 use wspool::{PoolEvent, SendMsg, WsPool};
 
+/// Logs to the test's output when `RUST_LOG` is set (for a test that
+/// fails only now and then: run it with `RUST_LOG=wspool=debug`).
+pub fn logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// Longest any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -61,6 +72,22 @@ pub async fn serve_safe(
     (addr, stop)
 }
 
+/// Waits (bounded) until the async `check` holds (asked again every
+/// 20 ms): for state read over the network.
+pub async fn until_async<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    tokio::time::timeout(WAIT, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("condition not reached in time");
+}
+
 /// Waits (bounded) until `check` holds: for state with no event to await
 /// (Redis's, say).
 pub async fn until(mut check: impl FnMut() -> bool) {
@@ -77,19 +104,13 @@ pub async fn until(mut check: impl FnMut() -> bool) {
 pub fn app(pool: &WsPool) -> Router {
     Router::new()
         .merge(wspool::route())
-        .merge(wspool::admin::router())
+        .merge(wspool::admin::Admin::open_for_local_use().router())
         .layer(pool.layer())
 }
 
 /// Serves the provided route and the admin API for `pool`.
 pub async fn start(pool: &WsPool) -> SocketAddr {
-    serve(
-        Router::new()
-            .merge(wspool::route())
-            .merge(wspool::admin::router())
-            .layer(pool.layer()),
-    )
-    .await
+    serve(app(pool)).await
 }
 
 pub struct Client {
@@ -269,21 +290,35 @@ pub async fn http(
     path: &str,
     body: &str,
 ) -> (u16, String) {
+    let (status, _, body) = http_with(addr, method, path, &[], body).await;
+    (status, body)
+}
+
+/// [`http`] with `headers` added; answers the status, the response's
+/// head (lowercase) and its body.
+pub async fn http_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(req.as_bytes()).await.unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.unwrap();
     let status = raw[9..12].parse().unwrap();
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
 pub async fn json_call(

@@ -132,7 +132,7 @@ async fn wspool_cluster_app(url: &str) -> std::io::Result<Router> {
     // The admin API: `cluster_100k` publishes through its broadcast_all.
     let app = Router::new()
         .merge(wspool::route())
-        .merge(wspool::admin::router())
+        .merge(wspool::admin::Admin::open_for_local_use().router())
         .route("/bench/lost", axum::routing::get(lost));
     Ok(app.layer(pool.layer()))
 }

@@ -55,7 +55,7 @@ use super::{
 };
 use crate::{
     event::UndeliveredReason, message::Encoded, proto::cluster::Envelope, stats::bump, ClientId,
-    ClusterStats, Delivery, EngineStats, JoinError, SendError,
+    ClusterStats, Delivery, EngineStats, JoinError, NodeInfo, SendError,
 };
 
 /// A set of pools in one process that behave as one cluster. Cheap to
@@ -232,7 +232,9 @@ impl Net {
         }
         if let Some(member) = self.state.lock().nodes.get(&node) {
             bump(&member.counters.recovered, recovered);
-            bump(&member.counters.missed, cut.missed);
+            if cut.missed > 0 {
+                member.counters.gap(cut.missed);
+            }
         }
         if cut.missed > 0 {
             let (channel, missed) = ("*".to_owned(), cut.missed);
@@ -892,6 +894,28 @@ impl Cluster for MemoryCluster {
             Ok((state.nodes.iter())
                 .filter(|(node, _)| **node != self.node)
                 .flat_map(|(_, m)| m.presence.values().cloned())
+                .collect())
+        })
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, SendError>> {
+        Box::pin(async move {
+            self.link_up()?;
+            // Asked outside the network's lock: a report reads its node's
+            // stats, which take it.
+            let others: Vec<_> = {
+                let state = self.net.state.lock();
+                (state.nodes.keys())
+                    .filter(|node| **node != self.node)
+                    .filter_map(|node| Self::handler_of(&state, *node))
+                    .collect()
+            };
+            Ok(others
+                .iter()
+                .map(|h| NodeInfo {
+                    this: false,
+                    ..h.report()
+                })
                 .collect())
         })
     }

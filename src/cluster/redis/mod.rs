@@ -48,10 +48,11 @@ use tokio::sync::mpsc;
 
 use super::{
     envelope, BoxFuture, Claimed, Cluster, ConnectError, Handler, Local, Presence, Settings,
-    Tallies, Target,
+    Tallies, Target, REPORT_EVERY, REPORT_STALE,
 };
 use crate::{
-    message::Encoded, stats::bump, ClusterStats, Delivery, EngineStats, JoinError, SendError,
+    message::Encoded, stats::bump, ClusterStats, Delivery, EngineStats, JoinError, NodeInfo,
+    SendError,
 };
 
 mod config;
@@ -340,10 +341,16 @@ impl Shared {
         })
     }
 
+    /// Renews this node's lease; its value is this node's report
+    /// ([`Handler::report`], read by [`Cluster::nodes`]).
     async fn renew_lease(&self) -> redis::RedisResult<()> {
+        let report = Report {
+            lease_ms: self.config.lease.as_millis() as u64,
+            info: self.handler().map(|h| h.report()),
+        };
         let mut set = redis::cmd("SET");
         set.arg(self.keys.lease(&self.node))
-            .arg(crate::message::now_ms())
+            .arg(serde_json::to_string(&report).unwrap_or_default())
             .arg("PX")
             .arg(self.config.lease.as_millis() as u64);
         let mut sadd = redis::cmd("SADD");
@@ -353,6 +360,14 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// A node's lease's value: its report, and how long its lease lives (so
+/// another node can tell the report's age from the lease's time to live).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Report {
+    lease_ms: u64,
+    info: Option<NodeInfo>,
 }
 
 impl Cluster for RedisCluster {
@@ -439,6 +454,46 @@ impl Cluster for RedisCluster {
                     continue;
                 }
                 out.extend(records.iter().filter_map(|r| serde_json::from_str(r).ok()));
+            }
+            Ok(out)
+        })
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, SendError>> {
+        Box::pin(async move {
+            let s = &self.shared;
+            let mut conn = s.conn();
+            let unavailable = |e: redis::RedisError| SendError::Unavailable(e.to_string());
+            let nodes: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(s.keys.nodes())
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for node in nodes.into_iter().filter(|n| *n != s.node) {
+                let (value, ttl_ms): (Option<String>, i64) = redis::pipe()
+                    .cmd("GET")
+                    .arg(s.keys.lease(&node))
+                    .cmd("PTTL")
+                    .arg(s.keys.lease(&node))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                // No lease: gone (`presence` tidies up after it).
+                let Some(value) = value.filter(|_| ttl_ms >= 0) else {
+                    continue;
+                };
+                let report: Option<Report> = serde_json::from_str(&value).ok();
+                let age_ms = report
+                    .as_ref()
+                    .map_or(0, |r| r.lease_ms.saturating_sub(ttl_ms as u64));
+                let mut info =
+                    (report.and_then(|r| r.info)).unwrap_or_else(|| NodeInfo::unreported(&node));
+                info.node = Some(node);
+                info.this = false;
+                info.age_ms = age_ms;
+                info.up &= std::time::Duration::from_millis(age_ms) <= REPORT_STALE;
+                out.push(info);
             }
             Ok(out)
         })
@@ -649,7 +704,8 @@ impl Cluster for RedisCluster {
     }
 }
 
-/// Renews this node's lease every third of it.
+/// Renews this node's lease (and so its report) every third of it, or
+/// every [`REPORT_EVERY`] if sooner.
 async fn heartbeat(shared: Weak<Shared>) {
     loop {
         let period = match shared.upgrade() {
@@ -657,7 +713,7 @@ async fn heartbeat(shared: Weak<Shared>) {
                 if let Err(e) = s.renew_lease().await {
                     tracing::debug!(error = %e, "lease renewal failed");
                 }
-                s.config.lease / 3
+                (s.config.lease / 3).min(REPORT_EVERY)
             }
             _ => return,
         };

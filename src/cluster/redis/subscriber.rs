@@ -564,7 +564,7 @@ fn gap(shared: &Shared, handler: &dyn Handler, channel: &str, missed: u64) {
     if missed == 0 {
         return;
     }
-    bump(&shared.stats.missed, missed);
+    shared.stats.gap(missed);
     tracing::warn!(channel, missed, "publications missed and not recovered");
     let channel = if channel == shared.node_channel {
         String::new()

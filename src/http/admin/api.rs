@@ -1,32 +1,5 @@
-//! A JSON admin API over the pool (the `chat` example's API, PROTOCOL.md
-//! section 8), ready to mount behind your own authentication.
-//!
-//! | request | answer |
-//! |---|---|
-//! | `POST /api/send`, body a `SendMsg` in proto3 JSON | `200 {"recipients": 1, "delivery": "queued"}` (or `"buffered"` while the client is away, `"forwarded"` to another node of a cluster); 404 no such client; 400 bad body or no `toClientId`; 503 queue full, or the cluster unreachable |
-//! | `POST /api/broadcast` | `200 {"recipients": N}` (queued or buffered, on every node of a cluster); 400 bad body or no `channel`; 503 the cluster unreachable |
-//! | `POST /api/broadcast_all` | `200 {"recipients": N}`; 400 bad body; 503 |
-//! | `GET /api/clients` | array of [`ClientInfo`](crate::ClientInfo), every node's in a cluster |
-//! | `GET /api/clients/{id}` | one (on any node), or 404 |
-//! | `PUT /api/clients/{id}/channels/{channel}` | `200 {"joined": bool}` (false: already a member), on whichever node has it; 404; 400; 503 the cluster unreachable |
-//! | `DELETE /api/clients/{id}/channels/{channel}` | `200 {"left": bool}`, on whichever node has it; 404; 400; 503 |
-//! | `DELETE /api/clients/{id}` | closes it with 4002 on whichever node has it: `200 {"disconnected": id}`; 404 |
-//! | `GET /api/stats` | [`Stats`](crate::Stats) of this node |
-//! | `GET /api/stats/stream` | server-sent events: `event: stats`, the [`Stats`](crate::Stats) of this node as JSON, once a second (the live dashboard's feed) |
-//!
-//! Every error is `{"error": "..."}` with its status, including the
-//! rejections axum would answer in plain text: a body over the limit
-//! (413; axum's default limit of 2 MB, change it with
-//! `axum::extract::DefaultBodyLimit`), a path segment that is not UTF-8
-//! (400), a method the route does not serve (405).
-//!
-//! ```
-//! use axum::Router;
-//! use wspool::WsPool;
-//!
-//! let pool = WsPool::new();
-//! let app: Router = Router::new().merge(wspool::route()).merge(wspool::admin::router()).layer(pool.layer());
-//! ```
+//! The admin API's handlers (the table is in the [module docs](super)).
+//! Each answers through the pool's API only.
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::{
@@ -45,11 +18,13 @@ use crate::{BroadcastError, Delivery, JoinError, SendError, SendMsg, WsPool};
 
 /// The admin routes under `/api`; the pool comes from
 /// [`WsPoolLayer`](crate::WsPoolLayer).
-pub fn router<S>() -> Router<S>
+pub(super) fn routes<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
     Router::new()
+        .route("/api/nodes", get(nodes))
+        .route("/api/nodes/stream", get(nodes_stream))
         .route("/api/send", post(send))
         .route("/api/broadcast", post(broadcast))
         .route("/api/broadcast_all", post(broadcast_all))
@@ -162,6 +137,27 @@ async fn stats_stream(
         Ok(event
             .json_data(pool.stats())
             .unwrap_or_else(|_| Event::default()))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+async fn nodes(pool: WsPool) -> Response {
+    Json(pool.cluster_nodes().await).into_response()
+}
+
+/// Every node's report once a second, as server-sent events (`nodes`),
+/// until the client goes away.
+async fn nodes_stream(
+    pool: WsPool,
+) -> Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
+    let ticks = IntervalStream::new(tokio::time::interval(std::time::Duration::from_secs(1)));
+    let events = ticks.then(move |_| {
+        let pool = pool.clone();
+        async move {
+            let event = Event::default().event("nodes");
+            // Serializing numbers and strings cannot fail.
+            Ok((event.json_data(pool.cluster_nodes().await)).unwrap_or_else(|_| Event::default()))
+        }
     });
     Sse::new(events).keep_alive(KeepAlive::default())
 }
