@@ -59,6 +59,7 @@ use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 use wspool::SendMsg;
 
 use crate::client::Ws;
+use wspool_client::{Client, Event, Options};
 
 const CHANNELS: usize = 10;
 const NODES: usize = 3;
@@ -521,48 +522,60 @@ async fn churner(
 }
 
 /// Relays direct messages and broadcasts through its node; reads the
-/// receipts.
+/// receipts. On the Rust client (`wspool-client`), not reconnecting: a
+/// sender whose connection ends stops sending, and what it sent is held to
+/// the ledger as before.
 async fn sender(i: usize, port: u16, receivers: usize, book: Arc<Book>, stop: Arc<AtomicBool>) {
-    let token = format!("s{i}");
-    let (ws, _) = connect(&token, 0, &[port]).await;
-    let (mut sink, mut stream) = ws.split();
-    let reads = {
-        let book = book.clone();
-        tokio::spawn(async move {
-            while let Some(Ok(frame)) = stream.next().await {
-                record(&book, "sender", &frame);
-            }
-        })
+    let options = Options::new(format!("ws://127.0.0.1:{port}/ws"), format!("s{i}"))
+        .reconnect(false)
+        .backoff(Duration::from_millis(100), Duration::from_millis(100));
+    let mut client = Client::connect(options).expect("a sender's id");
+    let read = |book: &Book, event: Option<Event>| match event {
+        Some(Event::Receipt(m)) => {
+            book.reported.lock().insert(m.msg_id);
+            true
+        }
+        Some(Event::Closed { .. }) | None => false,
+        Some(_) => true,
     };
+    match tokio::time::timeout(Duration::from_secs(10), client.next()).await {
+        Ok(Some(Event::Open)) => {}
+        other => panic!("sender s{i} did not connect: {other:?}"),
+    }
     let mut n = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     while !stop.load(Relaxed) {
-        tick.tick().await;
-        n += 1;
-        let (to, channel) = (fastrand::usize(..receivers), fastrand::usize(..CHANNELS));
-        let to = format!("r{to}");
-        let direct = SendMsg {
-            to_client_id: to.clone(),
-            ..Default::default()
-        };
-        if !relay(&mut sink, &book.direct, format!("d{i}-{n}"), to, direct).await {
-            break;
-        }
-        if n.is_multiple_of(10) {
-            let channel = format!("ch{channel}");
-            let broadcast = SendMsg {
-                channel: vec![channel.clone()],
-                ..Default::default()
-            };
-            let id = format!("b{i}-{n}");
-            if !relay(&mut sink, &book.broadcasts, id, channel, broadcast).await {
-                break;
+        tokio::select! {
+            event = client.next() => if !read(&book, event) { return },
+            _ = tick.tick() => {
+                n += 1;
+                let to = format!("r{}", fastrand::usize(..receivers));
+                let direct = SendMsg {
+                    to_client_id: to.clone(),
+                    ..Default::default()
+                };
+                if !relay(&client, &book.direct, format!("d{i}-{n}"), to, direct) {
+                    break;
+                }
+                if n.is_multiple_of(10) {
+                    let channel = format!("ch{}", fastrand::usize(..CHANNELS));
+                    let broadcast = SendMsg {
+                        channel: vec![channel.clone()],
+                        ..Default::default()
+                    };
+                    let id = format!("b{i}-{n}");
+                    if !relay(&client, &book.broadcasts, id, channel, broadcast) {
+                        break;
+                    }
+                }
             }
         }
     }
     // Receipts of the last ones.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    reads.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(6), async {
+        while read(&book, client.next().await) {}
+    })
+    .await;
 }
 
 /// A node's cluster counters (`GET /api/stats`: `stats().cluster`).
@@ -633,9 +646,9 @@ fn owners(topology: &Topology, receivers: usize) -> HashMap<String, serde_json::
 }
 
 /// Relays `msg` as `id` (to `target`: a receiver or a channel), recorded in
-/// `sent` first; whether the socket took it.
-async fn relay(
-    sink: &mut futures_util::stream::SplitSink<Ws, Message>,
+/// `sent` first; whether the client took it.
+fn relay(
+    client: &Client,
     sent: &Mutex<HashMap<String, (String, Instant)>>,
     id: String,
     target: String,
@@ -644,7 +657,5 @@ async fn relay(
     msg.msg_id = id.clone();
     msg.msg = "x".repeat(64);
     sent.lock().insert(id, (target, Instant::now()));
-    sink.send(Message::binary(msg.encode_to_vec()))
-        .await
-        .is_ok()
+    client.send(msg).is_ok()
 }

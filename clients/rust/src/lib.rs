@@ -33,6 +33,11 @@
 //! - **While away**, [`Client::send`] queues up to `max_queued` messages,
 //!   written in order once open again; past that it returns
 //!   [`Error::QueueFull`].
+//! - **Unread events**: at most [`Options::event_buffer`] wait; then the
+//!   client reads nothing more until the stream is read (the server sees
+//!   a slow reader and, after its `slow_client_timeout`, closes with
+//!   4008; the client reconnects).
+//! - **The pool's answer** to one message: [`Client::send_and_wait`].
 
 use std::{
     pin::Pin,
@@ -46,7 +51,7 @@ use std::{
 
 use futures_util::{SinkExt, Stream, StreamExt};
 use prost::Message as _;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, protocol::CloseFrame, Message};
 pub use wspool::{Format, SendMsg};
 
@@ -70,6 +75,24 @@ pub enum Error {
     /// The client is closed.
     #[error("the client is closed")]
     Closed,
+    /// [`Client::send_and_wait`] was given a message whose `msgId` is
+    /// already awaited.
+    #[error("msgId {0:?} is already awaited")]
+    Awaited(String),
+}
+
+/// What the pool answered to one message ([`Client::send_and_wait`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Answer {
+    /// The pool's receipt for it: not delivered, and why (`status`: 3
+    /// expired, 4 not connected, 5 queue full, 7 refused).
+    Receipt(Box<SendMsg>),
+    /// No receipt within the time given. The pool acknowledges nothing
+    /// that goes well, so this is as close to "delivered" as the protocol
+    /// says: nothing was refused so far (a message that later expires in
+    /// a queue still earns a status-3 receipt, on the stream).
+    NoReceipt,
 }
 
 /// What the client tells its user.
@@ -104,6 +127,7 @@ pub struct Options {
     min_delay: Duration,
     max_delay: Duration,
     max_queued: usize,
+    event_buffer: usize,
 }
 
 impl Options {
@@ -119,6 +143,7 @@ impl Options {
             min_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
             max_queued: 1000,
+            event_buffer: 1024,
         }
     }
 
@@ -152,6 +177,17 @@ impl Options {
         self
     }
 
+    /// Events waiting for the stream's reader (default 1,024). When they
+    /// are that many, the client stops reading its connection until the
+    /// reader catches up: the server then sees a slow reader (its queue
+    /// for this client fills; after its `slow_client_timeout` it closes
+    /// with 4008, and the client reconnects), rather than this process
+    /// buffering without bound.
+    pub fn event_buffer(mut self, n: usize) -> Self {
+        self.event_buffer = n.max(1);
+        self
+    }
+
     /// The subprotocol token `id_channel1_channel2`, checked as the server
     /// checks it.
     fn token(&self) -> Result<String, Error> {
@@ -174,10 +210,20 @@ impl Options {
 /// of [`Event`]s. Dropping it closes the connection.
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: mpsc::Receiver<Event>,
     away: Arc<Away>,
     max_queued: usize,
+    /// The receipts [`send_and_wait`](Client::send_and_wait) awaits, by
+    /// `msgId`.
+    waiters: Arc<Waiters>,
+    /// For `msgId`s given to messages that had none.
+    id: String,
+    next_msg: AtomicUsize,
 }
+
+/// Receipts awaited by `msgId`: the connection's task hands each such
+/// receipt to its waiter instead of the stream.
+type Waiters = parking_lot::Mutex<std::collections::HashMap<String, oneshot::Sender<SendMsg>>>;
 
 /// What [`Client::send`] and the connection's task share.
 #[derive(Default)]
@@ -219,9 +265,10 @@ impl Client {
             .headers_mut()
             .insert("sec-websocket-protocol", protocol);
         let (commands, rx) = mpsc::unbounded_channel();
-        let (tx, events) = mpsc::unbounded_channel();
+        let (tx, events) = mpsc::channel(options.event_buffer);
         let away = Arc::new(Away::default());
-        let max_queued = options.max_queued;
+        let waiters = Arc::new(Waiters::default());
+        let (max_queued, id) = (options.max_queued, options.id.clone());
         let run = Run {
             request,
             options,
@@ -229,6 +276,7 @@ impl Client {
             events: tx,
             queue: Default::default(),
             away: away.clone(),
+            waiters: waiters.clone(),
         };
         tokio::spawn(run.run());
         Ok(Client {
@@ -236,7 +284,64 @@ impl Client {
             events,
             away,
             max_queued,
+            waiters,
+            id,
+            next_msg: AtomicUsize::new(1),
         })
+    }
+
+    /// Sends `msg` as [`send`](Self::send) does, and waits up to `within`
+    /// for the pool's answer: its receipt for this message (matched by
+    /// `msgId`; one is made, `<id>-<n>`, when `msg` has none), which then
+    /// goes here rather than to the stream, or [`Answer::NoReceipt`].
+    ///
+    /// ```no_run
+    /// # async fn run(client: &wspool_client::Client) -> Result<(), wspool_client::Error> {
+    /// use std::time::Duration;
+    /// use wspool_client::{Answer, SendMsg};
+    ///
+    /// let msg = SendMsg { to_client_id: "bob".into(), msg: "hi".into(), ..Default::default() };
+    /// match client.send_and_wait(msg, Duration::from_secs(1)).await? {
+    ///     Answer::Receipt(r) if r.status == 4 => println!("bob is not connected"),
+    ///     Answer::Receipt(r) => println!("refused: {}", r.callback_msg),
+    ///     _ => println!("nothing refused"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`send`](Self::send); [`Error::Awaited`] when another call
+    /// awaits the same `msgId`.
+    pub async fn send_and_wait(&self, mut msg: SendMsg, within: Duration) -> Result<Answer, Error> {
+        if msg.msg_id.is_empty() {
+            let n = self.next_msg.fetch_add(1, SeqCst);
+            msg.msg_id = format!("{}-{n}", self.id);
+        }
+        let key = msg.msg_id.clone();
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut waiters = self.waiters.lock();
+            if waiters.contains_key(&key) {
+                return Err(Error::Awaited(key));
+            }
+            waiters.insert(key.clone(), tx);
+        }
+        // Taken out however this ends (an error, the time, the caller
+        // dropping the future).
+        struct Forget<'a>(&'a Waiters, &'a str);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.lock().remove(self.1);
+            }
+        }
+        let _forget = Forget(&self.waiters, &key);
+        self.send(msg)?;
+        match tokio::time::timeout(within, rx).await {
+            Ok(Ok(receipt)) => Ok(Answer::Receipt(Box::new(receipt))),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Ok(Answer::NoReceipt),
+        }
     }
 
     /// Sends `msg`: at once when connected, else queued (up to
@@ -282,11 +387,14 @@ struct Run {
     request: tokio_tungstenite::tungstenite::handshake::client::Request,
     options: Options,
     commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<Event>,
+    /// Bounded: a full stream stops the reading (see
+    /// [`Options::event_buffer`]).
+    events: mpsc::Sender<Event>,
     /// Messages waiting for a connection, and whether each is counted in
     /// `away.queued`.
     queue: std::collections::VecDeque<(Box<SendMsg>, bool)>,
     away: Arc<Away>,
+    waiters: Arc<Waiters>,
 }
 
 /// How one connection ended.
@@ -319,11 +427,12 @@ impl Run {
             };
             let reconnecting =
                 self.options.reconnect && !by_us && !FINAL_CLOSE_CODES.contains(&code);
-            let _ = self.events.send(Event::Closed {
+            let closed = Event::Closed {
                 code,
                 reason,
                 reconnecting,
-            });
+            };
+            let _ = self.events.send(closed).await;
             if !reconnecting {
                 return;
             }
@@ -351,7 +460,7 @@ impl Run {
     {
         let json = self.options.format == Format::Json;
         self.away.open.store(true, SeqCst);
-        let _ = self.events.send(Event::Open);
+        let _ = self.events.send(Event::Open).await;
         let end = self.serve_open(&mut ws, json).await;
         self.away.open.store(false, SeqCst);
         end
@@ -392,8 +501,8 @@ impl Run {
                     }
                 },
                 frame = ws.next() => match frame {
-                    Some(Ok(Message::Binary(b))) => self.deliver(SendMsg::decode(b).map_err(|e| e.to_string())),
-                    Some(Ok(Message::Text(t))) => self.deliver(serde_json::from_str(t.as_str()).map_err(|e| e.to_string())),
+                    Some(Ok(Message::Binary(b))) => self.deliver(SendMsg::decode(b).map_err(|e| e.to_string())).await,
+                    Some(Ok(Message::Text(t))) => self.deliver(serde_json::from_str(t.as_str()).map_err(|e| e.to_string())).await,
                     Some(Ok(Message::Close(frame))) => {
                         let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
                         // Let tungstenite answer the close.
@@ -407,14 +516,25 @@ impl Run {
         }
     }
 
-    fn deliver(&self, msg: Result<SendMsg, String>) {
+    /// Hands what arrived to its waiter or the stream; waits while the
+    /// stream is full (and so reads nothing meanwhile).
+    async fn deliver(&self, msg: Result<SendMsg, String>) {
         match msg {
             // The pool's own receipts come with a status and no sender.
             Ok(msg) if msg.status != 0 && msg.from_client_id.is_empty() => {
-                let _ = self.events.send(Event::Receipt(msg));
+                let waiter = self.waiters.lock().remove(&msg.msg_id);
+                let msg = match waiter {
+                    Some(waiter) => match waiter.send(msg) {
+                        Ok(()) => return,
+                        // Its caller stopped waiting just now.
+                        Err(msg) => msg,
+                    },
+                    None => msg,
+                };
+                let _ = self.events.send(Event::Receipt(msg)).await;
             }
             Ok(msg) => {
-                let _ = self.events.send(Event::Message(msg));
+                let _ = self.events.send(Event::Message(msg)).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "wspool-client: undecodable frame from the server")

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, process::Child, time::Duration};
 
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wspool_client::{Client, Event, Format, Options, SendMsg};
+use wspool_client::{Answer, Client, Event, Format, Options, SendMsg};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -24,6 +24,11 @@ impl Drop for Server {
 
 /// The chat example on `addr`; returns once it serves.
 fn chat(addr: SocketAddr) -> Server {
+    chat_with(addr, &[])
+}
+
+/// The chat example on `addr` with flags `args`.
+fn chat_with(addr: SocketAddr, args: &[&str]) -> Server {
     use std::io::{BufRead, BufReader};
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let target = std::env::var("CARGO_TARGET_DIR").map_or(root.join("target"), Into::into);
@@ -35,6 +40,7 @@ fn chat(addr: SocketAddr) -> Server {
     );
     let mut child = std::process::Command::new(bin)
         .args(["--addr", &addr.to_string()])
+        .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
@@ -114,6 +120,31 @@ fn msg(to: &str, channels: &[&str], text: &str) -> SendMsg {
         msg: text.into(),
         ..Default::default()
     }
+}
+
+/// `GET path` on the chat example's admin API: the status and the body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut http = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    http.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_owned())
+}
+
+/// `POST path` with `body` on the chat example's admin API: the status.
+async fn post(addr: SocketAddr, path: &str, body: &str) -> u16 {
+    let mut http = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).await.unwrap();
+    response[9..12].parse().unwrap()
 }
 
 /// Kills the server gently (SIGINT: it closes every client with 1001).
@@ -257,5 +288,111 @@ async fn the_queue_while_away_is_bounded() {
     for n in ["4", "5", "6"] {
         assert_eq!(message(&mut me).await.msg, n);
     }
+    stop(server);
+}
+
+/// `send_and_wait` gets the pool's receipt for its message (matched by a
+/// `msgId` it makes), which then does not reach the stream; a message the
+/// pool refuses nothing of gets `NoReceipt` and is delivered; a `msgId`
+/// awaited twice is refused.
+#[tokio::test]
+async fn send_and_wait_answers_with_the_pools_receipt() {
+    let addr = free_addr();
+    let server = chat(addr);
+    let mut me = Client::connect(options(addr, "asker")).unwrap();
+    opened(&mut me, "asker").await;
+
+    let answer = me
+        .send_and_wait(msg("nobody", &[], "anyone?"), WAIT)
+        .await
+        .unwrap();
+    let Answer::Receipt(receipt) = answer else {
+        panic!("expected a receipt, got {answer:?}")
+    };
+    assert_eq!((receipt.status, receipt.msg_id.as_str()), (4, "asker-1"));
+
+    let short = Duration::from_millis(300);
+    let answer = me.send_and_wait(msg("asker", &[], "to me"), short).await;
+    assert_eq!(answer, Ok(Answer::NoReceipt));
+    // The stream has the message, and not the receipt taken above.
+    let Event::Message(got) = next(&mut me).await else {
+        panic!("expected the message")
+    };
+    assert_eq!(
+        (got.msg.as_str(), got.msg_id.as_str()),
+        ("to me", "asker-2")
+    );
+
+    let same = SendMsg {
+        msg_id: "m".into(),
+        ..msg("nobody", &[], "twice")
+    };
+    let (first, second) = tokio::join!(
+        me.send_and_wait(same.clone(), WAIT),
+        me.send_and_wait(same, WAIT)
+    );
+    assert!(matches!(first, Ok(Answer::Receipt(r)) if r.msg_id == "m"));
+    assert_eq!(second, Err(wspool_client::Error::Awaited("m".into())));
+    stop(server);
+}
+
+/// A reader that falls behind: the client stops reading its connection
+/// when its events wait unread, the server's queue for it fills, the
+/// server closes it with 4008 (too slow), and the client reconnects and
+/// serves again.
+#[tokio::test]
+async fn a_reader_that_falls_behind_is_closed_4008_and_reconnects() {
+    let addr = free_addr();
+    let server = chat_with(
+        addr,
+        // No offline buffer: what was queued for it at the close would
+        // fill its new queue, and its own message after the reconnect
+        // would not fit.
+        &[
+            "--slow-client-timeout-secs",
+            "1",
+            "--queue-len",
+            "8",
+            "--offline-ttl-secs",
+            "0",
+        ],
+    );
+    let mut slow = Client::connect(options(addr, "slow").event_buffer(1)).unwrap();
+    opened(&mut slow, "slow").await;
+    // 64 KiB at a time for slow through the admin API (the server's own
+    // sends, which no inbound rate limit slows), while slow reads none of
+    // it: the sockets' buffers fill, then its queue on the server, and
+    // the API answers 503 (queue full).
+    let body =
+        serde_json::json!({ "toClientId": "slow", "msg": "x".repeat(64 * 1024) }).to_string();
+    tokio::time::timeout(WAIT, async {
+        for sent in 0.. {
+            match post(addr, "/api/send", &body).await {
+                200 => continue,
+                503 => return sent,
+                other => panic!("api/send answered {other}"),
+            }
+        }
+        unreachable!()
+    })
+    .await
+    .expect("slow's queue on the server fills");
+    // Still reading nothing: after `slow_client_timeout` the server gives
+    // up on it (it is gone from the admin API).
+    tokio::time::timeout(WAIT, async {
+        while get(addr, "/api/clients/slow").await.0 != 404 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the server closes slow");
+
+    // Reading again: what was in the sockets, then the close, then the
+    // reconnect.
+    let (code, reconnecting) = closed(&mut slow).await;
+    assert_eq!((code, reconnecting), (4008, true));
+    assert_eq!(next(&mut slow).await, Event::Open);
+    slow.send(msg("slow", &[], "back")).unwrap();
+    assert_eq!(message(&mut slow).await.msg, "back");
     stop(server);
 }

@@ -9,14 +9,19 @@
 //! again (each goes to the shard that owns it now; the slot map is
 //! refreshed on the way: the connection is made afresh, from the seeds),
 //! then the same recovery as after any broken link runs (ids checked, buffers and histories read, lost data
-//! detected). Each master is probed with a PING every probe interval.
+//! detected). Each master is probed with a PING every probe interval, and
+//! the slots' masters (`CLUSTER SLOTS`) are compared with those the link
+//! was made with: a change (a failover that completed after the link was
+//! made, a slot moved) makes the link again.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures_util::future::join_all;
 use redis::{
     cluster_async::ClusterConnection,
-    cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo},
+    cluster_routing::{
+        MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo,
+    },
     PushKind, Value,
 };
 use tokio::sync::mpsc;
@@ -82,6 +87,16 @@ pub(super) async fn subscriber(
             .await
             .iter()
             .all(Result::is_ok);
+        // Where each slot's master is as this link is made: a link made
+        // while a failover is under way can subscribe where the channel's
+        // slot will not be served once the replica is promoted (seen under
+        // load: broadcasts on the killed shard's channel never came back),
+        // so a change of it remakes the link.
+        let map = if subscribed {
+            slot_map(&mut conn, shared.config.command_timeout).await
+        } else {
+            None
+        };
         if subscribed {
             // What was pushed before is of the link that broke.
             while pushes.try_recv().is_ok() {}
@@ -154,7 +169,13 @@ pub(super) async fn subscriber(
                         }
                         _ = probe.tick() => {
                             let limit = shared.config.probe_interval.max(Duration::from_millis(100));
-                        if !masters_answer(&mut conn, limit).await { break; }
+                            if !masters_answer(&mut conn, limit).await { break; }
+                            if let (Some(was), Some(now)) = (&map, slot_map(&mut conn, limit).await) {
+                                if *was != now {
+                                    tracing::info!("redis cluster: the slots' masters changed; subscribing again");
+                                    break;
+                                }
+                            }
                         }
                     }
                 }
@@ -189,6 +210,43 @@ async fn masters_answer(conn: &mut ClusterConnection, limit: Duration) -> bool {
     ));
     let ping = tokio::time::timeout(limit, conn.route_command(redis::cmd("PING"), routing));
     matches!(ping.await, Ok(Ok(_)))
+}
+
+/// Which master serves each range of slots (`CLUSTER SLOTS`, asked of a
+/// master), as `start-end@host:port` in slot order; `None` when it cannot
+/// be read (no answer in `limit`, or not allowed): then no change is seen.
+async fn slot_map(conn: &mut ClusterConnection, limit: Duration) -> Option<Vec<String>> {
+    let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary);
+    let mut cmd = redis::cmd("CLUSTER");
+    cmd.arg("SLOTS");
+    let answer = tokio::time::timeout(limit, conn.route_command(cmd, routing));
+    let Ok(Ok(Value::Array(ranges))) = answer.await else {
+        return None;
+    };
+    let mut map: Vec<String> = ranges
+        .iter()
+        .filter_map(|range| {
+            let Value::Array(parts) = range else {
+                return None;
+            };
+            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
+                (parts.first(), parts.get(1), parts.get(2))
+            else {
+                return None;
+            };
+            let host = match master.first() {
+                Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
+                Some(Value::SimpleString(h)) => h.clone(),
+                _ => return None,
+            };
+            let Some(Value::Int(port)) = master.get(1) else {
+                return None;
+            };
+            Some(format!("{start}-{end}@{host}:{port}"))
+        })
+        .collect();
+    map.sort();
+    Some(map)
 }
 
 /// A command on the raw cluster connection (a subscription, which waits
