@@ -48,6 +48,7 @@ impl Node {
 
 impl Fixture {
     fn memory() -> Self {
+        common::logs();
         Fixture::Memory(Network::new())
     }
 
@@ -63,6 +64,7 @@ impl Fixture {
 
     #[cfg(feature = "redis")]
     fn cluster() -> Self {
+        common::logs();
         Fixture::Cluster(common::redis::RedisCluster::start())
     }
 
