@@ -71,6 +71,7 @@ pub enum ConfigError {
 
 /// What to do when a client connects with an id that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum DuplicatePolicy {
     /// Close the old connection with 4001 "replaced" and register the new one
     /// (the Go original's behaviour).
@@ -83,6 +84,7 @@ pub enum DuplicatePolicy {
 /// What the provided route does with a message a client sends, after the
 /// application's `on_message` callback has seen it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum RelayPolicy {
     /// Relay nothing: the application sees every message (callback and
     /// event stream) and routes it itself.

@@ -58,6 +58,7 @@ pub mod close_code {
 /// connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Format {
     /// Binary frames, each one protobuf `SendMsg` (the default).
     #[default]

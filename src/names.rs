@@ -5,6 +5,7 @@
 
 /// A parsed handshake token.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Token {
     /// The offer exactly as the client sent it (echoed in the response).
     pub raw: String,
@@ -16,6 +17,7 @@ pub struct Token {
 
 /// The limits a token is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TokenLimits {
     /// Longest id in bytes.
     pub max_id_len: usize,
@@ -23,6 +25,18 @@ pub struct TokenLimits {
     pub max_channel_len: usize,
     /// Most channels.
     pub max_channels: usize,
+}
+
+impl TokenLimits {
+    /// Limits of `max_id_len` and `max_channel_len` bytes and
+    /// `max_channels` channels.
+    pub const fn new(max_id_len: usize, max_channel_len: usize, max_channels: usize) -> Self {
+        TokenLimits {
+            max_id_len,
+            max_channel_len,
+            max_channels,
+        }
+    }
 }
 
 impl Default for TokenLimits {
@@ -38,6 +52,7 @@ impl Default for TokenLimits {
 /// Why no offer was usable. Its `Display` is the one-line body of the 400
 /// response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenError {
     /// No `Sec-WebSocket-Protocol` offer at all.
     #[error("missing Sec-WebSocket-Protocol: offer a token <id>[_<channel>]*")]

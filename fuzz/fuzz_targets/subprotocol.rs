@@ -17,11 +17,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = valid_key(&headers);
-    let limits = TokenLimits {
-        max_id_len: 16,
-        max_channel_len: 8,
-        max_channels: 4,
-    };
+    let limits = TokenLimits::new(16, 8, 4);
     if let Ok(token) = parse_offers(&headers, &limits) {
         assert!(valid_name(&token.id, limits.max_id_len), "{token:?}");
         assert!(token.channels.len() <= limits.max_channels, "{token:?}");

@@ -20,7 +20,8 @@ use std::{
 use super::ClientHandle;
 use crate::{DisconnectReason, PoolError, SendMsg};
 
-/// What `on_message` decides about a message.
+/// What `on_message` decides about a message. A yes or no, so not
+/// `#[non_exhaustive]`: a match on it need not guess at a third answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Relay {
     /// Relay it as the pool's [`RelayPolicy`](crate::RelayPolicy) says.
