@@ -158,31 +158,6 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    /// The report of a node with `stats`, its message rates `rates` (in,
-    /// out, per second).
-    pub(crate) fn of(stats: &crate::Stats, rates: (f64, f64)) -> Self {
-        let cluster = stats.cluster.as_ref();
-        NodeInfo {
-            node: cluster.map(|c| c.node.clone()),
-            this: true,
-            up: cluster.is_none_or(|c| c.up),
-            connections: stats.connections,
-            channels: stats.channels,
-            messages_in: stats.messages_in,
-            messages_out: stats.messages_out,
-            dropped: stats.dropped,
-            undelivered: stats.undelivered,
-            messages_in_per_sec: rates.0,
-            messages_out_per_sec: rates.1,
-            outages: cluster.map_or(0, |c| c.outages),
-            missed: cluster.map_or(0, |c| c.missed),
-            last_gap_at: cluster.and_then(|c| c.last_gap_at),
-            age_ms: 0,
-        }
-    }
-}
-
-impl NodeInfo {
     /// A live node that has not reported yet (or whose report did not
     /// parse: another version): down, with no numbers.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]

@@ -178,8 +178,26 @@ impl Hub {
     /// This node's report: its stats and message rates.
     pub(crate) fn report(&self) -> NodeInfo {
         let stats = self.stats();
-        let rates = self.rates.sample(stats.messages_in, stats.messages_out);
-        NodeInfo::of(&stats, rates)
+        let (messages_in_per_sec, messages_out_per_sec) =
+            self.rates.sample(stats.messages_in, stats.messages_out);
+        let cluster = stats.cluster.as_ref();
+        NodeInfo {
+            node: cluster.map(|c| c.node.clone()),
+            this: true,
+            up: cluster.is_none_or(|c| c.up),
+            connections: stats.connections,
+            channels: stats.channels,
+            messages_in: stats.messages_in,
+            messages_out: stats.messages_out,
+            dropped: stats.dropped,
+            undelivered: stats.undelivered,
+            messages_in_per_sec,
+            messages_out_per_sec,
+            outages: cluster.map_or(0, |c| c.outages),
+            missed: cluster.map_or(0, |c| c.missed),
+            last_gap_at: cluster.and_then(|c| c.last_gap_at),
+            age_ms: 0,
+        }
     }
 
     /// Every node of the cluster (this one first), or this one; this one

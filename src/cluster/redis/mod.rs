@@ -341,6 +341,17 @@ impl Shared {
         })
     }
 
+    /// The other nodes that registered (live or not: each has its lease
+    /// checked by the caller).
+    async fn other_nodes(&self, conn: &mut Conn) -> redis::RedisResult<Vec<String>> {
+        let mut nodes: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.nodes())
+            .query_async(conn)
+            .await?;
+        nodes.retain(|n| *n != self.node);
+        Ok(nodes)
+    }
+
     /// Renews this node's lease; its value is this node's report
     /// ([`Handler::report`], read by [`Cluster::nodes`]).
     async fn renew_lease(&self) -> redis::RedisResult<()> {
@@ -428,13 +439,8 @@ impl Cluster for RedisCluster {
             let s = &self.shared;
             let mut conn = s.conn();
             let unavailable = |e: redis::RedisError| SendError::Unavailable(e.to_string());
-            let nodes: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(s.keys.nodes())
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
             let mut out = Vec::new();
-            for node in nodes.into_iter().filter(|n| *n != s.node) {
+            for node in s.other_nodes(&mut conn).await.map_err(unavailable)? {
                 let (alive, records): (bool, Vec<String>) = redis::pipe()
                     .cmd("EXISTS")
                     .arg(s.keys.lease(&node))
@@ -464,13 +470,8 @@ impl Cluster for RedisCluster {
             let s = &self.shared;
             let mut conn = s.conn();
             let unavailable = |e: redis::RedisError| SendError::Unavailable(e.to_string());
-            let nodes: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(s.keys.nodes())
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
             let mut out = Vec::new();
-            for node in nodes.into_iter().filter(|n| *n != s.node) {
+            for node in s.other_nodes(&mut conn).await.map_err(unavailable)? {
                 let (value, ttl_ms): (Option<String>, i64) = redis::pipe()
                     .cmd("GET")
                     .arg(s.keys.lease(&node))
