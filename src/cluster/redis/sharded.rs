@@ -29,9 +29,7 @@ use tokio::sync::mpsc;
 use super::{
     conn::Conn,
     stopped,
-    subscriber::{
-        announce, inbound, joining, leaving, linked, mark, unlinked, wanted, Mark, SubOp,
-    },
+    subscriber::{announce, down, inbound, joining, leaving, linked, mark, wanted, Mark, SubOp},
     topology::{self, Pushes, Topology},
     Shared,
 };
@@ -183,20 +181,37 @@ pub(super) async fn subscriber(
         } else {
             tracing::debug!("redis cluster: subscribing failed; trying again");
         }
-        unlinked(&shared, &mut ready).await;
-        tracing::debug!("redis cluster: reopening the connection");
-        // The slot map may be stale (a master died and its replica took
-        // over; the client refreshes it on some errors, not on all): the
-        // connection is made afresh from the seeds, which asks the cluster
-        // where each slot is now.
-        if let Topology::Cluster(seeds) = &shared.topology {
-            match topology::open_cluster(seeds, shared.config.command_timeout).await {
-                Ok((conn, fresh)) => {
-                    shared.link.write().conn = conn;
-                    pushes = fresh;
-                }
-                Err(e) => tracing::debug!(error = %e, "redis cluster: no connection yet"),
+        down(&shared, &mut ready);
+        // The connection the link was made on is let go at once: the Redis
+        // client resubscribes a connection by itself when it reconnects
+        // (on the writer's next command), and a node that counts itself
+        // down would then look alive to the others. They would publish to
+        // it rather than take its clients as away and buffer for them, and
+        // it would drop what arrived and read it back from the histories,
+        // which are shorter than buffers (seen as
+        // `missed_traffic_is_recovered` finding nothing buffered).
+        drop(conn);
+        reopen(&shared, &mut pushes).await;
+        tokio::time::sleep(shared.config.reconnect_delay).await;
+        // And again: the slot map may be stale (a master died and its
+        // replica took over; the client refreshes it on some errors, not
+        // on all), and a connection made afresh from the seeds asks the
+        // cluster where each slot is now.
+        reopen(&shared, &mut pushes).await;
+    }
+}
+
+/// Makes the cluster connection afresh from the seeds (with no
+/// subscriptions); the old one is let go once nothing holds it.
+async fn reopen(shared: &Shared, pushes: &mut Pushes) {
+    tracing::debug!("redis cluster: reopening the connection");
+    if let Topology::Cluster(seeds) = &shared.topology {
+        match topology::open_cluster(seeds, shared.config.command_timeout).await {
+            Ok((conn, fresh)) => {
+                shared.link.write().conn = conn;
+                *pushes = fresh;
             }
+            Err(e) => tracing::debug!(error = %e, "redis cluster: no connection yet"),
         }
     }
 }

@@ -188,11 +188,17 @@ pub(super) async fn unlinked(
     shared: &Shared,
     ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
 ) {
+    down(shared, ready);
+    tokio::time::sleep(shared.config.reconnect_delay).await;
+}
+
+/// The link is down (reported once per outage); the first connect is
+/// over, linked or not.
+pub(super) fn down(shared: &Shared, ready: &mut Option<tokio::sync::oneshot::Sender<()>>) {
     broke(shared);
     if let Some(r) = ready.take() {
         let _ = r.send(());
     }
-    tokio::time::sleep(shared.config.reconnect_delay).await;
 }
 
 /// The link broke: `ClusterDown`, once per outage.
