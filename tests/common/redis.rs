@@ -431,6 +431,19 @@ impl RedisCluster {
             .unwrap()
     }
 
+    /// Whether list `key` (a history) has an entry containing `text`.
+    pub fn list_has(&self, key: &str, text: &str) -> bool {
+        let entries: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query(&mut self.conn())
+            .unwrap();
+        entries
+            .iter()
+            .any(|e| e.windows(text.len()).any(|w| w == text.as_bytes()))
+    }
+
     /// A field of `id`'s owner hash.
     pub fn field(&self, id: &str, field: &str) -> Option<String> {
         redis::cmd("HGET")
