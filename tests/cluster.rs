@@ -356,6 +356,50 @@ impl Drop for ChildNode {
     }
 }
 
+/// A node's report is read from Redis, where anything may have written
+/// it: a lease whose value is not a report (garbage, another version's, a
+/// report of wrong types) shows that node down with no numbers, and the
+/// other nodes as usual.
+#[tokio::test]
+async fn a_report_that_does_not_parse_shows_its_node_down() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let mut conn = redis.conn();
+    for (ghost, value) in [
+        ("ghost-1", "not json".to_owned()),
+        ("ghost-2", r#"{"leaseMs":10000}"#.to_owned()),
+        (
+            "ghost-3",
+            r#"{"lease_ms":"x","info":{"up":"yes"}}"#.to_owned(),
+        ),
+        ("ghost-4", "x".repeat(1 << 20)),
+    ] {
+        let _: () = ::redis::cmd("SET")
+            .arg(key::lease(ghost))
+            .arg(value)
+            .arg("PX")
+            .arg(60_000)
+            .query(&mut conn)
+            .unwrap();
+        let _: i64 = ::redis::cmd("SADD")
+            .arg("wspool:{g}:nodes")
+            .arg(ghost)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let nodes = a.pool.cluster_nodes().await;
+    assert_eq!(nodes.len(), 5, "{nodes:?}");
+    assert!(nodes[0].this && nodes[0].up);
+    for (i, ghost) in nodes[1..].iter().enumerate() {
+        assert_eq!(
+            ghost.node.as_deref(),
+            Some(format!("ghost-{}", i + 1).as_str())
+        );
+        assert!(!ghost.up && !ghost.this, "{ghost:?}");
+        assert_eq!((ghost.connections, ghost.messages_in), (0, 0));
+    }
+}
+
 /// The admin surface over Redis: each node's report reaches the others
 /// (the chat example's `/api/nodes`, mounted from the library, shows the
 /// in-process node and itself), and a node SIGKILLed is shown down once

@@ -182,7 +182,6 @@ impl Fixture {
                     cluster.list_has(&buffer, text) || cluster.list_has(history, text)
                 };
                 until(|| held(last.1, &channel) && held(direct, &node)).await;
-                let _ = n;
             }
             _ => {
                 let _ = (node, last, direct);
